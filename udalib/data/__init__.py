@@ -1,0 +1,48 @@
+"""Datasets: MiniCity (generated here) and the real benchmarks (prepared by ``data_scripts/``), one loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .batch import IGNORE_INDEX, SourceBatch, TargetBatch
+from .dataset import DatasetError, SegmentationList, denormalize, eval_loader, normalize, stream
+
+REAL_DATASETS = ("gta5", "synthia", "cityscapes", "nthu")
+
+__all__ = ["IGNORE_INDEX", "SourceBatch", "TargetBatch", "SegmentationList", "DatasetError", "open_dataset",
+           "stream", "eval_loader", "normalize", "denormalize", "REAL_DATASETS"]
+
+
+def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, train: bool = False,
+                 num_classes: int = 19, size: tuple[int, int] | None = None, normalization: str = "imagenet",
+                 cache: bool | None = None) -> SegmentationList:
+    """Open ``name``/``split`` for training (``train=True``: random flips) or evaluation.
+
+    Names: ``minicity:source``, ``minicity:target``, ``minicity:<city>`` (generated on first use, under
+    ``root`` or ``data/``), and the prepared real datasets ``gta5``, ``synthia``, ``cityscapes``,
+    ``nthu:<city>`` under ``root`` (the folder ``data_scripts/`` wrote).
+    """
+    dataset, _, domain = name.partition(":")
+    if dataset == "minicity":
+        from . import minicity
+
+        if domain not in minicity.DOMAINS:
+            raise ValueError(f"unknown MiniCity domain {domain!r} in {name!r}; choose one of "
+                             + ", ".join(f"minicity:{d}" for d in minicity.DOMAINS))
+        folder = minicity.generate(root)
+        splits = minicity.MiniCitySpec().splits[domain]
+        if split not in splits:
+            raise ValueError(f"MiniCity {domain} has splits {sorted(splits)}, not {split!r}")
+        return SegmentationList(folder, f"lists/{domain}_{split}.txt", num_classes=num_classes, size=size,
+                                hflip=train, normalization=normalization,
+                                cache=True if cache is None else cache, name=f"{name}/{split}")
+    if dataset in REAL_DATASETS:
+        if root is None:
+            raise DatasetError(f"{name!r} needs root=<folder prepared by data_scripts/> (DATA_ROOT in the "
+                               "notebooks); see README, 'Real datasets'")
+        domain = domain or dataset
+        return SegmentationList(Path(root) / dataset, f"lists/{domain}_{split}.txt", num_classes=num_classes,
+                                size=size, hflip=train, normalization=normalization, cache=bool(cache),
+                                name=f"{name}/{split}")
+    raise ValueError(f"unknown dataset {name!r}; choose minicity:<domain> or one of {', '.join(REAL_DATASETS)}")

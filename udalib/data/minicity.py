@@ -1,0 +1,417 @@
+"""MiniCity -- the procedurally generated street-scene benchmark that every notebook runs on.
+
+MiniCity mirrors the real benchmarks at toy size, in the same label space and the same on-disk layout:
+
+============  ====================================================  ==============================
+domain        plays the part of                                     labels on disk
+============  ====================================================  ==============================
+``source``    GTA5 / SYNTHIA: a clean, *synthetic-looking* render   ``train`` and ``val``
+``target``    Cityscapes: a *photo-like* render of the same world   ``val`` (evaluation) and
+                                                                    ``oracle`` (oracle baseline only)
+``rome`` ...  NTHU CrossCity: four target cities, each with its     ``val``
+              own light, haze and colour cast
+============  ====================================================  ==============================
+
+Labels are Cityscapes train ids (:data:`MINICITY_TRAINIDS`, a subset of the 19 classes in the same ids), so
+the models, losses and metrics of the real pipeline run unchanged. Target ``train`` images carry no labels:
+adaptation can only see pixels. The separate ``oracle`` split (disjoint images) exists only so that the
+target-supervised upper bound can be trained; no adaptation method reads it.
+
+**What the shift is, and why.** Every domain draws its *layout* from one distribution (horizon, road
+perspective, building blocks, trees, poles with signs, people, cars; :func:`sample_layout`), so
+``p(y)`` and the scene geometry are shared: the shift is a pure *appearance* (covariate) shift, the
+assumption every method here makes. The appearance (:class:`Look`) differs in four designed ways:
+
+1. **Palette.** Each class has other colours in the target (overcast pale sky instead of blue, grey
+   concrete instead of brick and beige, olive foliage, muted cars and clothes). Several target colours
+   land near *another* class's source colour, so a source model's colour cues point the wrong way.
+2. **Texture and noise.** The source is flat-shaded; the target has per-class texture (foliage, facades,
+   asphalt), sensor noise and a slight blur, which the source model has never seen.
+3. **Global photometry.** Desaturation, gamma and a colour cast: first-order statistics that
+   re-estimating BatchNorm statistics on target images (AdaBN) can partly undo.
+4. **Haze and shadows** toward the horizon and under cars.
+
+Because the geometry is shared and the classes remain separable by shape and context, a model can be
+right on the target without target labels: this is the gap that entropy minimisation, adversarial
+alignment and self-training are meant to close. Item 3 alone is what AdaBN fixes, which is why every
+MiniCity table reports AdaBN beside each method. The four cities vary items 3-4 (and the palette a
+little): Rio is closest to the source, Taipei (haze) and Tokyo (dusk) are furthest.
+
+Generation is deterministic: image ``i`` of split ``s`` of domain ``d`` depends only on
+``(seed, d, s, i)``, so any image can be regenerated on its own and the data are the same on any machine.
+Taught in ``notebooks/00_domains_and_the_gap.ipynb``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .. import paths
+from .labels import CITYSCAPES_CLASSES
+
+GENERATOR_VERSION = 1
+
+# Cityscapes train ids used by MiniCity (all but `pole` are also in the 13-class CrossCity set).
+ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 5, 7, 8, 10, 11, 13
+MINICITY_TRAINIDS = (ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, SKY, PERSON, CAR)
+
+# detail codes of the layout's `part` map (appearance only; labels are unaffected)
+BODY, WINDOW, LANE, SHADOW = 0, 1, 2, 3
+
+CITIES = ("rome", "rio", "tokyo", "taipei")
+DOMAINS = ("source", "target", *CITIES)
+
+
+# --------------------------------------------------------------------------------------- layout
+@dataclass
+class Layout:
+    """The geometry of one scene: what is where, independent of how it looks."""
+
+    label: np.ndarray  # (H, W) uint8 train ids
+    obj: np.ndarray  # (H, W) int32 object id; objects[k] is the class of object k
+    part: np.ndarray  # (H, W) uint8 BODY / WINDOW / LANE / SHADOW
+    objects: list[int]
+    horizon: int
+
+
+def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128) -> Layout:
+    """Draw one street scene. All sizes scale with the image, so any resolution works."""
+    H, W = height, width
+    Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
+    label = np.full((H, W), SKY, np.uint8)
+    obj = np.zeros((H, W), np.int32)
+    part = np.zeros((H, W), np.uint8)
+    objects = [SKY]
+
+    def paint(mask, cls, detail=None):
+        objects.append(cls)
+        label[mask] = cls
+        obj[mask] = len(objects) - 1
+        part[mask] = BODY
+        if detail is not None:
+            part[mask & detail] = WINDOW
+
+    hz = int(H * rng.uniform(0.36, 0.50))  # horizon row
+    vx = W * rng.uniform(0.40, 0.60)  # vanishing point
+    depth = np.clip((Y - hz) / max(H - hz, 1), 0, None)  # 0 at the horizon, 1 at the bottom row
+
+    # building blocks: a skyline above the horizon, facades down to the street below it
+    x0 = -rng.uniform(0, 0.1) * W
+    while x0 < W:
+        bw = W * rng.uniform(0.07, 0.2)
+        side = abs((x0 + bw / 2) - vx) / W  # blocks near the image sides look taller
+        top = hz - H * (rng.uniform(0.05, 0.22) + 0.45 * side)
+        block = (X >= x0) & (X < x0 + bw) & (Y >= top)
+        px, py = rng.uniform(4, 7) * W / 128, rng.uniform(5, 8) * H / 64
+        windows = ((X - x0) % px < 0.5 * px) & ((Y - top) % py > 0.45 * py) & (Y < hz + 0.15 * H)
+        paint(block, BUILDING, windows)
+        x0 += bw
+
+    # road and sidewalks: perspective wedges from the vanishing point
+    road_l = vx - 0.02 * W + (W * rng.uniform(-0.35, 0.15) - vx) * depth
+    road_r = vx + 0.02 * W + (W * rng.uniform(0.85, 1.35) - vx) * depth
+    walk_l = road_l - W * rng.uniform(0.25, 0.6) * depth
+    walk_r = road_r + W * rng.uniform(0.25, 0.6) * depth
+    below = Y >= hz
+    paint(below & (X >= walk_l) & (X <= walk_r), SIDEWALK)
+    road = below & (X >= road_l) & (X <= road_r)
+    lane_x = vx + (W * rng.uniform(0.35, 0.65) - vx) * depth
+    lane = road & (np.abs(X - lane_x) < 0.6 + 0.015 * W * depth) & ((Y - hz) % max(H / 10, 2) < H / 20)
+    paint(road, ROAD)
+    part[lane] = LANE
+
+    # things, far to near (painter's algorithm); `t` is the depth of the thing's foot point
+    things = []
+    for _ in range(rng.poisson(2.5)):
+        things.append(("tree", rng.uniform(0.1, 1.0), rng.integers(2)))
+    for _ in range(rng.poisson(1.5)):
+        things.append(("pole", rng.uniform(0.1, 1.0), rng.integers(2)))
+    for _ in range(rng.poisson(2.0)):
+        things.append(("person", rng.uniform(0.15, 1.0), rng.integers(2)))
+    for _ in range(rng.poisson(2.5)):
+        things.append(("car", rng.uniform(0.1, 1.0), rng.integers(2)))
+    things.sort(key=lambda thing: thing[1])
+
+    for kind, t, side in things:
+        yb = hz + t * (H - hz)  # foot row
+        s = H * (0.15 + 0.85 * t)  # apparent size of a unit-height thing at that depth
+        row = int(min(max(yb, 0), H - 1))
+        rl, rr, wl, wr = road_l[row, 0], road_r[row, 0], walk_l[row, 0], walk_r[row, 0]
+        if kind == "car":
+            cx = rng.uniform(rl, rr)
+            h = 0.3 * s * rng.uniform(0.8, 1.2)
+            w = h * rng.uniform(1.5, 2.2)
+            body = (np.abs(X - cx) < w / 2) & (Y <= yb) & (Y > yb - h)
+            glass = (Y < yb - 0.55 * h) & (np.abs(X - cx) < 0.35 * w)
+            roof = (Y > yb - h) & (Y <= yb - 0.55 * h) & (np.abs(X - cx) >= 0.38 * w)
+            body &= ~roof
+            part[(np.abs(X - cx) < w / 2) & (Y > yb) & (Y <= yb + 0.12 * h) & (label == ROAD)] = SHADOW
+            paint(body, CAR, glass)
+            continue
+        # sidewalk things stand on the left or the right sidewalk
+        cx = rng.uniform(wl, rl) if side == 0 else rng.uniform(rr, wr)
+        if kind == "tree":
+            r = 0.28 * s * rng.uniform(0.7, 1.3)
+            trunk_h = 0.35 * s
+            trunk = (np.abs(X - cx) < max(0.6, 0.03 * s)) & (Y <= yb) & (Y > yb - trunk_h)
+            crown = (X - cx) ** 2 + ((Y - (yb - trunk_h - 0.7 * r)) * 1.2) ** 2 < r**2
+            paint(trunk | crown, VEGETATION)
+        elif kind == "pole":
+            h = 0.85 * s
+            paint((np.abs(X - cx) < max(0.8, 0.03 * s)) & (Y <= yb) & (Y > yb - h), POLE)
+            if rng.random() < 0.7:
+                a = max(1.5, 0.11 * s)
+                paint((np.abs(X - cx) < a) & (Y > yb - h - a) & (Y <= yb - h + a), SIGN)
+        else:  # person
+            h = 0.6 * s * rng.uniform(0.85, 1.15)
+            body = ((X - cx) / (0.2 * h)) ** 2 + ((Y - (yb - 0.42 * h)) / (0.42 * h)) ** 2 < 1
+            head = (X - cx) ** 2 + (Y - (yb - 0.9 * h)) ** 2 < (0.1 * h) ** 2
+            paint(body | head, PERSON)
+    return Layout(label, obj, part, objects, hz)
+
+
+# ------------------------------------------------------------------------------------ appearance
+RGB = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a domain renders a layout. Every field is one designed ingredient of the shift."""
+
+    name: str
+    palette: dict[int, tuple[RGB, ...]]  # per class, the colours objects are drawn from
+    sky_top: RGB = (0.35, 0.55, 0.95)  # sky colour at the top row (gradient to palette[SKY] at the horizon)
+    color_jitter: float = 0.04  # per-object colour noise (std)
+    texture: float = 0.0  # amplitude of per-class value-noise texture
+    noise: float = 0.0  # per-pixel sensor noise (std)
+    blur: float = 0.0  # Gaussian blur radius in pixels at 64 rows
+    saturation: float = 1.0  # 1 keeps colours, 0 is grey
+    gamma: float = 1.0
+    gain: RGB = (1.0, 1.0, 1.0)  # colour cast
+    brightness: tuple[float, float] = (0.9, 1.1)  # per-image exposure range
+    haze: float = 0.0  # blend toward haze_color at the horizon
+    haze_color: RGB = (0.8, 0.8, 0.8)
+    shadow: float = 1.0  # brightness under cars (1 = no shadow)
+    window: float = 0.55  # brightness of windows and car glass
+    lane: RGB = (0.95, 0.95, 0.95)
+
+
+# how strongly each class is textured (foliage most, sky least)
+TEXTURE_WEIGHT = {ROAD: 0.6, SIDEWALK: 0.5, BUILDING: 0.7, POLE: 0.2, SIGN: 0.1, VEGETATION: 1.0,
+                  SKY: 0.15, PERSON: 0.4, CAR: 0.3}
+
+SOURCE_LOOK = Look(
+    name="source",
+    palette={
+        ROAD: ((0.30, 0.30, 0.33), (0.36, 0.34, 0.34)),
+        SIDEWALK: ((0.72, 0.62, 0.55), (0.65, 0.60, 0.62)),
+        BUILDING: ((0.72, 0.40, 0.30), (0.80, 0.72, 0.52), (0.55, 0.55, 0.68)),
+        POLE: ((0.25, 0.25, 0.28),),
+        SIGN: ((0.95, 0.80, 0.10), (0.15, 0.30, 0.85)),
+        VEGETATION: ((0.18, 0.62, 0.18), (0.30, 0.70, 0.20)),
+        SKY: ((0.70, 0.85, 1.00),),
+        PERSON: ((0.85, 0.15, 0.15), (0.20, 0.20, 0.75), (0.95, 0.85, 0.15)),
+        CAR: ((0.85, 0.10, 0.10), (0.10, 0.30, 0.85), (0.92, 0.92, 0.92), (0.10, 0.10, 0.12)),
+    },
+)
+
+TARGET_LOOK = Look(
+    name="target",
+    palette={
+        ROAD: ((0.50, 0.48, 0.50), (0.44, 0.44, 0.47)),
+        SIDEWALK: ((0.60, 0.58, 0.62), (0.55, 0.54, 0.60)),  # close to the source road and building-3
+        BUILDING: ((0.62, 0.60, 0.58), (0.55, 0.47, 0.42), (0.70, 0.68, 0.62)),  # concrete: near source walk
+        POLE: ((0.40, 0.40, 0.38),),
+        SIGN: ((0.92, 0.92, 0.92), (0.20, 0.35, 0.75)),
+        VEGETATION: ((0.38, 0.45, 0.18), (0.30, 0.38, 0.22)),  # olive
+        SKY: ((0.86, 0.88, 0.90),),  # overcast: pale, almost white
+        PERSON: ((0.22, 0.22, 0.28), (0.45, 0.32, 0.26), (0.60, 0.20, 0.20)),
+        CAR: ((0.32, 0.32, 0.36), (0.62, 0.62, 0.65), (0.15, 0.20, 0.32), (0.55, 0.15, 0.12)),
+    },
+    sky_top=(0.78, 0.82, 0.88),
+    color_jitter=0.05,
+    texture=0.35,
+    noise=0.035,
+    blur=0.6,
+    saturation=0.75,
+    gamma=1.15,
+    gain=(1.0, 1.0, 1.02),
+    brightness=(0.8, 1.15),
+    haze=0.15,
+    shadow=0.6,
+)
+
+
+def _city(name: str, **changes) -> Look:
+    fields_ = asdict(TARGET_LOOK)
+    fields_.update(name=name, **changes)
+    return Look(**fields_)
+
+
+CITY_LOOKS = {
+    "rome": _city("rome", gain=(1.12, 1.0, 0.84), gamma=1.0, haze=0.1, haze_color=(0.95, 0.88, 0.75)),
+    "rio": _city("rio", saturation=1.05, gamma=1.0, sky_top=(0.40, 0.60, 0.95), haze=0.05, texture=0.3,
+                 palette={**TARGET_LOOK.palette, SKY: ((0.70, 0.82, 0.97),),
+                          VEGETATION: ((0.20, 0.55, 0.20), (0.28, 0.60, 0.18))}),
+    "tokyo": _city("tokyo", gamma=1.5, gain=(0.85, 0.92, 1.15), brightness=(0.6, 0.9), noise=0.05),
+    "taipei": _city("taipei", haze=0.55, haze_color=(0.82, 0.82, 0.78), saturation=0.6, blur=0.9),
+}
+LOOKS = {"source": SOURCE_LOOK, "target": TARGET_LOOK, **CITY_LOOKS}
+
+
+def _value_noise(rng: np.random.Generator, height: int, width: int, cells: int = 8) -> np.ndarray:
+    """Smooth noise in [-1, 1]: a coarse random grid upsampled bilinearly, plus a finer octave."""
+    out = np.zeros((height, width), np.float32)
+    for scale, amp in ((cells, 0.6), (cells * 3, 0.4)):
+        grid = rng.uniform(-1, 1, (max(height // scale, 2), max(width // scale, 2))).astype(np.float32)
+        img = Image.fromarray(grid, mode="F").resize((width, height), Image.BILINEAR)
+        out += amp * np.asarray(img)
+    return out
+
+
+def render(layout: Layout, look: Look, rng: np.random.Generator) -> np.ndarray:
+    """Paint a layout in a domain's look. Returns an ``(H, W, 3)`` uint8 RGB image."""
+    H, W = layout.label.shape
+    colors = np.zeros((len(layout.objects), 3), np.float32)
+    for k, cls in enumerate(layout.objects):
+        choices = look.palette[cls]
+        colors[k] = np.asarray(choices[rng.integers(len(choices))]) + rng.normal(0, look.color_jitter, 3)
+    img = colors[layout.obj]
+
+    sky = layout.label == SKY  # vertical gradient from sky_top to the horizon colour
+    ramp = np.clip(np.arange(H, dtype=np.float32) / max(layout.horizon, 1), 0, 1)[:, None, None]
+    gradient = np.asarray(look.sky_top) * (1 - ramp) + np.asarray(look.palette[SKY][0]) * ramp
+    img = np.where(sky[..., None], np.broadcast_to(gradient, img.shape), img)
+
+    img[layout.part == WINDOW] *= look.window
+    img[layout.part == LANE] = look.lane
+    img[layout.part == SHADOW] *= look.shadow
+
+    if look.texture:
+        weight = np.zeros(256, np.float32)
+        for cls, w in TEXTURE_WEIGHT.items():
+            weight[cls] = w
+        img *= (1 + look.texture * weight[layout.label] * _value_noise(rng, H, W))[..., None]
+
+    img = img * np.asarray(look.gain, np.float32) * rng.uniform(*look.brightness)
+    gray = img.mean(axis=2, keepdims=True)
+    img = gray + look.saturation * (img - gray)
+    if look.haze:
+        dist = np.exp(-np.abs(np.arange(H, dtype=np.float32) - layout.horizon) / (0.25 * H))[:, None, None]
+        img = img * (1 - look.haze * dist) + np.asarray(look.haze_color) * look.haze * dist
+    img = np.clip(img, 0, 1) ** look.gamma
+    out = Image.fromarray((img * 255).round().astype(np.uint8))
+    if look.blur:
+        out = out.filter(ImageFilter.GaussianBlur(look.blur * H / 64))
+    img = np.asarray(out, np.float32) / 255
+    if look.noise:
+        img = img + rng.normal(0, look.noise, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def make_sample(domain: str, split: str, index: int, seed: int = 0, height: int = 64, width: int = 128):
+    """Image ``index`` of ``domain``/``split``: ``(image (H,W,3) uint8, label (H,W) uint8)``.
+
+    The layout's random stream depends on ``(seed, split, index)`` and, for the source, on the domain, so
+    the source and target worlds are drawn independently while sharing one distribution.
+    """
+    if domain not in LOOKS:
+        raise ValueError(f"unknown MiniCity domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    world = "source" if domain == "source" else "target"
+    split_id = zlib.crc32(f"{world}/{domain}/{split}".encode())
+    layout = sample_layout(np.random.default_rng([seed, split_id, index, 0]), height, width)
+    image = render(layout, LOOKS[domain], np.random.default_rng([seed, split_id, index, 1]))
+    return image, layout.label
+
+
+# ---------------------------------------------------------------------------------------- on disk
+@dataclass(frozen=True)
+class MiniCitySpec:
+    """Sizes of a MiniCity build. The defaults are what the notebooks use."""
+
+    seed: int = 0
+    height: int = 64
+    width: int = 128
+    splits: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "source": {"train": 600, "val": 100},
+        "target": {"train": 600, "val": 150, "oracle": 600},
+        **{city: {"train": 240, "val": 100} for city in CITIES},
+    })
+
+    @property
+    def name(self) -> str:
+        total = sum(sum(s.values()) for s in self.splits.values())
+        return f"minicity-v{GENERATOR_VERSION}-s{self.seed}-{self.height}x{self.width}-n{total}"
+
+
+def labelled(domain: str, split: str) -> bool:
+    """Which splits carry labels on disk: all source splits; only val/oracle in the target domains."""
+    return domain == "source" or split in ("val", "oracle")
+
+
+def _write_one(args) -> None:
+    root, domain, split, index, spec = args
+    image, label = make_sample(domain, split, index, spec.seed, spec.height, spec.width)
+    name = f"{split}_{index:05d}.png"
+    Image.fromarray(image).save(root / domain / "images" / name)
+    if labelled(domain, split):
+        Image.fromarray(label).save(root / domain / "labels" / name)
+
+
+def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = None, *,
+             workers: int | None = None, overwrite: bool = False) -> Path:
+    """Write MiniCity to ``root`` (default ``data/<spec.name>``) and return that folder.
+
+    The layout is the one real datasets get from ``data_scripts/``: ``<domain>/images/*.png``,
+    ``<domain>/labels/*.png`` (train ids, 255 = ignore) and ``lists/<domain>_<split>.txt`` whose lines are
+    ``image [label]`` relative to the root. A finished build (``meta.json`` present) is reused unless
+    ``overwrite``; an unfinished one is built in a temporary folder and moved into place at the end, so an
+    interrupted run never leaves a half-written dataset behind.
+    """
+    spec = spec or MiniCitySpec()
+    root = Path(root) if root is not None else paths.data_dir() / spec.name
+    if (root / "meta.json").exists() and not overwrite:
+        return root
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    jobs = []
+    for domain, splits in spec.splits.items():
+        (tmp / domain / "images").mkdir(parents=True, exist_ok=True)
+        (tmp / domain / "labels").mkdir(parents=True, exist_ok=True)
+        for split, n in splits.items():
+            jobs += [(tmp, domain, split, i, spec) for i in range(n)]
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_one, jobs, chunksize=64))
+    else:
+        for job in jobs:
+            _write_one(job)
+    (tmp / "lists").mkdir(exist_ok=True)
+    for domain, splits in spec.splits.items():
+        for split, n in splits.items():
+            lines = []
+            for i in range(n):
+                name = f"{split}_{i:05d}.png"
+                line = f"{domain}/images/{name}"
+                if labelled(domain, split):
+                    line += f" {domain}/labels/{name}"
+                lines.append(line)
+            (tmp / "lists" / f"{domain}_{split}.txt").write_text("\n".join(lines) + "\n")
+    meta = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "train_ids": list(MINICITY_TRAINIDS),
+            "classes": [CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS],
+            "looks": {k: asdict(v) for k, v in LOOKS.items()}}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=list))
+    if root.exists() and overwrite:
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return root

@@ -1,0 +1,141 @@
+"""Run a segmentation model over a labelled loader and score it (seeds spec §1.3, §2.3, §7).
+
+The seeds disagree on *how* they score, so every choice is an explicit argument and ends up in
+``Scores.protocol``:
+
+* label resolution: MaxSquare/SNR/UDAclustering score at 1024x512 with nearest-downsampled labels
+  (``label_size=(512, 1024)``); AdaptSegNet upsamples the logits to the full 2048x1024 labels
+  (``label_size=None`` with full-resolution labels);
+* flip averaging of the main head (MaxSquare ``--flip``, MLSL);
+* absent classes: skipped (``absent="nan"``) or counted as 0 (``absent="zero"``, CBST/MLSL);
+* class set: 19, 16 or 13 classes, or a 16/13 subset of a 19-class model (MaxSquare ``out_16_13``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from udalib.data.labels import ClassSet, get_class_set
+from udalib.eval.metrics import Absent, ConfusionMatrix, Scores, scores_from_matrix, subset_scores
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore every submodule's own train/eval flag afterwards.
+
+    Restoring per submodule (not ``model.train(was_training)``) keeps deliberately frozen parts,
+    e.g. batch-norm layers kept in eval mode during training, as they were.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _class_scores(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
+    """Logits of the main head, or with ``flip`` the flip-averaged probabilities. Call under no_grad.
+
+    Shape: ``(N, 3, H, W)`` -> ``(N, C, H', W')`` (the model's output resolution).
+    """
+    logits = model(images)["out"]
+    if not flip:
+        return logits
+    flipped = model(images.flip(-1))["out"].softmax(dim=1).flip(-1)  # flip back along W
+    return (logits.softmax(dim=1) + flipped) / 2
+
+
+def predict(model: nn.Module, images: Tensor, *, flip: bool = False) -> Tensor:
+    """Class probabilities of the main head (``model(x)["out"]``), optionally flip-averaged.
+
+    .. math:: p = \\tfrac12\\big(\\mathrm{softmax}(f(x)) + \\mathrm{flip}_W(\\mathrm{softmax}(f(\\mathrm{flip}_W(x))))\\big)
+
+    Runs in eval mode under ``torch.no_grad``; the model's train/eval flags are restored afterwards.
+
+    Shape: ``images`` ``(N, 3, H, W)`` -> ``(N, C, H', W')`` at the model's output resolution.
+    """
+    with eval_mode(model), torch.no_grad():
+        out = _class_scores(model, images, flip)
+    return out if flip else out.softmax(dim=1)
+
+
+def _size_str(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _label_resolution(label_sizes: set[tuple[int, int]], input_sizes: set[tuple[int, int]]) -> str:
+    """``"input"`` when labels matched the images, else ``"HxW"`` (or the sorted list if they vary)."""
+    if label_sizes == input_sizes and len(label_sizes) <= 1:
+        return "input"
+    return ", ".join(_size_str(s) for s in sorted(label_sizes))
+
+
+def _batches(loader: Iterable, max_batches: int | None, progress: bool) -> Iterable:
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    if progress:
+        from tqdm.auto import tqdm  # lazily: only needed for the progress bar
+
+        loader = tqdm(loader, total=total, desc="evaluate", leave=False)
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        yield batch
+
+
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: str | torch.device = "cpu",
+             flip: bool = False, label_size: tuple[int, int] | None = None,
+             class_names: list[str] | None = None, class_set: str | int | ClassSet | None = None,
+             absent: Absent = "nan", max_batches: int | None = None, protocol: dict | None = None,
+             progress: bool = False) -> Scores:
+    """Score ``model`` on a loader of ``(image, label, index)`` batches; returns :class:`Scores` (in %).
+
+    Per batch: labels (trainIds, 255 = ignore) are nearest-resized to ``label_size`` if given; the
+    main-head logits (or, with ``flip``, the flip-averaged probabilities) are resized bilinearly
+    (``align_corners=True``) to the label size when it differs, i.e. scoring is at label resolution;
+    the argmax goes into one confusion matrix for the whole set.
+
+    ``class_set``: when it has ``num_classes`` classes it only names the classes; when the model has
+    19 classes and ``class_set`` is "16" or "13", the subset mIoU is computed from the 19-class
+    matrix as MaxSquare does (:func:`~udalib.eval.metrics.subset_scores`).
+    ``protocol`` adds entries to the recorded protocol, e.g. ``{"model_selection": "last checkpoint"}``.
+    The model must already be on ``device``; its train/eval flags are restored afterwards.
+
+    Shape: loader images ``(N, 3, H, W)``, labels ``(N, H_l, W_l)`` integer.
+    """
+    subset = get_class_set(class_set) if class_set is not None else None
+    if subset is not None and subset.num_classes != num_classes and num_classes != 19:
+        raise ValueError(f"class set {subset.name!r} does not fit a {num_classes}-class model")
+    cm = ConfusionMatrix(num_classes, device=device)
+    label_sizes: set[tuple[int, int]] = set()
+    input_sizes: set[tuple[int, int]] = set()
+    num_images = 0
+    with eval_mode(model), torch.no_grad():
+        for image, label, _ in _batches(loader, max_batches, progress):
+            image, label = image.to(device), label.to(device).long()
+            if label_size is not None and tuple(label.shape[-2:]) != tuple(label_size):
+                label = F.interpolate(label[:, None].float(), size=tuple(label_size), mode="nearest")[:, 0].long()
+            out = _class_scores(model, image, flip)
+            if out.shape[-2:] != label.shape[-2:]:
+                out = F.interpolate(out, size=label.shape[-2:], mode="bilinear", align_corners=True)
+            cm.update(out.argmax(dim=1), label)
+            label_sizes.add(tuple(label.shape[-2:]))
+            input_sizes.add(tuple(image.shape[-2:]))
+            num_images += image.shape[0]
+
+    record = {"label_resolution": _label_resolution(label_sizes, input_sizes), "flip": flip,
+              "absent": absent, "model_selection": "unspecified", "num_images": num_images}
+    record |= dict(protocol or {})
+    if subset is not None and subset.num_classes != num_classes:
+        return subset_scores(cm.matrix.cpu(), subset, protocol=record, absent=absent)
+    names = class_names if class_names is not None else (subset.names if subset is not None else None)
+    record = {"class_set": subset.name if subset is not None else str(num_classes)} | record
+    return scores_from_matrix(cm.matrix.cpu(), names, protocol=record, absent=absent)

@@ -1,0 +1,235 @@
+"""Runs: one plain config in, one run folder out; the checkpoint-or-train helper; the results store.
+
+A run folder holds everything a later notebook, the comparison widgets or ``python -m udalib table``
+need, whoever started the run (a notebook, papermill, the command line, torchrun)::
+
+    runs/<name>/config.json    the Experiment, as JSON
+               metrics.csv     losses and lr every few steps
+               eval.csv        periodic evaluations (when eval_every > 0)
+               scores.json     final per-class IoU on every evaluation set, with its protocol
+               model.pt        the final model weights (state_dict)
+               checkpoint.pt   the last training checkpoint (resume)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import paths
+
+SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
+
+
+@dataclass
+class Experiment:
+    """Everything that defines one training run. Its hash names the run folder."""
+
+    method: str = "source_only"
+    source: str = "minicity:source"  # labelled training set, "<dataset>[/<split>]" (split: train)
+    target: str | None = None  # unlabelled target training images, e.g. "minicity:target"
+    evaluate_on: tuple[str, ...] = ("minicity:source/val", "minicity:target/val")
+    model: str = "minideeplab"
+    num_classes: int = 19
+    steps: int = 400
+    batch_size: int = 8
+    seed: int = 0
+    init: str | None = None  # run name or folder whose final weights start this run
+    adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
+    preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
+    method_args: dict = field(default_factory=dict)  # overrides on top of the preset
+    model_args: dict = field(default_factory=dict)
+    data_root: str | None = None  # prepared real datasets (data_scripts/); MiniCity ignores it
+    size: tuple[int, int] | None = None  # (H, W) resize of every image; None keeps the stored size
+    flip: bool = False  # flip test-time augmentation in the final evaluation
+    label: str = ""  # free text shown in tables (e.g. "MinEnt, lambda 0")
+    device: str = "cpu"
+
+    def __post_init__(self):
+        self.evaluate_on = tuple(self.evaluate_on)
+        self.size = tuple(self.size) if self.size is not None else None
+
+    def key(self) -> str:
+        """A short hash of everything that changes the result (not the device or the label)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("device", "label")}
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-s{self.seed}-{self.key()}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Experiment:
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise TypeError(f"Experiment has no field {', '.join(map(repr, unknown))}; "
+                            f"fields: {', '.join(sorted(valid))}")
+        return cls(**d)
+
+
+def _split(spec: str, default: str) -> tuple[str, str]:
+    name, _, split = spec.partition("/")
+    return name, split or default
+
+
+def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
+    from .data import open_dataset
+    from .models import NORMALIZATION
+
+    name, split = _split(spec, default_split)
+    return open_dataset(name, split, root=exp.data_root, train=train, num_classes=exp.num_classes,
+                        size=exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
+
+
+@dataclass
+class Run:
+    """A finished (or resumable) run folder."""
+
+    dir: Path
+    config: Experiment
+    scores: dict = field(default_factory=dict)  # dataset spec -> Scores
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def miou(self, dataset: str = "minicity:target/val") -> float:
+        return self.scores[dataset].miou
+
+    def model(self, device: str = "cpu") -> torch.nn.Module:
+        """The trained model, in eval mode."""
+        from .models import build_model
+        from .models.checkpoint import load_into, load_state_dict_file
+
+        model = build_model(self.config.model, self.config.num_classes, **self.config.model_args)
+        load_into(model, load_state_dict_file(self.dir / MODEL))
+        return model.to(device).eval()
+
+    def history(self):
+        import pandas as pd
+
+        path = self.dir / "metrics.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def run_dir_for(exp: Experiment, root: str | os.PathLike | None = None) -> Path:
+    return Path(root) if root is not None else paths.runs_dir() / exp.name
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """Read a run folder written by :func:`run`."""
+    from .eval.metrics import Scores
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise FileNotFoundError(f"{run_dir} is not a udalib run folder (no {CONFIG})")
+    config = Experiment.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    scores = {}
+    if (run_dir / SCORES).exists():
+        scores = {k: Scores(**v) for k, v in json.loads((run_dir / SCORES).read_text()).items()}
+    return Run(run_dir, config, scores)
+
+
+def _resolve_init(init: str) -> Path:
+    path = Path(init)
+    for candidate in (path / MODEL, paths.runs_dir() / init / MODEL, path):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"init {init!r}: no {MODEL} in that run folder or under {paths.runs_dir()}; "
+                            "train the source model first (notebook 01, or `python -m udalib train`)")
+
+
+def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bool = True,
+        progress: bool = True, checkpoint_every: int = 0, eval_every: int = 0, stop_after: int | None = None,
+        workers: int = 0) -> Run:
+    """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder."""
+    from .data import eval_loader
+    from .eval.evaluate import evaluate
+    from .methods import adapt_batchnorm, build_method
+    from .models import build_model
+    from .models.checkpoint import load_into, load_state_dict_file
+    from .train import distributed, fit
+    from .train.checkpoint import atomic_save
+
+    run_dir = run_dir_for(exp, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG).write_text(json.dumps(asdict(exp), indent=1, default=list))
+    device = distributed.local_device(exp.device)
+    torch.manual_seed(exp.seed)
+    model = build_model(exp.model, exp.num_classes, **exp.model_args)
+    if exp.init:
+        load_into(model, load_state_dict_file(_resolve_init(exp.init)))
+    method = build_method(exp.method, model, exp.preset, **exp.method_args)
+
+    source = open_data(exp.source, default_split="train", train=True, exp=exp)
+    target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
+    eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
+
+    def score(dataset, selection: str):
+        return evaluate(method.model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
+                        protocol={"model_selection": selection})
+
+    def periodic(_method) -> dict:
+        return {spec: score(ds, "periodic").miou for spec, ds in eval_sets.items()}
+
+    t0 = time.perf_counter()
+    fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
+        run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        evaluate=periodic if eval_every else None, eval_every=eval_every, stop_after=stop_after,
+        workers=workers)
+    if stop_after is not None and stop_after < exp.steps:
+        return load_run(run_dir)
+    if exp.adabn:
+        if target is None:
+            raise ValueError("adabn=True needs target images: set Experiment.target")
+        adapt_batchnorm(method.model, eval_loader(open_data(exp.target, default_split="train", train=False,
+                                                            exp=exp)), device=device)
+    if not distributed.is_main():
+        return Run(run_dir, exp)
+    scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
+    atomic_save(method.model.state_dict(), run_dir / MODEL)
+    out = {k: v.as_dict() for k, v in scores.items()}
+    for v in out.values():
+        v["protocol"]["train_seconds"] = round(time.perf_counter() - t0, 1)
+    tmp = run_dir / (SCORES + ".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, run_dir / SCORES)
+    return load_run(run_dir)
+
+
+def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kwargs) -> Run:
+    """Checkpoint-or-train: the finished run of ``exp`` if its folder has one, else train it now.
+
+    This is what lets every notebook run on its own, in any order: a later notebook asks for the source
+    model with the same Experiment and gets the one notebook 01 trained, or trains it.
+    """
+    folder = run_dir_for(exp, run_dir)
+    if (folder / SCORES).exists() and (folder / MODEL).exists():
+        done = load_run(folder)
+        if done.config.key() == exp.key() and set(exp.evaluate_on) <= set(done.scores):
+            return done
+    return run(exp, folder, **kwargs)
+
+
+def list_runs(root: str | os.PathLike | None = None):
+    """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set)."""
+    import pandas as pd
+
+    root = Path(root) if root is not None else paths.runs_dir()
+    rows = []
+    for cfg in sorted(root.glob(f"**/{CONFIG}")):
+        if not (cfg.parent / SCORES).exists():
+            continue
+        r = load_run(cfg.parent)
+        for spec, s in r.scores.items():
+            rows.append({"run": r.name, "method": r.config.method, "label": r.config.label or r.config.method,
+                         "seed": r.config.seed, "steps": r.config.steps, "evaluated_on": spec, "miou": s.miou,
+                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir)})
+    return pd.DataFrame(rows)

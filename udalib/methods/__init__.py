@@ -1,0 +1,51 @@
+"""The method registry: a plain dict from name to (method class, config dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from torch import nn
+
+from .adabn import adapt_batchnorm
+from .base import Method, set_requires_grad, sgd
+from .source_only import SourceOnly, SourceOnlyConfig
+
+METHODS: dict[str, tuple[type[Method], type]] = {
+    "source_only": (SourceOnly, SourceOnlyConfig),
+}
+
+# Named departures from the paper defaults (the dataclass defaults): "minicity" is what the notebooks use on
+# the 2-core CPU, where MiniDeepLab is trained from scratch in a few hundred steps.
+PRESETS: dict[str, dict[str, dict]] = {
+    "source_only": {"minicity": {"lr": 0.05}},
+}
+
+__all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "adapt_batchnorm", "set_requires_grad", "sgd",
+           "SourceOnly", "SourceOnlyConfig"]
+
+
+def method_config(name: str, preset: str | None = None, **overrides):
+    """The config dataclass of ``name``: paper defaults, then ``preset``, then ``overrides``.
+
+    Unknown method names, presets or parameter names are errors that list the valid ones.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}")
+    if preset is not None:
+        presets = PRESETS.get(name, {})
+        if preset not in presets:
+            raise ValueError(f"method {name!r} has no preset {preset!r}; presets: {', '.join(presets) or 'none'}")
+        overrides = {**presets[preset], **overrides}
+    config_cls = METHODS[name][1]
+    valid = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise TypeError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                        f"its parameters are: {', '.join(sorted(valid))}")
+    return config_cls(**overrides)
+
+
+def build_method(name: str, model: nn.Module, preset: str | None = None, **overrides) -> Method:
+    """``build_method("source_only", model, preset="minicity", lr=1e-3)``; errors as :func:`method_config`."""
+    cfg = method_config(name, preset, **overrides)
+    return METHODS[name][0](model, cfg)

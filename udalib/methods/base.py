@@ -1,0 +1,75 @@
+"""What every method is: the networks it trains, its optimisers, and one ``step``."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..data.batch import SourceBatch, TargetBatch
+
+
+class Method(nn.Module):
+    """One UDA algorithm: the networks it trains and one ``step`` on a source/target batch pair.
+
+    An ``nn.Module``, so ``.to(device)``, ``.train()`` and ``state_dict()`` cover every network it owns
+    (segmenter, discriminators, centroid buffers) and a checkpoint holds all of them. Optimisers live in
+    ``self.optimizers`` (a dict, so they are saved by name); the loop sets their learning rates.
+    """
+
+    uses_target: bool = True  # False: the loop never loads target images (source-only training)
+
+    def __init__(self, model: nn.Module, cfg):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def step(self, src: SourceBatch, tgt: TargetBatch | None) -> dict[str, float]:
+        """One iteration of the paper's algorithm; returns the losses by their paper names."""
+        raise NotImplementedError
+
+    def on_round_start(self, round_index: int, target_dataset) -> None:
+        """Called before each self-training round; a no-op for one-stage methods."""
+
+    def update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+        """zero_grad, backward, average gradients over DDP replicas, step."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(optimizer)
+        optimizer.step()
+
+
+def average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Under ``torchrun``, average each gradient over the processes (a no-op otherwise).
+
+    This is the arithmetic of ``DistributedDataParallel``, written out: UDA steps run the segmenter on
+    source and target batches before one backward and train several networks per step, which the
+    ``DistributedDataParallel`` wrapper (one forward per backward per module) does not express plainly.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """SGD over the model's parameter groups (backbone at ``lr``, heads at ``10 * lr`` where defined)."""
+    if hasattr(model, "optim_groups"):
+        groups = model.optim_groups(lr)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "lr_mult": 1.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)

@@ -1,0 +1,160 @@
+"""``fit``: the one training loop every method runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data.batch import SourceBatch, TargetBatch
+from ..data.dataset import stream
+from ..methods.base import Method
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def poly_lr(base: float, step: int, steps: int, power: float = 0.9) -> float:
+    r"""DeepLab's poly decay: :math:`lr_i = lr_0 (1 - i / N)^{0.9}`, ``i`` counted from 0."""
+    return base * (1 - step / steps) ** power
+
+
+def set_lr(method: Method, step: int, steps: int, power: float = 0.9) -> float:
+    """Set every group's lr to ``poly_lr(initial lr of the group)``; returns the first group's lr."""
+    first = None
+    for opt in method.optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = poly_lr(group["initial_lr"], step, steps, power)
+            first = group["lr"] if first is None else first
+    return first
+
+
+def _device_context(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps: int, batch_size: int = 8,
+        seed: int = 0, device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None,
+        resume: bool = True, log_every: int = 10, checkpoint_every: int = 0,
+        evaluate: Callable[[Method], dict] | None = None, eval_every: int = 0, amp: bool | None = None,
+        channels_last: bool | None = None, workers: int = 0, progress: bool = True,
+        stop_after: int | None = None, callbacks: tuple[Callable, ...] = ()) -> list[dict]:
+    """Train ``method`` for ``steps`` iterations and return the logged rows.
+
+    Per iteration: set the poly learning rate, draw a source batch and (if the method uses one) a target
+    batch, whose labels are dropped here, once, and call ``method.step``. Self-training methods get
+    ``on_round_start`` at the start of each round (``method.rounds`` of them, evenly spaced).
+
+    ``run_dir`` receives ``metrics.csv`` (every ``log_every`` steps), ``eval.csv`` (every ``eval_every``
+    steps, from the ``evaluate`` callable), and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the
+    end, written atomically. With ``resume`` a run whose checkpoint exists continues from it and produces
+    exactly the losses the uninterrupted run would have (data streams, RNG, optimiser and BatchNorm state are
+    all restored). ``stop_after`` ends the call early (after that many total steps) with a checkpoint, as
+    an interruption would. ``amp`` (bf16 autocast) and ``channels_last`` default to on for CUDA only. Under
+    ``torchrun`` each process draws its own slice of the data, gradients are averaged and BatchNorm buffers
+    are kept in sync; only rank 0 writes files.
+    """
+    device = torch.device(device)
+    rank, world = distributed.setup(device)
+    amp = device.type == "cuda" if amp is None else amp
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    method.to(device, memory_format=memory_format) if channels_last else method.to(device)
+    method.train()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    is_main = rank == 0
+
+    start, rows, eval_rows = 0, [], []
+    if run_dir is not None and resume and (run_dir / CHECKPOINT).exists():
+        state = load_checkpoint(run_dir / CHECKPOINT, method)
+        start, rows, eval_rows = state["step"], state["rows"], state["eval_rows"]
+        if state.get("steps") != steps:
+            raise ValueError(f"{run_dir / CHECKPOINT} is from a run of {state.get('steps')} steps, not {steps}: "
+                             "pass resume=False (or another run_dir) to start afresh")
+        torch.set_rng_state(state["rng"])
+
+    uses_target = method.uses_target and target is not None
+    src_iter = stream(source, batch_size, seed=seed, start=start, workers=workers, rank=rank, world=world,
+                      pin_memory=device.type == "cuda")
+    tgt_iter = (stream(target, batch_size, seed=seed + 1, start=start, workers=workers, rank=rank, world=world,
+                       pin_memory=device.type == "cuda") if uses_target else None)
+    rounds = getattr(method, "rounds", 1)
+    round_starts = {r * steps // rounds: r for r in range(rounds)}
+    end = steps if stop_after is None else min(stop_after, steps)
+
+    def save(step: int) -> None:
+        if run_dir is not None and is_main:
+            save_checkpoint(run_dir / CHECKPOINT, method, step=step, steps=steps, rows=rows,
+                            eval_rows=eval_rows, rng=torch.get_rng_state())
+
+    bar = None
+    if progress and is_main and end > start:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=end - start, desc=type(method).__name__, leave=False)
+    t0 = time.perf_counter()
+    for i in range(start, end):
+        if uses_target and i in round_starts:
+            method.on_round_start(round_starts[i], target)
+        lr = set_lr(method, i, steps)
+        img_s, lbl_s, _ = next(src_iter)
+        src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),
+                          lbl_s.to(device, non_blocking=True))
+        tgt = None
+        if tgt_iter is not None:
+            img_t, _, idx_t = next(tgt_iter)  # the target label is dropped here, once
+            tgt = TargetBatch(img_t.to(device, non_blocking=True, memory_format=memory_format), idx_t)
+        with _device_context(device, amp):
+            logs = method.step(src, tgt)
+        distributed.sync_buffers(method)
+        if not all(math.isfinite(v) for v in logs.values()):
+            raise FloatingPointError(f"step {i}: non-finite loss {logs}; the last checkpoint in {run_dir} is "
+                                     "untouched. Lower the learning rate or the target loss weight")
+        if (i + 1) % log_every == 0 or i + 1 == steps:
+            rows.append({"step": i + 1, "lr": lr, **logs, "seconds": round(time.perf_counter() - t0, 3)})
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
+        if evaluate is not None and eval_every and (i + 1) % eval_every == 0 and i + 1 < steps and is_main:
+            eval_rows.append({"step": i + 1, **evaluate(method)})
+            method.train()
+        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+            save(i + 1)
+        for cb in callbacks:
+            cb(i, method, logs)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if evaluate is not None and end == steps and is_main and steps > start:
+        eval_rows.append({"step": steps, **evaluate(method)})
+        method.train()
+    save(end)
+    if run_dir is not None and is_main:
+        write_csv(run_dir / "metrics.csv", rows)
+        write_csv(run_dir / "eval.csv", eval_rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
+    os.replace(tmp, path)
