@@ -14,6 +14,7 @@ EPILOG = """examples:
   python -m udalib train --init RUN --steps 0 --adabn --target minicity:target   # AdaBN control
   python -m udalib evaluate --run runs/RUN --dataset minicity:rome/val --flip
   python -m udalib table                                      # every finished run, one table
+  python -m udalib run source_gta5 --data-root /data/prepared --device cuda   # a full-scale recipe
   torchrun --nproc_per_node=2 -m udalib train ...             # data-parallel, one process per GPU
 """
 
@@ -47,6 +48,20 @@ def _train(args) -> int:
                      evaluate_on=tuple(args.eval_on) if args.eval_on else Experiment.evaluate_on)
     result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
                  checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, workers=args.workers)
+    print(f"run folder: {result.dir}")
+    for spec, scores in result.scores.items():
+        print(f"{spec:28s} {scores}")
+    return 0
+
+
+def _run_recipe(args) -> int:
+    from .experiment import run
+    from .recipes import load_recipe
+
+    overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v is not None}
+    exp = load_recipe(args.recipe, **overrides, **_pairs(args.set, "--set"))
+    result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
+                 checkpoint_every=args.checkpoint_every, workers=args.workers)
     print(f"run folder: {result.dir}")
     for spec, scores in result.scores.items():
         print(f"{spec:28s} {scores}")
@@ -140,6 +155,19 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
+
+    r = sub.add_parser("run", help="run a full-scale recipe (udalib/recipes/*.yaml)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("recipe", help="recipe name, e.g. source_gta5")
+    r.add_argument("--data-root", default=None, help="folder of datasets prepared by data_scripts/")
+    r.add_argument("--device", default=None, help="overrides the recipe's device")
+    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="Experiment field override")
+    r.add_argument("--run-dir", default=None)
+    r.add_argument("--checkpoint-every", type=int, default=1000)
+    r.add_argument("--workers", type=int, default=4, help="data-loading processes")
+    r.add_argument("--no-resume", action="store_true")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_run_recipe)
 
     e = sub.add_parser("evaluate", help="score a run or a checkpoint on a dataset",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

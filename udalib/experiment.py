@@ -40,7 +40,9 @@ class Experiment:
     steps: int = 400
     batch_size: int = 8
     seed: int = 0
+    poly_steps: int | None = None  # horizon of the poly lr decay if not `steps` (seeds: 200k, stopped at 80k)
     init: str | None = None  # run name or folder whose final weights start this run
+    pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
     preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
     method_args: dict = field(default_factory=dict)  # overrides on top of the preset
@@ -74,18 +76,29 @@ class Experiment:
         return cls(**d)
 
 
-def _split(spec: str, default: str) -> tuple[str, str]:
+def parse_spec(spec: str, default_split: str) -> tuple[str, str, tuple[int, int] | None]:
+    """``"cityscapes/val@512x1024"`` -> ``("cityscapes", "val", (512, 1024))``; split and size are optional."""
+    spec, _, size = spec.partition("@")
     name, _, split = spec.partition("/")
-    return name, split or default
+    if size:
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"dataset size in {spec + '@' + size!r} must be HxW, e.g. @512x1024") from None
+        return name, split or default_split, (h, w)
+    return name, split or default_split, None
 
 
 def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
+    """Open a dataset spec of an Experiment (``DATASET[:DOMAIN][/SPLIT][@HxW]``) in its model's convention."""
     from .data import open_dataset
     from .models import NORMALIZATION
 
-    name, split = _split(spec, default_split)
-    return open_dataset(name, split, root=exp.data_root, train=train, num_classes=exp.num_classes,
-                        size=exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
+    name, split, size = parse_spec(spec, default_split)
+    num_classes = exp.num_classes
+    class_set = None if num_classes == 19 else str(num_classes)  # labels on disk are 19-class train ids
+    return open_dataset(name, split, root=exp.data_root, train=train, num_classes=19, class_set=class_set,
+                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
 
 
 @dataclass
@@ -154,7 +167,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     from .eval.evaluate import evaluate
     from .methods import adapt_batchnorm, build_method
     from .models import build_model
-    from .models.checkpoint import load_into, load_state_dict_file
+    from .models.checkpoint import load_imagenet_init, load_into, load_state_dict_file
     from .train import distributed, fit
     from .train.checkpoint import atomic_save
 
@@ -164,6 +177,8 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     device = distributed.local_device(exp.device)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, exp.num_classes, **exp.model_args)
+    if exp.pretrained:
+        load_imagenet_init(model, exp.pretrained)
     if exp.init:
         load_into(model, load_state_dict_file(_resolve_init(exp.init)))
     method = build_method(exp.method, model, exp.preset, **exp.method_args)
@@ -183,7 +198,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
         run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
         evaluate=periodic if eval_every else None, eval_every=eval_every, stop_after=stop_after,
-        workers=workers)
+        poly_steps=exp.poly_steps, workers=workers)
     if stop_after is not None and stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:

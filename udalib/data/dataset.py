@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from .batch import IGNORE_INDEX
-from .labels import LabelError
+from .labels import LabelError, get_class_set, remap_to_subset
 
 # per-channel statistics for the two input conventions of the field
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -75,11 +75,12 @@ class SegmentationList(Dataset):
         hflip: random horizontal flip (training only).
         normalization: ``"imagenet"`` or ``"caffe"``, see :func:`normalize`.
         cache: keep decoded arrays in memory (MiniCity: a few MB).
+        class_set: ``"16"`` or ``"13"`` to map the stored 19-class train ids to that subset (others -> 255).
     """
 
     def __init__(self, root: str | os.PathLike, list_file: str, *, num_classes: int = 19,
                  size: tuple[int, int] | None = None, hflip: bool = False, normalization: str = "imagenet",
-                 cache: bool = False, name: str | None = None):
+                 cache: bool = False, name: str | None = None, class_set: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist: generate MiniCity with "
@@ -102,6 +103,9 @@ class SegmentationList(Dataset):
         self.num_classes, self.size, self.hflip = num_classes, size, hflip
         self.normalization, self.name = normalization, name or f"{self.root.name}:{list_file}"
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
+        self.class_set = get_class_set(class_set) if class_set not in (None, "19", 19) else None
+        if self.class_set is not None and num_classes != 19:
+            raise ValueError("class_set maps stored 19-class train ids: keep num_classes=19 for the check")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -146,6 +150,8 @@ class SegmentationList(Dataset):
                 raise LabelError(f"{self.root / item[1]}: label ids {ids} are outside the {self.num_classes} "
                                  f"train ids (and 255 = ignore); raw dataset ids must be converted with "
                                  f"data_scripts/ first")
+            if self.class_set is not None:
+                label = remap_to_subset(label, self.class_set)
         if self._cache is not None:
             self._cache[index] = (image, label)
         return image, label

@@ -8,20 +8,31 @@ from torch import nn
 
 from .adabn import adapt_batchnorm
 from .base import Method, set_requires_grad, sgd
+from .maxsquare import MaxSquare, MaxSquareConfig, MaxSquareIWConfig, MaxSquareIWMultiConfig
+from .minent import MinEnt, MinEntConfig
 from .source_only import SourceOnly, SourceOnlyConfig
 
 METHODS: dict[str, tuple[type[Method], type]] = {
     "source_only": (SourceOnly, SourceOnlyConfig),
+    "minent": (MinEnt, MinEntConfig),
+    "maxsquare": (MaxSquare, MaxSquareConfig),
+    "maxsquare_iw": (MaxSquare, MaxSquareIWConfig),
+    "maxsquare_iw_multi": (MaxSquare, MaxSquareIWMultiConfig),
 }
 
 # Named departures from the paper defaults (the dataclass defaults): "minicity" is what the notebooks use on
 # the 2-core CPU, where MiniDeepLab is trained from scratch in a few hundred steps.
 PRESETS: dict[str, dict[str, dict]] = {
     "source_only": {"minicity": {"lr": 0.05}},
+    "minent": {"minicity": {"lr": 0.01}},
+    "maxsquare": {"minicity": {"lr": 0.01}},
+    "maxsquare_iw": {"minicity": {"lr": 0.01}},
+    "maxsquare_iw_multi": {"minicity": {"lr": 0.01}},
 }
 
-__all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "adapt_batchnorm", "set_requires_grad", "sgd",
-           "SourceOnly", "SourceOnlyConfig"]
+__all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "adapt_batchnorm", "set_requires_grad",
+           "sgd", "SourceOnly", "SourceOnlyConfig", "MinEnt", "MinEntConfig", "MaxSquare", "MaxSquareConfig",
+           "MaxSquareIWConfig", "MaxSquareIWMultiConfig"]
 
 
 def method_config(name: str, preset: str | None = None, **overrides):

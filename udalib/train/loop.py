@@ -50,7 +50,8 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         resume: bool = True, log_every: int = 10, checkpoint_every: int = 0,
         evaluate: Callable[[Method], dict] | None = None, eval_every: int = 0, amp: bool | None = None,
         channels_last: bool | None = None, workers: int = 0, progress: bool = True,
-        stop_after: int | None = None, callbacks: tuple[Callable, ...] = ()) -> list[dict]:
+        stop_after: int | None = None, poly_steps: int | None = None,
+        callbacks: tuple[Callable, ...] = ()) -> list[dict]:
     """Train ``method`` for ``steps`` iterations and return the logged rows.
 
     Per iteration: set the poly learning rate, draw a source batch and (if the method uses one) a target
@@ -62,7 +63,8 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     end, written atomically. With ``resume`` a run whose checkpoint exists continues from it and produces
     exactly the losses the uninterrupted run would have (data streams, RNG, optimiser and BatchNorm state are
     all restored). ``stop_after`` ends the call early (after that many total steps) with a checkpoint, as
-    an interruption would. ``amp`` (bf16 autocast) and ``channels_last`` default to on for CUDA only. Under
+    an interruption would. ``poly_steps`` is the horizon of the poly decay when it differs from ``steps``
+    (the seeds' source pre-training decays over 200k iterations and stops at 80k). ``amp`` (bf16 autocast) and ``channels_last`` default to on for CUDA only. Under
     ``torchrun`` each process draws its own slice of the data, gradients are averaged and BatchNorm buffers
     are kept in sync; only rank 0 writes files.
     """
@@ -108,7 +110,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     for i in range(start, end):
         if uses_target and i in round_starts:
             method.on_round_start(round_starts[i], target)
-        lr = set_lr(method, i, steps)
+        lr = set_lr(method, i, poly_steps or steps)
         img_s, lbl_s, _ = next(src_iter)
         src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),
                           lbl_s.to(device, non_blocking=True))

@@ -1,0 +1,69 @@
+"""The MiniCity results table: method x seed -> target mIoU, with the controls beside every method.
+
+Rows: source-only, AdaBN (source model, BatchNorm statistics re-estimated on target images), the oracle
+(target labels), and for every adaptation method registered in ``ROWS`` the method itself and the same run with
+its target loss weight at 0 (training on target batches moves BatchNorm statistics even without a target loss).
+Runs are shared with the notebooks through ``udalib.zoo`` (checkpoint-or-train), so a finished run is not
+trained again.
+
+    python benchmarks/minicity_table.py                       # seeds 0 1 2, every row
+    python benchmarks/minicity_table.py --seeds 0 --only source_only adabn oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from udalib import zoo
+from udalib.experiment import get_or_train
+
+TARGET_EVAL = "minicity:target/val"
+
+# name -> function(seed) -> Experiment. Method issues add their method and its lambda=0 control here.
+ROWS = {
+    "source_only": lambda seed: zoo.source_experiment(seed),
+    "adabn": lambda seed: zoo.adabn_experiment(zoo.source_experiment(seed)),
+    "oracle": lambda seed: zoo.oracle_experiment(seed),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", choices=sorted(ROWS), help="rows to run (default: all)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "minicity_table.csv"))
+    args = parser.parse_args(argv)
+
+    records = []
+    for name in args.only or ROWS:
+        for seed in args.seeds:
+            start = time.perf_counter()
+            result = get_or_train(ROWS[name](seed), progress=False)
+            records.append({"method": name, "seed": seed, "target_miou": round(result.miou(TARGET_EVAL), 2),
+                            "train_seconds": result.scores[TARGET_EVAL].protocol.get("train_seconds"),
+                            "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name})
+            print(f"{name:24s} seed {seed}: {records[-1]['target_miou']:6.2f} mIoU", flush=True)
+    df = pd.DataFrame(records)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+
+    table = df.pivot(index="method", columns="seed", values="target_miou")
+    table["mean"] = table.mean(axis=1).round(2)
+    table["std"] = df.groupby("method").target_miou.std().round(2)
+    table["train s (mean)"] = df.groupby("method").train_seconds.mean().round(1)
+    if "source_only" in table.index:
+        table["vs source-only"] = (table["mean"] - table.loc["source_only", "mean"]).round(2)
+    table = table.reindex([m for m in ROWS if m in table.index])
+    print("\ntarget mIoU (%) on minicity:target/val, by seed\n")
+    print(table.to_string())
+    print(f"\nsaved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""MaxSquare -- Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with Maximum Squares Loss",
+ICCV 2019: the maximum squares loss (Eq. 5), image-wise class-balanced weights (IW, Eq. 7) and the multi-level
+self-produced guidance (Sec. 3.4). Normalisations follow the MaxSquare code base (``utils/loss.py``), for which
+its ``lambda_target`` values were tuned."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.batch import IGNORE_INDEX
+
+
+def maxsquare_loss(logits: Tensor) -> Tensor:
+    r"""Maximum squares loss, to be minimised.
+
+    .. math:: \mathcal{L}_{ms} = -\frac{1}{2}\,\frac{1}{NCHW} \sum_{n,c,h,w} \big(P^{(n,h,w,c)}\big)^2
+
+    The seed averages over all ``N·C·H·W`` entries, so this is :math:`1/C` times the paper's per-pixel sum over
+    classes (Eq. 5). Its gradient with respect to a probability is linear, :math:`-p/(NCHW)`, where entropy's,
+    :math:`\log p + 1`, grows without bound as :math:`p \to 0`: easy, confident pixels stop dominating the
+    gradient (the paper's argument, plotted in notebook 03). The posterior is not detached.
+
+    Shape:
+        logits ``(N, C, H, W)`` -> scalar.
+    """
+    p = F.softmax(logits, dim=1)
+    return -0.5 * p.pow(2).mean()
+
+
+def image_wise_class_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
+    r"""Per-pixel weight of the image-wise class-balanced MaxSquare (IW), detached.
+
+    .. math:: w^{(n,h,w)} = \frac{1}{\max\!\big(N_{n,\hat y}^{\,r}\; (HW)^{1-r},\; 1\big)}, \qquad
+              \hat y = \arg\max_c P^{(n,h,w,c)}
+
+    where :math:`N_{n,k}` counts the pixels of image ``n`` predicted as class ``k`` and ``r`` is ``ratio``
+    (the paper's :math:`\alpha`, ``--IW_ratio``). Classes predicted on few pixels get larger weights. As in the
+    seed (``torch.pow``), :math:`0^0 = 1`: with ``ratio = 0`` every pixel weighs :math:`1/(HW)`. Counting is per
+    image, so a batch gives each image the weights it would get alone (the seed breaks for batch > 1).
+
+    Shape:
+        logits ``(N, C, H, W)`` -> ``(N, H, W)``.
+    """
+    n, c, h, w = logits.shape
+    pred = logits.detach().argmax(dim=1).flatten(1)  # (N, HW)
+    counts = F.one_hot(pred, c).sum(dim=1).to(logits.dtype)  # (N, C)
+    per_class = 1 / torch.clamp(counts.pow(ratio) * float(h * w) ** (1 - ratio), min=1)
+    return per_class.gather(1, pred).view(n, h, w)
+
+
+def iw_maxsquare_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
+    r"""Image-wise class-balanced maximum squares loss, to be minimised.
+
+    .. math:: \mathcal{L}_{iw} = -\frac{1}{NC} \sum_{n,c,h,w} \big(P^{(n,h,w,c)}\big)^2\, w^{(n,h,w)}
+
+    with :math:`w` from :func:`image_wise_class_weights`. As in the seed there is no factor 1/2 and the sum is
+    divided by ``N·C``; for a batch it equals the mean of the per-image losses.
+
+    Shape:
+        logits ``(N, C, H, W)`` -> scalar.
+    """
+    n, c = logits.shape[:2]
+    p = F.softmax(logits, dim=1)
+    weights = image_wise_class_weights(logits, ratio)
+    return -(p.pow(2) * weights[:, None]).sum() / (n * c)
+
+
+def self_produced_guidance(main_logits: Tensor, aux_logits: Tensor, threshold: float = 0.95) -> Tensor:
+    r"""Pseudo-labels for the auxiliary head from both heads' confident predictions (multi-level guidance).
+
+    .. math::
+        \tilde y^{(h,w)} = \begin{cases} \arg\max_c \tfrac12\big(P^{(h,w,c)} + P_{aux}^{(h,w,c)}\big)
+        & \text{if } \max_c P^{(h,w,c)} > \tau \ \text{or}\ \max_c P_{aux}^{(h,w,c)} > \tau \\
+        \text{ignore} & \text{otherwise} \end{cases}
+
+    with :math:`\tau` = ``threshold``. The method adds :math:`\lambda_{seg}\lambda_{target}\,
+    \mathcal{L}_{seg}(aux, \tilde y)`. Computed without gradient.
+
+    Shape:
+        logits ``(N, C, H, W)`` each -> labels ``(N, H, W)`` int64, ``IGNORE_INDEX`` where not confident.
+    """
+    with torch.no_grad():
+        p_main, p_aux = F.softmax(main_logits, dim=1), F.softmax(aux_logits, dim=1)
+        confident = (p_main.amax(dim=1) > threshold) | (p_aux.amax(dim=1) > threshold)
+        label = ((p_main + p_aux) / 2).argmax(dim=1)
+        return torch.where(confident, label, torch.full_like(label, IGNORE_INDEX))

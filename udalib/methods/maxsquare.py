@@ -1,0 +1,70 @@
+"""MaxSquare -- Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with Maximum Squares Loss",
+ICCV 2019: maximum squares (Eq. 5), + image-wise class weights (IW, Eq. 7), + multi-level self-produced guidance.
+
+Taught in ``notebooks/03_maximum_squares.ipynb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.batch import SourceBatch, TargetBatch
+from ..losses import iw_maxsquare_loss, maxsquare_loss, seg_loss, self_produced_guidance
+from .base import Method, sgd
+
+
+@dataclass
+class MaxSquareConfig:
+    lr: float = 2.5e-4  # backbone lr, heads 10x; --lr
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
+    iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
+    lambda_seg: float = 0.0  # CE weight of the auxiliary head on source; --lambda_seg (with --multi True)
+    guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True
+    threshold: float = 0.95  # confidence threshold of the guidance; --threshold
+
+
+@dataclass
+class MaxSquareIWConfig(MaxSquareConfig):
+    iw_ratio: float | None = 0.2  # README: --target_mode IW_maxsquare --IW_ratio 0.2
+
+
+@dataclass
+class MaxSquareIWMultiConfig(MaxSquareIWConfig):
+    lambda_target: float = 0.09  # README: --lambda_target 0.09 --multi True --lambda_seg 0.1 --threshold 0.95
+    lambda_seg: float = 0.1
+    guidance: bool = True
+
+
+class MaxSquare(Method):
+    r""":math:`\mathcal{L}_{seg}(x_s) + \lambda_T \mathcal{L}_{ms}(x_t)`, the IW and multi-level variants by config."""
+
+    def __init__(self, model, cfg: MaxSquareConfig | None = None):
+        super().__init__(model, cfg or MaxSquareConfig())
+        c = self.cfg
+        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
+
+    def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
+        c = self.cfg
+        # (1) source: supervised, main head (+ auxiliary head when multi-level)
+        out_s = self.model(src.image)
+        l_seg = seg_loss(out_s["out"], src.label)
+        if c.lambda_seg:
+            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        # (2) target: maximum squares on the main head, image-wise weighted if iw_ratio is set
+        out_t = self.model(tgt.image)
+        if c.iw_ratio is None:
+            l_target = maxsquare_loss(out_t["out"])
+        else:
+            l_target = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
+        loss = l_seg + c.lambda_target * l_target
+        logs = {"seg": l_seg.item(), "target": l_target.item()}
+        # (3) multi-level guidance: the auxiliary head learns the confident pseudo-labels of both heads
+        if c.guidance:
+            pseudo = self_produced_guidance(out_t["out"], out_t["aux"], c.threshold)
+            l_guide = seg_loss(out_t["aux"], pseudo)
+            loss = loss + c.lambda_seg * c.lambda_target * l_guide
+            logs["guidance"] = l_guide.item()
+        self.update(self.optimizers["model"], loss)
+        return logs

@@ -1,0 +1,163 @@
+"""Figures for the notebooks: pure functions that return a matplotlib ``Figure`` (nothing is shown or saved)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..data.dataset import denormalize
+from ..data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
+
+
+def legend_handles(class_ids: Sequence[int], names: Sequence[str] = CITYSCAPES_CLASSES,
+                   palette: Sequence = CITYSCAPES_PALETTE) -> list[Patch]:
+    return [Patch(color=np.asarray(palette[c]) / 255, label=names[c]) for c in class_ids]
+
+
+def _off(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def show_samples(datasets: Mapping[str, object], n: int = 4, *, class_ids: Sequence[int] | None = None) -> Figure:
+    """For each named dataset, ``n`` images with their colourised labels below (grey where unlabelled)."""
+    fig, axes = plt.subplots(2 * len(datasets), n, figsize=(2.2 * n, 2.3 * len(datasets)), squeeze=False)
+    for r, (name, ds) in enumerate(datasets.items()):
+        for i in range(n):
+            image, label = ds.load(i)
+            axes[2 * r, i].imshow(image)
+            if label is not None:
+                axes[2 * r + 1, i].imshow(colorize(label))
+            else:
+                axes[2 * r + 1, i].text(0.5, 0.5, "no label", ha="center", va="center", color="grey")
+            _off(axes[2 * r, i])
+            _off(axes[2 * r + 1, i])
+        axes[2 * r, 0].set_ylabel(name, fontsize=10)
+    if class_ids is not None:
+        fig.legend(handles=legend_handles(class_ids), loc="lower center", ncol=min(len(class_ids), 9), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 if class_ids is not None else 0, 1, 1))
+    return fig
+
+
+def class_frequencies(datasets: Mapping[str, object], class_ids: Sequence[int], max_images: int = 200):
+    """Share of labelled pixels per class (%) in each dataset, as a DataFrame (classes x datasets)."""
+    import pandas as pd
+
+    out = {}
+    for name, ds in datasets.items():
+        counts = np.zeros(256, np.int64)
+        for i in range(min(len(ds), max_images)):
+            _, label = ds.load(i)
+            counts += np.bincount(label.ravel(), minlength=256)
+        labelled = counts[:255].sum()
+        out[name] = [100 * counts[c] / labelled for c in class_ids]
+    return pd.DataFrame(out, index=[CITYSCAPES_CLASSES[c] for c in class_ids]).round(2)
+
+
+def channel_statistics(datasets: Mapping[str, object], max_images: int = 100):
+    """Mean and standard deviation of each RGB channel (0-255) per dataset: the first-order style."""
+    import pandas as pd
+
+    rows = {}
+    for name, ds in datasets.items():
+        pixels = np.concatenate([ds.load(i)[0].reshape(-1, 3) for i in range(min(len(ds), max_images))]).astype(float)
+        rows[name] = {**{f"mean {c}": pixels[:, k].mean() for k, c in enumerate("RGB")},
+                      **{f"std {c}": pixels[:, k].std() for k, c in enumerate("RGB")}}
+    return pd.DataFrame(rows).T.round(1)
+
+
+def iou_bars(scores: Mapping[str, object], *, title: str = "per-class IoU (%)") -> Figure:
+    """Grouped bars of per-class IoU for several named :class:`~udalib.eval.metrics.Scores`.
+
+    Classes that are NaN in every result (absent from labels and predictions) are left out.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    frames = []
+    for name, s in scores.items():
+        frames.append(pd.DataFrame({"class": s.class_names, "IoU": s.iou, "result": name}))
+    df = pd.concat(frames).dropna(subset=["IoU"])
+    keep = df.groupby("class")["IoU"].count().index
+    df = df[df["class"].isin(keep)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keep) + 2), 3.2))
+    sns.barplot(df, x="class", y="IoU", hue="result", ax=ax)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Sequence[int], *,
+                     normalization: str = "imagenet", class_ids: Sequence[int] | None = None) -> Figure:
+    """Rows: images; columns: image, ground truth, then each named model's prediction."""
+    cols = 2 + len(models)
+    fig, axes = plt.subplots(len(indices), cols, figsize=(2.4 * cols, 1.4 * len(indices) + 0.6), squeeze=False)
+    for r, idx in enumerate(indices):
+        image, label, _ = dataset[idx]
+        axes[r, 0].imshow(denormalize(image, normalization))
+        axes[r, 1].imshow(colorize(label.numpy()))
+        for c, (name, model) in enumerate(models.items(), start=2):
+            was_training = model.training
+            model.eval()
+            pred = model(image[None])["out"].argmax(1)[0].numpy()
+            model.train(was_training)
+            axes[r, c].imshow(colorize(pred))
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
+        for ax in axes[r]:
+            _off(ax)
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("ground truth", fontsize=9)
+    if class_ids is not None:
+        fig.legend(handles=legend_handles(class_ids), loc="lower center", ncol=min(len(class_ids), 9), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07 if class_ids is not None else 0, 1, 1))
+    return fig
+
+
+def training_curves(histories: Mapping[str, object], keys: Sequence[str] = ("seg",)) -> Figure:
+    """Loss curves (one panel per logged key) for several named runs' ``metrics.csv`` DataFrames."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, df in histories.items():
+            if key in df:
+                ax.plot(df["step"], df[key], label=name)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_mean_colours(datasets: Mapping[str, object], class_ids: Sequence[int], max_images: int = 100):
+    """Mean RGB colour (0-255) of each class's pixels, per dataset: ``{name: (len(class_ids), 3) array}``."""
+    out = {}
+    for name, ds in datasets.items():
+        sums, counts = np.zeros((256, 3)), np.zeros(256)
+        for i in range(min(len(ds), max_images)):
+            image, label = ds.load(i)
+            flat = label.ravel()
+            np.add.at(sums, flat, image.reshape(-1, 3))
+            counts += np.bincount(flat, minlength=256)
+        out[name] = sums[list(class_ids)] / np.maximum(counts[list(class_ids)], 1)[:, None]
+    return out
+
+
+def colour_swatches(colours: Mapping[str, np.ndarray], class_ids: Sequence[int]) -> Figure:
+    """One row of colour patches per dataset, one column per class (from :func:`class_mean_colours`)."""
+    fig, ax = plt.subplots(figsize=(0.9 * len(class_ids) + 1.5, 0.5 * len(colours) + 0.8))
+    grid = np.stack([colours[name] for name in colours]) / 255
+    ax.imshow(grid, aspect="auto")
+    ax.set_yticks(range(len(colours)), list(colours))
+    ax.set_xticks(range(len(class_ids)), [CITYSCAPES_CLASSES[c] for c in class_ids], rotation=30)
+    ax.set_title("mean colour of each class")
+    fig.tight_layout()
+    return fig
