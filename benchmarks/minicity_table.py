@@ -1,8 +1,10 @@
 """The MiniCity results table: method x seed -> target mIoU, with the controls beside every method.
 
 Rows: source-only, AdaBN (source model, BatchNorm statistics re-estimated on target images), the oracle
-(target labels), and for every adaptation method registered in ``ROWS`` the method itself and the same run with
-its target loss weight at 0 (training on target batches moves BatchNorm statistics even without a target loss).
+(target labels), the lambda = 0 control (the adaptation run with its target loss weight at 0: training on target
+batches moves BatchNorm statistics even without a target loss; one run serves MinEnt and the MaxSquare family,
+which compute identical updates at weight 0), and every adaptation method. The "target BN" columns score the
+same weights after re-estimating BatchNorm statistics on target images only.
 Runs are shared with the notebooks through ``udalib.zoo`` (checkpoint-or-train), so a finished run is not
 trained again.
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from udalib import zoo
-from udalib.experiment import get_or_train
+from udalib.experiment import TARGET_BN, get_or_train
 
 TARGET_EVAL = "minicity:target/val"
 
@@ -29,6 +31,11 @@ ROWS = {
     "source_only": lambda seed: zoo.source_experiment(seed),
     "adabn": lambda seed: zoo.adabn_experiment(zoo.source_experiment(seed)),
     "oracle": lambda seed: zoo.oracle_experiment(seed),
+    "control_lambda0": lambda seed: zoo.control_experiment(zoo.source_experiment(seed)),
+    "minent": lambda seed: zoo.adaptation_experiment("minent", zoo.source_experiment(seed)),
+    "maxsquare": lambda seed: zoo.adaptation_experiment("maxsquare", zoo.source_experiment(seed)),
+    "maxsquare_iw": lambda seed: zoo.adaptation_experiment("maxsquare_iw", zoo.source_experiment(seed)),
+    "maxsquare_iw_multi": lambda seed: zoo.adaptation_experiment("maxsquare_iw_multi", zoo.source_experiment(seed)),
 }
 
 
@@ -44,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             start = time.perf_counter()
             result = get_or_train(ROWS[name](seed), progress=False)
+            bn = TARGET_EVAL + TARGET_BN
             records.append({"method": name, "seed": seed, "target_miou": round(result.miou(TARGET_EVAL), 2),
+                            "target_miou_target_bn": round(result.scores[bn].miou, 2) if bn in result.scores
+                            else None,
                             "train_seconds": result.scores[TARGET_EVAL].protocol.get("train_seconds"),
                             "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name})
             print(f"{name:24s} seed {seed}: {records[-1]['target_miou']:6.2f} mIoU", flush=True)
@@ -59,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if "source_only" in table.index:
         table["vs source-only"] = (table["mean"] - table.loc["source_only", "mean"]).round(2)
     table = table.reindex([m for m in ROWS if m in table.index])
+    bn = df.groupby("method").target_miou_target_bn.agg(["mean", "std"]).round(2)
+    table["target BN: mean"] = bn["mean"]
+    table["target BN: std"] = bn["std"]
     print("\ntarget mIoU (%) on minicity:target/val, by seed\n")
     print(table.to_string())
     print(f"\nsaved {args.out}")

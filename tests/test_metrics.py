@@ -10,8 +10,14 @@ from torch import nn
 
 from udalib.data.labels import CLASS13_TRAINIDS, SYNTHIA16_TRAINIDS
 from udalib.eval.evaluate import evaluate, predict
-from udalib.eval.metrics import (ConfusionMatrix, Scores, class_iou, confusion_matrix, scores_from_matrix,
-                                 subset_scores)
+from udalib.eval.metrics import (
+    ConfusionMatrix,
+    Scores,
+    class_iou,
+    confusion_matrix,
+    scores_from_matrix,
+    subset_scores,
+)
 
 # Hand-worked 3-class example (255 = ignore):
 #   gt   = 0 0 0 1 1 2 2 2 255

@@ -102,21 +102,35 @@ def _minicity(args) -> int:
 
 
 def _table(args) -> int:
-    from .experiment import list_runs
+    from .experiment import TARGET_BN, list_runs
 
     df = list_runs(args.runs)
     if df.empty:
         print(f"no finished runs under {args.runs or 'runs/'}: run `make tutorial` or `python -m udalib train`")
         return 0
-    df = df[df.evaluated_on.str.contains(args.filter)] if args.filter else df
-    table = (df.pivot_table(index=["label", "seed"], columns="evaluated_on", values="miou", aggfunc="mean")
-             .round(1))
-    print(table.to_string())
-    summary = df.groupby(["label", "evaluated_on"]).miou.agg(["mean", "std", "count"]).round(2)
-    print("\nmean over seeds:\n" + summary.to_string())
+    main = df[df.evaluated_on == args.dataset]
+    if main.empty:
+        print(f"no run was evaluated on {args.dataset}; evaluation sets present: {sorted(df.evaluated_on.unique())}")
+        return 0
+    summary = main.groupby("label").miou.agg(["mean", "std", "count"])
+    bn = df[df.evaluated_on == args.dataset + TARGET_BN].groupby("label").miou.mean()
+    summary["target BN mean"] = bn
+    summary["train s"] = main.groupby("label").seconds.mean()
+    order = ["source_only", "AdaBN", "target batches, lambda 0 (control)"]
+    summary = summary.reindex([x for x in order if x in summary.index]
+                              + sorted(x for x in summary.index if x not in order and x != "oracle")
+                              + (["oracle"] if "oracle" in summary.index else []))
+    summary.columns = ["mIoU mean", "std", "seeds", "target BN mean", "train s"]
+    print(f"mIoU (%) on {args.dataset}, mean over seeds (last checkpoint; 'target BN': BatchNorm statistics "
+          "re-estimated on target images)\n")
+    print(summary.round(2).to_string())
+    if {"source_only", "oracle"} <= set(summary.index):
+        src, orc = summary.loc["source_only", "mIoU mean"], summary.loc["oracle", "mIoU mean"]
+        print(f"\ndomain gap: oracle {orc:.1f} - source-only {src:.1f} = {orc - src:.1f} points "
+              f"(source-only reaches {100 * src / orc:.0f}% of the oracle)")
     if args.out:
         summary.to_csv(args.out)
-        print(f"\nsaved {args.out}")
+        print(f"saved {args.out}")
     return 0
 
 
@@ -191,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
 
     tb = sub.add_parser("table", help="results table of every finished run")
     tb.add_argument("--runs", default=None, help="runs folder (default: runs/)")
-    tb.add_argument("--filter", default="target", help="keep evaluation sets containing this text")
+    tb.add_argument("--dataset", default="minicity:target/val", help="evaluation set to tabulate")
     tb.add_argument("--out", default=None, help="also save the summary as CSV")
     tb.set_defaults(func=_table)
     return p

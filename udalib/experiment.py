@@ -25,6 +25,7 @@ import torch
 from . import paths
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
+TARGET_BN = " | target BN"  # suffix of the scores taken after re-estimating BatchNorm statistics on the target
 
 
 @dataclass
@@ -58,8 +59,15 @@ class Experiment:
         self.size = tuple(self.size) if self.size is not None else None
 
     def key(self) -> str:
-        """A short hash of everything that changes the result (not the device or the label)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("device", "label")}
+        """A short hash of everything that changes the result (not the device or the label).
+
+        The method's parameters enter as the resolved config (paper defaults, then preset, then overrides), so
+        naming a preset's value explicitly gives the same run as leaving it out.
+        """
+        from .methods import method_config
+
+        d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
+        d["method_config"] = asdict(method_config(self.method, self.preset, **self.method_args))
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
 
     @property
@@ -113,8 +121,9 @@ class Run:
     def name(self) -> str:
         return self.dir.name
 
-    def miou(self, dataset: str = "minicity:target/val") -> float:
-        return self.scores[dataset].miou
+    def miou(self, dataset: str = "minicity:target/val", target_bn: bool = False) -> float:
+        """mIoU (%) on ``dataset``; ``target_bn``: after re-estimating BatchNorm statistics on target images."""
+        return self.scores[dataset + (TARGET_BN if target_bn else "")].miou
 
     def model(self, device: str = "cpu") -> torch.nn.Module:
         """The trained model, in eval mode."""
@@ -210,6 +219,13 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
         return Run(run_dir, exp)
     scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
+    if target is not None and not exp.adabn:
+        # the same weights with BatchNorm statistics of the target alone: training alternates source and target
+        # batches, so the running statistics are a mixture of both domains (see notebook 02)
+        target_images = eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp))
+        adapt_batchnorm(method.model, target_images, device=device)
+        scores |= {spec + TARGET_BN: score(ds, "last checkpoint, target BN statistics")
+                   for spec, ds in eval_sets.items()}
     out = {k: v.as_dict() for k, v in scores.items()}
     for v in out.values():
         v["protocol"]["train_seconds"] = round(time.perf_counter() - t0, 1)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from .experiment import Experiment, Run, get_or_train
 
 SOURCE_STEPS = 300  # source model and oracle, notebook 01's default
+ADAPT_STEPS = 150  # adaptation runs, starting from the source model
 BATCH_SIZE = 8
 TARGET = "minicity:target"
 
@@ -28,11 +29,22 @@ def adabn_experiment(source: Experiment) -> Experiment:
     return replace(source, init=source.name, steps=0, adabn=True, target=TARGET, label="AdaBN")
 
 
-def adaptation_experiment(method: str, source: Experiment, *, steps: int, label: str = "",
+def adaptation_experiment(method: str, source: Experiment, *, steps: int = ADAPT_STEPS, label: str = "",
                           **method_args) -> Experiment:
-    """``method`` trained from the source model on source + unlabelled target batches."""
+    """``method`` trained from the source model on source + unlabelled target batches (MiniCity preset)."""
     return replace(source, method=method, init=source.name, steps=steps, target=TARGET,
                    method_args=method_args, label=label or method)
+
+
+def control_experiment(source: Experiment, *, steps: int = ADAPT_STEPS, method: str = "maxsquare") -> Experiment:
+    """The lambda = 0 control: the same adaptation run with the target loss weight at 0.
+
+    It trains on source labels while target batches pass through the network in train mode, which moves the
+    BatchNorm statistics and nothing else. With the weight at 0, MinEnt, MaxSquare, +IW and +IW+multi compute
+    exactly the same updates (same presets otherwise), so one control run serves the whole family.
+    """
+    return adaptation_experiment(method, source, steps=steps, label="target batches, lambda 0 (control)",
+                                 lambda_target=0.0)
 
 
 def source_run(seed: int = 0, **kwargs) -> Run:

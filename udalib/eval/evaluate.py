@@ -55,7 +55,8 @@ def _class_scores(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
 def predict(model: nn.Module, images: Tensor, *, flip: bool = False) -> Tensor:
     """Class probabilities of the main head (``model(x)["out"]``), optionally flip-averaged.
 
-    .. math:: p = \\tfrac12\\big(\\mathrm{softmax}(f(x)) + \\mathrm{flip}_W(\\mathrm{softmax}(f(\\mathrm{flip}_W(x))))\\big)
+    .. math:: p = \\tfrac12 \\big( \\sigma(f(x)) + \\mathrm{flip}_W \\sigma(f(\\mathrm{flip}_W x)) \\big),
+              \\quad \\sigma = \\mathrm{softmax} \\text{ over classes}
 
     Runs in eval mode under ``torch.no_grad``; the model's train/eval flags are restored afterwards.
 
@@ -139,3 +140,38 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: st
     names = class_names if class_names is not None else (subset.names if subset is not None else None)
     record = {"class_set": subset.name if subset is not None else str(num_classes)} | record
     return scores_from_matrix(cm.matrix.cpu(), names, protocol=record, absent=absent)
+
+
+@torch.no_grad()
+def entropy_vs_accuracy(model: nn.Module, loader: Iterable, *, bins: tuple[float, ...] = (0, 0.1, 0.2, 0.4, 1.0),
+                        device: str | torch.device = "cpu", max_batches: int | None = None):
+    """How right the model is where it is confident: labelled pixels bucketed by normalised entropy.
+
+    Returns a DataFrame with one row per bucket of :math:`H / \\log C` (main head): the share of labelled pixels
+    in the bucket (%) and the pixel accuracy there (%). Entropy minimisation assumes low-entropy pixels are mostly
+    right; this table checks that assumption on the data at hand.
+    """
+    import math
+
+    import pandas as pd
+
+    from ..data.batch import IGNORE_INDEX
+    from ..losses import entropy_map
+
+    edges = torch.tensor(bins, dtype=torch.float64)
+    counts = torch.zeros(len(bins) - 1, dtype=torch.float64)
+    correct = torch.zeros(len(bins) - 1, dtype=torch.float64)
+    with eval_mode(model):
+        for image, label, _ in _batches(loader, max_batches, False):
+            logits = model(image.to(device))["out"]
+            ent = (entropy_map(logits) / math.log(logits.shape[1])).double().cpu()
+            label = label.cpu()
+            valid = label != IGNORE_INDEX
+            hit = (logits.argmax(1).cpu() == label) & valid
+            bucket = torch.bucketize(ent, edges[1:-1], right=True)
+            counts += torch.bincount(bucket[valid], minlength=len(counts)).double()
+            correct += torch.bincount(bucket[hit], minlength=len(counts)).double()
+    names = [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(bins[:-1], bins[1:])]
+    return pd.DataFrame({"share of pixels (%)": (100 * counts / counts.sum()).numpy(),
+                         "accuracy (%)": (100 * correct / counts.clamp(min=1)).numpy()},
+                        index=pd.Index(names, name="entropy / log C")).round(1)

@@ -110,7 +110,8 @@ class Scores:
     def __str__(self) -> str:
         extra = "".join(f", {k} {v:.2f}" for k, v in self.extra.items())
         proto = ", ".join(f"{k}={v}" for k, v in self.protocol.items())
-        return (f"mIoU {self.miou:.2f}% over {len(self.iou)} classes{extra} "
+        counted = sum(1 for v in self.iou if not math.isnan(v))
+        return (f"mIoU {self.miou:.2f}% over {counted} of {len(self.iou)} classes{extra} "
                 f"(pixel acc {self.pixel_acc:.2f}%, mean acc {self.mean_acc:.2f}%) [{proto}]")
 
 

@@ -34,4 +34,6 @@ def load_recipe(name: str, **overrides) -> Experiment:
     exp = replace(exp, **overrides) if overrides else exp
     if exp.pretrained:
         exp.pretrained = exp.pretrained.format(data_root=data_root)
+    if exp.init:
+        exp.init = exp.init.format(data_root=data_root)
     return exp

@@ -161,3 +161,61 @@ def colour_swatches(colours: Mapping[str, np.ndarray], class_ids: Sequence[int])
     ax.set_title("mean colour of each class")
     fig.tight_layout()
     return fig
+
+
+def gradient_magnitudes(losses: Mapping[str, object], probs: np.ndarray | None = None):
+    """|d loss / d p| for a binary pixel whose top class has probability ``p`` (0.5 to 1), per named loss.
+
+    The logits are ``(log p, log(1 - p))``, so the softmax is exactly ``(p, 1 - p)`` and autograd gives the
+    derivative of the very function the library trains with along ``p`` (no hand-written formula). This is the
+    paper's Fig. 2 argument: entropy's gradient, ``log(p / (1 - p))``, grows without bound as ``p -> 1``, so
+    already-confident (easy) pixels dominate; max-square's, ``2p - 1``, grows linearly. Returns a DataFrame
+    indexed by ``p``.
+    """
+    import pandas as pd
+
+    probs = np.linspace(0.5, 0.999, 200) if probs is None else probs
+    out = {}
+    for name, loss in losses.items():
+        p = torch.tensor(probs, dtype=torch.double, requires_grad=True)
+        logits = torch.stack([p.log(), (1 - p).log()], dim=1)[..., None, None]  # (P, 2, 1, 1)
+        total = sum(loss(logits[i:i + 1]) for i in range(len(probs)))  # one "image" per p
+        (grad,) = torch.autograd.grad(total, p)
+        out[name] = grad.abs().numpy()
+    return pd.DataFrame(out, index=pd.Index(probs, name="p"))
+
+
+def gradient_plot(grads, *, normalize: bool = True) -> Figure:
+    """Plot :func:`gradient_magnitudes`; ``normalize`` scales each curve to a maximum of 1."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name in grads:
+        y = grads[name] / grads[name].max() if normalize else grads[name]
+        ax.plot(grads.index, y, label=name)
+    ax.set_xlabel("probability of the predicted class, p")
+    ax.set_ylabel("|d loss / d p|" + (" (scaled to max 1)" if normalize else ""))
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, normalization: str = "imagenet") -> Figure:
+    """Rows: images; columns: image, prediction, per-pixel entropy (natural log) of the main head."""
+    from ..losses import entropy_map
+
+    fig, axes = plt.subplots(len(indices), 3, figsize=(7.5, 1.4 * len(indices) + 0.4), squeeze=False)
+    was_training = model.training
+    model.eval()
+    for r, idx in enumerate(indices):
+        image, _, _ = dataset[idx]
+        logits = model(image[None])["out"]
+        axes[r, 0].imshow(denormalize(image, normalization))
+        axes[r, 1].imshow(colorize(logits.argmax(1)[0].numpy()))
+        im = axes[r, 2].imshow(entropy_map(logits)[0].numpy(), cmap="magma", vmin=0, vmax=np.log(logits.shape[1]))
+        for ax in axes[r]:
+            _off(ax)
+    model.train(was_training)
+    for ax, title in zip(axes[0], ("image", "prediction", "entropy")):
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.8)
+    return fig

@@ -1,0 +1,164 @@
+"""The method and model registries (presets, errors that list the valid names) and AdaBN, hand-computed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from udalib.methods import METHODS, PRESETS, adapt_batchnorm, build_method, method_config
+from udalib.methods.minent import MinEnt, MinEntConfig
+from udalib.models import MODELS, build_model
+
+
+def small_model():
+    torch.manual_seed(0)
+    return build_model("minideeplab", 19, width=8)
+
+
+# ------------------------------------------------------------------------------------------- registry
+def test_an_unknown_method_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown method 'dann'") as info:
+        build_method("dann", small_model())
+    assert "registered methods: maxsquare, maxsquare_iw, maxsquare_iw_multi, minent, source_only" in str(info.value)
+    assert set(METHODS) == {"source_only", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi"}
+
+
+def test_an_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(TypeError) as info:
+        build_method("minent", small_model(), learning_rate=0.1, lamda_target=1.0)
+    msg = str(info.value)
+    assert "method 'minent' has no parameter 'lamda_target', 'learning_rate'" in msg
+    assert "its parameters are: " in msg
+    for name in ("lambda_seg", "lambda_target", "lr", "momentum", "weight_decay"):
+        assert name in msg.split("its parameters are: ")[1]
+
+
+def test_a_preset_that_names_an_unknown_parameter_is_also_refused(monkeypatch):
+    monkeypatch.setitem(PRESETS, "source_only", {"broken": {"lr": 0.1, "lambda_targte": 1.0}})
+    with pytest.raises(TypeError, match="has no parameter 'lambda_targte'"):
+        method_config("source_only", "broken")
+
+
+def test_an_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError, match="method 'minent' has no preset 'gpu'; presets: minicity"):
+        build_method("minent", small_model(), preset="gpu")
+
+
+def test_preset_values_apply_and_explicit_arguments_override_them():
+    defaults = method_config("minent")
+    assert (defaults.lr, defaults.lambda_target, defaults.lambda_seg) == (2.5e-4, 0.1, 0.0)
+
+    preset = method_config("minent", "minicity")
+    assert isinstance(preset, MinEntConfig)
+    assert (preset.lr, preset.lambda_seg, preset.lambda_target) == (0.01, 0.1, 2.0)  # PRESETS["minent"]["minicity"]
+    assert (preset.momentum, preset.weight_decay) == (0.9, 5e-4)  # untouched by the preset
+
+    override = method_config("minent", "minicity", lr=0.5)
+    assert (override.lr, override.lambda_seg, override.lambda_target) == (0.5, 0.1, 2.0)
+    assert PRESETS["minent"]["minicity"]["lr"] == 0.01  # the preset itself is not modified
+
+    method = build_method("minent", small_model(), "minicity", lambda_target=0.0)
+    assert isinstance(method, MinEnt)
+    assert (method.cfg.lr, method.cfg.lambda_target) == (0.01, 0.0)
+    opt = method.optimizers["model"]
+    assert opt.param_groups[0]["lr"] == 0.01  # the optimizer was built from the resolved config
+
+
+def test_an_unknown_model_lists_the_models():
+    with pytest.raises(ValueError, match="unknown model 'resnet50'") as info:
+        build_model("resnet50", 19)
+    assert "available models: minideeplab, deeplabv2, deeplabv2_multi, deeplabv2_vgg16" in str(info.value)
+    assert list(MODELS) == ["minideeplab", "deeplabv2", "deeplabv2_multi", "deeplabv2_vgg16"]
+
+
+def test_an_unknown_model_argument_names_the_model():
+    with pytest.raises(TypeError, match="model 'minideeplab': .*depth"):
+        build_model("minideeplab", 19, depth=3)
+
+
+# ---------------------------------------------------------------------------------------------- AdaBN
+class Loader(list):
+    """A list of ``(image, label)`` batches is all adapt_batchnorm needs."""
+
+
+def batches():
+    g = torch.Generator().manual_seed(0)
+    shapes = [(2, 3, 4, 5), (3, 3, 2, 6), (1, 3, 5, 5)]  # different sizes: each batch counts once
+    return Loader((torch.randn(*s, generator=g) * (k + 1) + 2 * k - 1, torch.zeros(s[0], s[2], s[3]))
+                  for k, s in enumerate(shapes))
+
+
+def bn_model(momentum=0.3):
+    bn = nn.BatchNorm2d(3, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        bn.running_mean.fill_(7.0)
+        bn.running_var.fill_(9.0)
+    # a Dropout in front: if AdaBN left the rest of the model in train mode, it would change the statistics
+    return nn.Sequential(nn.Dropout(p=0.5), bn)
+
+
+def test_adabn_sets_running_stats_to_the_average_of_per_batch_statistics():
+    model = bn_model()
+    model.train()
+    data = batches()
+    adapt_batchnorm(model, data)
+    bn = model[1]
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x, _ in data]).mean(0)
+    # PyTorch stores the unbiased (n - 1) batch variance in running_var
+    variances = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x, _ in data]).mean(0)
+    assert torch.allclose(bn.running_mean, means, atol=1e-5)
+    assert torch.allclose(bn.running_var, variances, atol=1e-5)
+    assert bn.num_batches_tracked.item() == 3
+    # the pooled statistics would be a different (wrong) answer: each batch has equal weight
+    pooled = torch.cat([x.permute(1, 0, 2, 3).reshape(3, -1) for x, _ in data], 1).mean(1)
+    assert not torch.allclose(pooled, means, atol=1e-3)
+
+
+def test_adabn_stops_after_max_batches():
+    model = bn_model()
+    data = batches()
+    adapt_batchnorm(model, data, max_batches=2)
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x, _ in data[:2]]).mean(0)
+    assert torch.allclose(model[1].running_mean, means, atol=1e-5)
+    assert model[1].num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_adabn_leaves_weights_momentum_and_modes_as_they_were(train_mode):
+    model = bn_model(momentum=0.3)
+    model.train(train_mode)
+    weight, bias = model[1].weight.detach().clone(), model[1].bias.detach().clone()
+    out = adapt_batchnorm(model, batches())
+    assert out is model
+    bn = model[1]
+    assert torch.equal(bn.weight, weight) and torch.equal(bn.bias, bias)
+    assert bn.momentum == 0.3
+    assert model.training is train_mode and bn.training is train_mode and model[0].training is train_mode
+
+
+def test_adabn_on_a_real_model_changes_only_the_batchnorm_buffers():
+    model = small_model().eval()
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    g = torch.Generator().manual_seed(1)
+    stem_bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    stem_bn.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().clone()))
+    adapt_batchnorm(model, [(torch.randn(2, 3, 32, 64, generator=g) + 1,)])
+    assert all(torch.equal(params[k], p) for k, p in model.named_parameters())
+    changed = [k for k, b in model.named_buffers() if not torch.equal(buffers[k], b)]
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert not model.training
+    # one batch: the first BatchNorm's running statistics are exactly those of the input it saw
+    assert len(seen) == 1
+    assert torch.allclose(stem_bn.running_mean, seen[0].mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(stem_bn.running_var, seen[0].var(dim=(0, 2, 3), unbiased=True), atol=1e-4)
+    assert stem_bn.momentum == 0.1 and stem_bn.num_batches_tracked.item() == 1
+
+
+def test_adabn_needs_a_batchnorm_layer():
+    with pytest.raises(ValueError, match="the model has no BatchNorm layer to adapt"):
+        adapt_batchnorm(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()), batches())

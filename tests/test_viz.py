@@ -1,0 +1,61 @@
+"""Figures and tables of udalib.viz: values checked where the function computes any."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from udalib.data import SegmentationList  # noqa: E402
+from udalib.eval.metrics import Scores  # noqa: E402
+from udalib.losses import entropy_loss, maxsquare_loss  # noqa: E402
+from udalib.viz import plots  # noqa: E402
+
+
+def test_gradient_magnitudes_are_the_closed_forms_of_the_library_losses():
+    p = np.array([0.6, 0.9, 0.99])
+    g = plots.gradient_magnitudes({"entropy": entropy_loss, "maxsquare": maxsquare_loss}, p)
+    # entropy (seed normalisation: / C = 2): |dH/dp| / 2 = log(p / (1 - p)) / 2
+    assert np.allclose(g["entropy"], np.log(p / (1 - p)) / 2)
+    # max-square (seed: -1/2 mean over C = 2 entries): |d/dp| = (2p - 1) / 2
+    assert np.allclose(g["maxsquare"], (2 * p - 1) / 2)
+
+
+def test_class_frequencies_and_mean_colours_on_a_known_dataset(tiny_minicity):
+    ds = SegmentationList(tiny_minicity, "lists/source_val.txt")
+    counts = np.zeros(256)
+    for i in range(len(ds)):
+        counts += np.bincount(ds.load(i)[1].ravel(), minlength=256)
+    freq = plots.class_frequencies({"s": ds}, [0, 10])
+    assert freq.loc["road", "s"] == pytest.approx(round(100 * counts[0] / counts[:255].sum(), 2))
+    colours = plots.class_mean_colours({"s": ds}, [10])
+    sky = np.concatenate([ds.load(i)[0][ds.load(i)[1] == 10] for i in range(len(ds))]).mean(0)
+    assert np.allclose(colours["s"][0], sky)
+
+
+def test_iou_bars_draw_one_bar_per_present_class_and_result_at_its_value():
+    names = ["road", "sidewalk", "wall"]
+    a = Scores([50.0, 20.0, math.nan], 35.0, 90.0, 40.0, names)
+    b = Scores([60.0, 10.0, math.nan], 35.0, 90.0, 40.0, names)
+    fig = plots.iou_bars({"a": a, "b": b})
+    heights = sorted(round(p.get_height(), 3) for p in fig.axes[0].patches if p.get_height() > 0)
+    assert heights == [10.0, 20.0, 50.0, 60.0]  # 'wall' (NaN everywhere) is left out
+
+
+def test_show_predictions_and_entropy_run_on_a_small_model(tiny_minicity):
+    import torch
+
+    from udalib.models import build_model
+
+    ds = SegmentationList(tiny_minicity, "lists/target_val.txt")
+    model = build_model("minideeplab", 19, width=4).train()
+    fig = plots.show_predictions({"m": model}, ds, [0, 1])
+    assert len(fig.axes) >= 6
+    assert model.training  # restored
+    fig = plots.show_entropy(model, ds, [0])
+    assert torch.is_grad_enabled()

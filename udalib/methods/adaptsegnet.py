@@ -1,0 +1,91 @@
+"""AdaptSegNet -- Tsai et al., "Learning to Adapt Structured Output Space for Semantic Segmentation", CVPR 2018:
+adversarial alignment of the softmax outputs, single-level (Sec. 3.2) and multi-level (Sec. 3.3, Eq. 5).
+
+Taught in ``notebooks/04_adversarial_output_space.ipynb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.batch import SourceBatch, TargetBatch
+from ..losses import adversarial_loss, discriminator_loss, seg_loss
+from ..models.discriminator import FCDiscriminator
+from .base import Method, set_requires_grad, sgd
+
+
+@dataclass
+class AdaptSegNetConfig:
+    lr: float = 2.5e-4  # segmenter SGD, heads 10x; --learning-rate
+    momentum: float = 0.9  # --momentum
+    weight_decay: float = 5e-4  # --weight-decay
+    lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D
+    betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the seed
+    lambda_seg: float = 0.0  # source CE weight of the auxiliary head; --lambda-seg
+    lambda_adv_target1: float = 0.0  # λ_adv of the auxiliary output (D1); --lambda-adv-target1
+    lambda_adv_target2: float = 1e-3  # λ_adv of the main output (D2); --lambda-adv-target2 (README LS-GAN: 0.01)
+    gan: str = "vanilla"  # "vanilla" (BCE) or "ls" (least squares); --gan Vanilla | LS
+    levels: tuple[str, ...] = ("out",)  # outputs that get a discriminator (see AdaptSegNet)
+    ndf: int = 64  # discriminator width (channels of its first conv)
+
+
+@dataclass
+class AdaptSegNetMultiConfig(AdaptSegNetConfig):
+    lambda_seg: float = 0.1  # README multi-level: --lambda-seg 0.1
+    lambda_adv_target1: float = 2e-4  # --lambda-adv-target1 0.0002
+    levels: tuple[str, ...] = ("aux", "out")
+
+
+class AdaptSegNet(Method):
+    r""":math:`\mathcal{L}_{seg}(x_s) + \sum_i \lambda^i_{adv} \mathcal{L}^i_{adv}(x_t)` against a discriminator
+    :math:`D_i` per output level, which itself minimises :math:`\mathcal{L}_d` (Eq. 2).
+
+    ``levels`` names the outputs that have a discriminator (a submodule, so it is checkpointed with the method).
+    The seed always trains D1 and D2 and gives D1 weight 0 in single-level runs; D1 then never reaches the
+    segmenter, so ``adaptsegnet`` does not build it (``levels=("aux", "out")`` trains it, as the seed does). With
+    the λ_adv at 0 the same discriminators are trained and the segmenter gets source-only updates: the control.
+    """
+
+    LAMBDA_ADV = {"aux": "lambda_adv_target1", "out": "lambda_adv_target2"}
+
+    def __init__(self, model, cfg: AdaptSegNetConfig | None = None):
+        super().__init__(model, cfg or AdaptSegNetConfig())
+        c = self.cfg
+        self.weights = {k: getattr(c, self.LAMBDA_ADV[k]) for k in c.levels}  # KeyError: unknown level
+        if c.lambda_adv_target1 and "aux" not in c.levels:
+            raise ValueError("lambda_adv_target1 > 0 needs levels=('aux', 'out') (a discriminator on 'aux')")
+        if ("aux" in c.levels or c.lambda_seg) and not getattr(model, "multi_level", False):
+            raise ValueError("this model has no auxiliary output: use a multi-level model or the single-level config")
+        self.discriminators = nn.ModuleDict({k: FCDiscriminator(model.num_classes, c.ndf) for k in c.levels})
+        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
+        self.optimizers["disc"] = torch.optim.Adam(self.discriminators.parameters(), lr=c.lr_d, betas=c.betas)
+
+    def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
+        out_s, out_t, logs = self.update_segmenter(src, tgt)
+        return logs | self.update_discriminators(out_s, out_t)
+
+    def update_segmenter(self, src: SourceBatch, tgt: TargetBatch):
+        """(1) Segment the source; fool the frozen discriminators with the target softmax maps."""
+        c, disc = self.cfg, self.discriminators
+        set_requires_grad(disc, False)
+        out_s = self.model(src.image)
+        l_seg = seg_loss(out_s["out"], src.label)
+        if c.lambda_seg:
+            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        out_t = self.model(tgt.image)
+        l_adv = {k: adversarial_loss(disc[k](out_t[k].softmax(dim=1)), c.gan) for k in c.levels}
+        self.update(self.optimizers["model"], l_seg + sum(self.weights[k] * l_adv[k] for k in c.levels))
+        logs = {"seg": l_seg.item()} | {f"adv_{k}": v.item() for k, v in l_adv.items()}
+        return out_s, out_t, logs
+
+    def update_discriminators(self, out_s: dict, out_t: dict) -> dict[str, float]:
+        """(2) Train each discriminator on the detached maps: source -> SOURCE, target -> TARGET."""
+        disc = self.discriminators
+        set_requires_grad(disc, True)
+        l_d = {k: discriminator_loss(disc[k](out_s[k].detach().softmax(dim=1)),
+                                     disc[k](out_t[k].detach().softmax(dim=1)), self.cfg.gan) for k in disc}
+        self.update(self.optimizers["disc"], sum(l_d.values()))
+        return {f"d_{k}": v.item() for k, v in l_d.items()}
