@@ -196,3 +196,15 @@ def test_generate_with_two_workers_writes_the_same_bytes_as_one(tmp_path):
 def test_spec_name_counts_every_image():
     assert SMALL_SPEC.name == f"minicity-v{minicity.GENERATOR_VERSION}-s5-32x64-n20"
     assert MiniCitySpec().name.endswith("-64x128-n" + str(600 + 100 + 600 + 150 + 600 + 4 * 340))
+
+
+def test_generate_refuses_a_non_minicity_folder_and_writes_nothing(tmp_path):
+    from udalib.data import minicity
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    spec = minicity.MiniCitySpec(height=16, width=32, splits={"source": {"train": 2}})
+    with pytest.raises(FileExistsError, match="not a MiniCity folder"):
+        minicity.generate(tmp_path / "mine", spec, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no .partial folder
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

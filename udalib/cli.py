@@ -32,7 +32,7 @@ def _pairs(items: list[str], flag: str) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: {flag} expects key=value, got {item!r}")
+            raise ValueError(f"{flag} expects key=value, got {item!r}")
         out[key] = _value(value)
     return out
 

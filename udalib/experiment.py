@@ -105,7 +105,8 @@ def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     name, split, size = parse_spec(spec, default_split)
     num_classes = exp.num_classes
     class_set = None if num_classes == 19 else str(num_classes)  # labels on disk are 19-class train ids
-    return open_dataset(name, split, root=exp.data_root, train=train, num_classes=19, class_set=class_set,
+    root = None if name.split(":")[0] == "minicity" else exp.data_root  # data_root is for data_scripts/ datasets
+    return open_dataset(name, split, root=root, train=train, num_classes=19, class_set=class_set,
                         size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
 
 
@@ -122,8 +123,11 @@ class Run:
         return self.dir.name
 
     def miou(self, dataset: str = "minicity:target/val", target_bn: bool = False) -> float:
-        """mIoU (%) on ``dataset``; ``target_bn``: after re-estimating BatchNorm statistics on target images."""
-        return self.scores[dataset + (TARGET_BN if target_bn else "")].miou
+        """mIoU (%) on ``dataset``; ``target_bn``: after re-estimating BatchNorm statistics on target images
+        (for an AdaBN run, whose statistics already are the target's, both are the same number)."""
+        if target_bn and not self.config.adabn:
+            dataset += TARGET_BN
+        return self.scores[dataset].miou
 
     def model(self, device: str = "cpu") -> torch.nn.Module:
         """The trained model, in eval mode."""

@@ -381,6 +381,9 @@ def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = 
     root = Path(root) if root is not None else paths.data_dir() / spec.name
     if (root / "meta.json").exists() and not overwrite:
         return root
+    if root.exists() and any(root.iterdir()) and not (root / "meta.json").exists():
+        raise FileExistsError(f"{root} exists and is not a MiniCity folder (no meta.json): choose an empty or new "
+                              "folder; nothing was written")
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     jobs = []

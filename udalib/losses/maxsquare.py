@@ -18,9 +18,10 @@ def maxsquare_loss(logits: Tensor) -> Tensor:
     .. math:: \mathcal{L}_{ms} = -\frac{1}{2}\,\frac{1}{NCHW} \sum_{n,c,h,w} \big(P^{(n,h,w,c)}\big)^2
 
     The seed averages over all ``N·C·H·W`` entries, so this is :math:`1/C` times the paper's per-pixel sum over
-    classes (Eq. 5). Its gradient with respect to a probability is linear, :math:`-p/(NCHW)`, where entropy's,
-    :math:`\log p + 1`, grows without bound as :math:`p \to 0`: easy, confident pixels stop dominating the
-    gradient (the paper's argument, plotted in notebook 03). The posterior is not detached.
+    classes (Eq. 5). For a two-class pixel with top probability :math:`p`, the gradient along :math:`p` is
+    :math:`2p - 1` (up to the normalisation): it grows linearly, where entropy's, :math:`\log\frac{p}{1-p}`, grows
+    without bound as :math:`p \to 1`, so easy, confident pixels stop dominating the gradient (the paper's
+    argument, plotted in notebook 03). The posterior is not detached.
 
     Shape:
         logits ``(N, C, H, W)`` -> scalar.
