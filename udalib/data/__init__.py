@@ -45,6 +45,6 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
                                "notebooks); see README, 'Real datasets'")
         domain = domain or dataset
         return SegmentationList(Path(root) / dataset, f"lists/{domain}_{split}.txt", num_classes=num_classes,
-                                size=size, class_set=class_set, hflip=train, normalization=normalization, cache=bool(cache),
-                                name=f"{name}/{split}")
+                                size=size, class_set=class_set, hflip=train, normalization=normalization,
+                                cache=bool(cache), name=f"{name}/{split}")
     raise ValueError(f"unknown dataset {name!r}; choose minicity:<domain> or one of {', '.join(REAL_DATASETS)}")
