@@ -25,6 +25,7 @@ from udalib import zoo
 from udalib.experiment import TARGET_BN, get_or_train
 
 TARGET_EVAL = "minicity:target/val"
+ADAPTSEGNET_STEPS = 60  # notebook 04's STEPS: its two runs must fit its 90 s budget
 
 # name -> function(seed) -> Experiment. Method issues add their method and its lambda=0 control here.
 ROWS = {
@@ -36,6 +37,16 @@ ROWS = {
     "maxsquare": lambda seed: zoo.adaptation_experiment("maxsquare", zoo.source_experiment(seed)),
     "maxsquare_iw": lambda seed: zoo.adaptation_experiment("maxsquare_iw", zoo.source_experiment(seed)),
     "maxsquare_iw_multi": lambda seed: zoo.adaptation_experiment("maxsquare_iw_multi", zoo.source_experiment(seed)),
+    # AdaptSegNet at notebook 04's default of 60 steps (a step costs about twice MaxSquare's: two players). Its
+    # control trains the discriminators but gives the segmenter adversarial weight 0; one run serves both levels
+    # (same lr and auxiliary CE, so the same segmenter updates)
+    "control_adaptsegnet": lambda seed: zoo.adaptation_experiment(
+        "adaptsegnet_multi", zoo.source_experiment(seed), steps=ADAPTSEGNET_STEPS,
+        label="AdaptSegNet, lambda_adv 0 (control)", lambda_adv_target1=0.0, lambda_adv_target2=0.0),
+    "adaptsegnet": lambda seed: zoo.adaptation_experiment("adaptsegnet", zoo.source_experiment(seed),
+                                                          steps=ADAPTSEGNET_STEPS),
+    "adaptsegnet_multi": lambda seed: zoo.adaptation_experiment("adaptsegnet_multi", zoo.source_experiment(seed),
+                                                                steps=ADAPTSEGNET_STEPS),
 }
 
 

@@ -54,11 +54,14 @@ class AdaptSegNet(Method):
     def __init__(self, model, cfg: AdaptSegNetConfig | None = None):
         super().__init__(model, cfg or AdaptSegNetConfig())
         c = self.cfg
-        self.weights = {k: getattr(c, self.LAMBDA_ADV[k]) for k in c.levels}  # KeyError: unknown level
+        if not set(c.levels) <= set(self.LAMBDA_ADV) or c.gan not in ("vanilla", "ls"):
+            raise ValueError(f"levels must be among {tuple(self.LAMBDA_ADV)} and gan 'vanilla' or 'ls', got "
+                             f"levels={tuple(c.levels)}, gan={c.gan!r}")
         if c.lambda_adv_target1 and "aux" not in c.levels:
             raise ValueError("lambda_adv_target1 > 0 needs levels=('aux', 'out') (a discriminator on 'aux')")
         if ("aux" in c.levels or c.lambda_seg) and not getattr(model, "multi_level", False):
             raise ValueError("this model has no auxiliary output: use a multi-level model or the single-level config")
+        self.lambda_adv = {k: getattr(c, self.LAMBDA_ADV[k]) for k in c.levels}
         self.discriminators = nn.ModuleDict({k: FCDiscriminator(model.num_classes, c.ndf) for k in c.levels})
         self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
         self.optimizers["disc"] = torch.optim.Adam(self.discriminators.parameters(), lr=c.lr_d, betas=c.betas)
@@ -67,7 +70,7 @@ class AdaptSegNet(Method):
         out_s, out_t, logs = self.update_segmenter(src, tgt)
         return logs | self.update_discriminators(out_s, out_t)
 
-    def update_segmenter(self, src: SourceBatch, tgt: TargetBatch):
+    def update_segmenter(self, src: SourceBatch, tgt: TargetBatch) -> tuple[dict, dict, dict[str, float]]:
         """(1) Segment the source; fool the frozen discriminators with the target softmax maps."""
         c, disc = self.cfg, self.discriminators
         set_requires_grad(disc, False)
@@ -77,7 +80,7 @@ class AdaptSegNet(Method):
             l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
         out_t = self.model(tgt.image)
         l_adv = {k: adversarial_loss(disc[k](out_t[k].softmax(dim=1)), c.gan) for k in c.levels}
-        self.update(self.optimizers["model"], l_seg + sum(self.weights[k] * l_adv[k] for k in c.levels))
+        self.update(self.optimizers["model"], l_seg + sum(self.lambda_adv[k] * l_adv[k] for k in c.levels))
         logs = {"seg": l_seg.item()} | {f"adv_{k}": v.item() for k, v in l_adv.items()}
         return out_s, out_t, logs
 

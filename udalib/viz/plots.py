@@ -219,3 +219,68 @@ def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, nor
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.8)
     return fig
+
+
+@torch.no_grad()
+def domain_probability(model: torch.nn.Module, discriminator: torch.nn.Module, images: torch.Tensor, *,
+                       level: str = "out", gan: str = "vanilla") -> torch.Tensor:
+    """AdaptSegNet's discriminator view: its belief that each patch of the model's softmax map is from the target.
+
+    ``sigmoid(D)`` for the vanilla GAN (label convention: source 0, target 1); for LS-GAN, whose logits regress
+    the labels directly, ``D`` clipped to ``[0, 1]``. Both networks run in eval mode (restored afterwards).
+
+    Shape:
+        images ``(N, 3, H, W)`` -> ``(N, h, w)`` with ``h, w`` about ``H/32, W/32`` (one value per D patch).
+    """
+    states = model.training, discriminator.training
+    model.eval()
+    discriminator.eval()
+    logits = discriminator(model(images)[level].softmax(dim=1))[:, 0]
+    model.train(states[0])
+    discriminator.train(states[1])
+    return logits.sigmoid() if gan == "vanilla" else logits.clamp(0, 1)
+
+
+def show_domain_confidence(players: Mapping[str, tuple], dataset, indices: Sequence[int], *, level: str = "out",
+                           gan: str = "vanilla", normalization: str = "imagenet") -> Figure:
+    """Rows: images; columns: the image, then for each named ``(model, discriminator)`` pair the discriminator's
+    P(target) per patch (:func:`domain_probability`) over the image: red = "target", blue = "source"."""
+    cols = 1 + len(players)
+    fig, axes = plt.subplots(len(indices), cols, figsize=(2.8 * cols, 1.5 * len(indices) + 0.5), squeeze=False)
+    for r, idx in enumerate(indices):
+        image = dataset[idx][0]
+        shown = denormalize(image, normalization)
+        axes[r, 0].imshow(shown)
+        for c, (name, (model, disc)) in enumerate(players.items(), start=1):
+            prob = domain_probability(model, disc, image[None], level=level, gan=gan)[0].numpy()
+            ax = axes[r, c]
+            ax.imshow(shown.mean(axis=2), cmap="gray")
+            h, w = shown.shape[:2]
+            im = ax.imshow(prob, cmap="coolwarm", vmin=0, vmax=1, alpha=0.6, extent=(0, w, h, 0),
+                           interpolation="nearest")
+            for (i, j), p in np.ndenumerate(prob):  # one number per discriminator patch
+                ax.text((j + 0.5) * w / prob.shape[1], (i + 0.5) * h / prob.shape[0], f"{p:.2f}", ha="center",
+                        va="center", fontsize=7)
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+        for ax in axes[r]:
+            _off(ax)
+    axes[0, 0].set_title("image", fontsize=9)
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="D: P(target)")
+    return fig
+
+
+def discriminator_scores(players: Mapping[str, tuple], datasets: Mapping[str, object], *, level: str = "out",
+                         gan: str = "vanilla", max_images: int = 64):
+    """Mean P(target) (%) that each named ``(model, discriminator)`` pair gives the images of each dataset, as a
+    DataFrame (players x datasets). A discriminator that separates the domains gives source images ~0 and target
+    images ~100; one that the segmenter has fooled gives both about the same."""
+    import pandas as pd
+
+    rows = {}
+    for name, (model, disc) in players.items():
+        rows[name] = {}
+        for ds_name, ds in datasets.items():
+            images = torch.stack([ds[i][0] for i in range(min(len(ds), max_images))])
+            rows[name][ds_name] = 100 * domain_probability(model, disc, images, level=level, gan=gan).mean().item()
+    return pd.DataFrame(rows).T.round(1)
