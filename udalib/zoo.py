@@ -9,7 +9,7 @@ from dataclasses import replace
 from .experiment import Experiment, Run, get_or_train
 
 SOURCE_STEPS = 300  # source model and oracle, notebook 01's default
-ADAPT_STEPS = 150  # adaptation runs, starting from the source model
+ADAPT_STEPS = 100  # MinEnt / MaxSquare-family adaptation runs, from the source model (notebooks 02-03)
 BATCH_SIZE = 8
 TARGET = "minicity:target"
 

@@ -28,7 +28,7 @@ METHODS: dict[str, tuple[type[Method], type]] = {
 PRESETS: dict[str, dict[str, dict]] = {
     "source_only": {"minicity": {"lr": 0.05}},
     # MiniCity's source model is multi-level (aux CE 0.1), so every adaptation keeps it; the target weights are
-    # larger than the paper's because MiniDeepLab adapts in 150 steps instead of ~30k (measured: notebook 03)
+    # larger than the paper's because MiniDeepLab adapts in 60-100 steps instead of ~90k (measured: notebook 03)
     "minent": {"minicity": {"lr": 0.01, "lambda_seg": 0.1, "lambda_target": 2.0}},
     "maxsquare": {"minicity": {"lr": 0.01, "lambda_seg": 0.1, "lambda_target": 5.0}},
     "maxsquare_iw": {"minicity": {"lr": 0.01, "lambda_seg": 0.1, "lambda_target": 5.0}},
