@@ -25,6 +25,7 @@ from udalib import zoo
 from udalib.experiment import TARGET_BN, get_or_train
 
 TARGET_EVAL = "minicity:target/val"
+TARGET_AND_SOURCE = ("minicity:source/val", TARGET_EVAL)
 ADAPTSEGNET_STEPS = 60  # notebook 04's STEPS: its two runs must fit its 90 s budget
 
 # name -> function(seed) -> Experiment. Method issues add their method and its lambda=0 control here.
@@ -47,6 +48,15 @@ ROWS = {
                                                           steps=ADAPTSEGNET_STEPS),
     "adaptsegnet_multi": lambda seed: zoo.adaptation_experiment("adaptsegnet_multi", zoo.source_experiment(seed),
                                                                 steps=ADAPTSEGNET_STEPS),
+    # SNR (notebook 05): trained on source alone; then SNR-MS from it, its lambda = 0 control and AdaBN on the
+    # SNR model (source_only / adabn above are the plain model's)
+    "snr": lambda seed: zoo.snr_source_experiment(seed),
+    "adabn_snr": lambda seed: zoo.adabn_experiment(zoo.snr_source_experiment(seed), evaluate_on=TARGET_AND_SOURCE),
+    "control_snr_maxsquare": lambda seed: zoo.snr_ms_experiment(zoo.snr_source_experiment(seed), control=True),
+    "snr_maxsquare": lambda seed: zoo.snr_ms_experiment(zoo.snr_source_experiment(seed)),
+    # orthogonal and clustered embeddings (notebook 06): its controls are control_lambda0 (all target weights at 0
+    # give the same segmenter updates) and maxsquare_iw (its output-space term alone)
+    "clustered_embeddings": lambda seed: zoo.adaptation_experiment("clustered_embeddings", zoo.source_experiment(seed)),
 }
 
 

@@ -25,8 +25,8 @@ from udalib.data.minicity import MINICITY_TRAINIDS
 def test_labelled_items_are_float_images_int64_train_ids_and_their_index(tiny_minicity):
     ds = SegmentationList(tiny_minicity, "lists/source_val.txt")
     assert len(ds) == 8 and ds.labelled
-    image, label, index = ds[3]
-    assert index == 3
+    image, label, index, flipped = ds[3]
+    assert index == 3 and flipped is False  # no augmentation without a stream seed
     assert image.dtype == torch.float32 and image.shape == (3, 32, 64)
     assert label.dtype == torch.int64 and label.shape == (32, 64)
     stored = np.asarray(Image.open(tiny_minicity / "source/labels/val_00003.png"))
@@ -41,7 +41,7 @@ def test_unlabelled_lists_give_all_ignore_labels(tiny_minicity):
     ds = SegmentationList(tiny_minicity, "lists/target_train.txt")
     assert not ds.labelled
     assert "unlabelled" in repr(ds)
-    image, label, index = ds[5]
+    image, label, index, flipped = ds[5]
     assert index == 5 and image.shape == (3, 32, 64)
     assert label.dtype == torch.int64
     assert torch.equal(label, torch.full((32, 64), IGNORE_INDEX, dtype=torch.int64))
@@ -97,9 +97,9 @@ def test_hflip_is_driven_by_the_item_seed_and_flips_image_and_label_together(tin
     seeds = [(0, epoch, 4) for epoch in range(100)] + list(range(100))
     for seed in seeds:
         index = 4
-        base_image, base_label, _ = plain[index]
-        image, label, got_index = flipping[(index, seed)]
-        again_image, again_label, _ = flipping[(index, seed)]
+        base_image, base_label, *_ = plain[index]
+        image, label, got_index, flipped = flipping[(index, seed)]
+        again_image, again_label, *_ = flipping[(index, seed)]
         assert got_index == index
         assert torch.equal(image, again_image) and torch.equal(label, again_label)  # same seed, same result
         image_flipped = torch.equal(image, base_image.flip(-1))
@@ -109,6 +109,7 @@ def test_hflip_is_driven_by_the_item_seed_and_flips_image_and_label_together(tin
         else:
             assert torch.equal(image, base_image) and torch.equal(label, base_label)
             assert not label_flipped
+        assert flipped == image_flipped  # the flag a self-training method reads
         flips += image_flipped
     assert 70 <= flips <= 130, flips  # about half of 200 seeds
     # the base image is not symmetric, so "flipped" and "not flipped" are distinguishable

@@ -23,6 +23,7 @@ from udalib.models.checkpoint import (
     load_state_dict_file,
 )
 from udalib.models.deeplabv2 import ClassifierModule, DeepLabV2, param_groups, upsample_to
+from udalib.models.snr import DeepLabV2SNR
 from udalib.models.vgg import DeepLabV2VGG, load_torchvision_vgg16
 
 REF = Path(__file__).parent / "reference"
@@ -36,6 +37,7 @@ BUILDERS = {
     "keys_maxsquare_deeplabv2_multi_19cls.txt": lambda: DeepLabV2(19, multi_level=True),
     "keys_udaclustering_deeplabv2_resnet101_19cls.txt": lambda: DeepLabV2(19, multi_level=True),
     "keys_udaclustering_deeplabv2_vgg16_19cls.txt": lambda: DeepLabV2VGG(19),
+    "keys_snr_deeplabv2_multi_snr_19cls.txt": lambda: DeepLabV2SNR(19),
 }
 
 

@@ -19,7 +19,8 @@ def batches(seed=0):
 
 def fresh(name, **overrides):
     torch.manual_seed(0)
-    return build_method(name, build_model("minideeplab", 19, width=8), "minicity", **overrides)
+    model = "minideeplab_snr" if name.startswith("snr") else "minideeplab"  # SNR methods need SNR blocks
+    return build_method(name, build_model(model, 19, width=8), "minicity", **overrides)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -46,6 +47,8 @@ ZERO_TARGET_WEIGHTS = {
     "maxsquare_iw_multi": {"lambda_target": 0.0},
     "adaptsegnet": {"lambda_adv_target2": 0.0},  # the discriminator is still trained, as in the real run
     "adaptsegnet_multi": {"lambda_adv_target1": 0.0, "lambda_adv_target2": 0.0},
+    "snr_maxsquare": {"lambda_target": 0.0, "mode": "reference"},  # compared with `snr` in reference mode
+    "clustered_embeddings": {"lambda_entropy": 0.0, "lambda_cluster": 0.0, "lambda_ortho": 0.0, "lambda_sparse": 0.0},
 }
 
 
@@ -55,7 +58,10 @@ def test_the_lambda_zero_control_differs_from_source_only_only_in_batchnorm_stat
     # running statistics move further, because the target batch went through the network in train mode.
     src, tgt = batches()
     control = fresh(name, lambda_seg=0.0, **ZERO_TARGET_WEIGHTS[name])
-    baseline = fresh("source_only", lambda_seg=0.0, lr=control.cfg.lr)
+    if name.startswith("snr"):  # source-only training of the same SNR model
+        baseline = fresh("snr", lambda_seg=0.0, lr=control.cfg.lr, mode="reference")
+    else:
+        baseline = fresh("source_only", lambda_seg=0.0, lr=control.cfg.lr)
     control.step(src, tgt)
     baseline.step(src, None)
     for (k, a), b in zip(control.model.named_parameters(), baseline.model.parameters()):

@@ -26,7 +26,8 @@ def _data(root):
 
 def _method(seed=0, name="source_only"):
     torch.manual_seed(seed)
-    return build_method(name, build_model("minideeplab", 19, width=8), "minicity")
+    model = "minideeplab_snr" if name.startswith("snr") else "minideeplab"
+    return build_method(name, build_model(model, 19, width=8), "minicity")
 
 
 def test_poly_lr_matches_the_formula_and_respects_group_multipliers():
@@ -52,7 +53,8 @@ def test_fit_logs_the_poly_lr_and_reduces_the_loss(tiny_minicity, tmp_path):
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("step,lr,seg")
 
 
-@pytest.mark.parametrize("method_name", ["source_only", "adaptsegnet_multi"])
+@pytest.mark.parametrize("method_name", ["source_only", "adaptsegnet_multi", "snr_maxsquare",
+                                         "clustered_embeddings"])
 def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny_minicity, tmp_path, method_name):
     src, tgt = _data(tiny_minicity)
     straight = _method(0, method_name)
@@ -67,7 +69,8 @@ def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny_m
     assert [r["step"] for r in rows_b] == list(range(1, 9))
     assert [r["seg"] for r in rows_b] == [r["seg"] for r in rows_a]  # bit-identical
     losses = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert losses(rows_b) == losses(rows_a)  # every player's losses (AdaptSegNet: discriminators and Adam state)
+    assert losses(rows_b) == losses(rows_a)  # every player's losses (AdaptSegNet: discriminators and Adam state;
+    # SNR: the causality classifiers)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 

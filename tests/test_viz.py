@@ -59,3 +59,24 @@ def test_show_predictions_and_entropy_run_on_a_small_model(tiny_minicity):
     assert model.training  # restored
     fig = plots.show_entropy(model, ds, [0])
     assert torch.is_grad_enabled()
+
+
+def test_style_vectors_and_domain_separability():
+    import torch
+
+    f = torch.zeros(2, 2, 2, 2)
+    f[0, 0] = torch.tensor([[1.0, 3.0], [1.0, 3.0]])  # mean 2, std (unbiased) 2/sqrt(3)
+    f[1, 1] = 5.0
+    s = plots.style_vectors(f)
+    assert np.allclose(s, [[2, 0, 2 / math.sqrt(3), 0], [0, 5, 0, 0]])
+    rng = np.random.default_rng(0)
+    apart = {"a": rng.normal(0, 1, (20, 3)), "b": rng.normal(10, 1, (20, 3))}
+    assert plots.domain_separability(apart) == 100.0
+    # constant statistics (what instance normalization leaves) carry nothing: chance
+    same = {"a": np.ones((5, 3)), "b": np.ones((5, 3)), "c": np.ones((5, 3))}
+    assert plots.domain_separability(same) == pytest.approx(100 / 3)
+    # one odd point among two tight clusters is misassigned, by the leave-one-out centroids
+    mixed = {"a": np.array([[0.0], [0.1], [10.0]]), "b": np.array([[9.9], [10.1], [10.0]])}
+    assert plots.domain_separability(mixed) == pytest.approx(100 * 5 / 6)
+    fig = plots.style_scatter({"panel": apart})
+    assert "100%" in fig.axes[0].get_title()

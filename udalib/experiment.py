@@ -193,7 +193,11 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     if exp.pretrained:
         load_imagenet_init(model, exp.pretrained)
     if exp.init:
-        load_into(model, load_state_dict_file(_resolve_init(exp.init)))
+        init = load_state_dict_file(_resolve_init(exp.init))
+        # keys a model may start without (SNR blocks from a plain source checkpoint): skipped only when absent
+        optional = tuple(p for p in getattr(model, "optional_init_prefixes", ())
+                         if not any(key.startswith(p) for key in init))
+        load_into(model, init, skip_prefixes=optional)
     method = build_method(exp.method, model, exp.preset, **exp.method_args)
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)

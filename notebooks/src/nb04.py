@@ -220,8 +220,8 @@ adversarial term itself adds +3.2 (multi-level; between +2.4 and +3.8 on every s
 +0.3 to +3.1) over the control with the statistics each run trained with, and +4.3 and +2.8 once BatchNorm
 statistics are re-estimated on the target (42.6 and 41.1 against 38.3). That is more than MinEnt and MaxSquare add
 over their control on MiniCity, but with its own statistics AdaptSegNet stays two points *below AdaBN*, which does
-no training at all. Only with target statistics does it pass AdaBN; multi-level, it then ties MaxSquare+IW+Multi
-(42.7), the best of notebook 03. The price shows in the source column: pulling target maps toward source-like
+no training at all. Only with target statistics does it pass AdaBN; multi-level, it then passes MaxSquare+IW+Multi
+(41.8 at the same 60 steps), the best of notebook 03. The price shows in the source column: pulling target maps toward source-like
 maps costs 2–4 points on the source domain (57.8 multi-level against 60.2 for the control). A single seed moves
 by several points, so read the three-seed table, not this one.
 

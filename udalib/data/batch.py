@@ -27,6 +27,7 @@ class SourceBatch:
 class TargetBatch:
     image: Tensor  # (N, 3, H, W) float -- no label field, on purpose
     index: Tensor  # (N,) positions in the target dataset, for pseudo-label look-up
+    flipped: Tensor | None = None  # (N,) bool: the image was flipped horizontally by augmentation
 
     def to(self, device, non_blocking: bool = False) -> TargetBatch:
-        return TargetBatch(self.image.to(device, non_blocking=non_blocking), self.index)
+        return TargetBatch(self.image.to(device, non_blocking=non_blocking), self.index, self.flipped)

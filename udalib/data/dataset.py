@@ -156,15 +156,18 @@ class SegmentationList(Dataset):
             self._cache[index] = (image, label)
         return image, label
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Tensor, Tensor, int, bool]:
+        """``(image, label, index, flipped)``; ``flipped`` tells a self-training method to flip its stored
+        pseudo-label of ``index`` the same way."""
         index, seed = item if isinstance(item, tuple) else (item, None)
         image, label = self.load(index)
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-        if self.hflip and seed is not None and np.random.default_rng(seed).random() < 0.5:
+        flipped = bool(self.hflip and seed is not None and np.random.default_rng(seed).random() < 0.5)
+        if flipped:
             image, label = image[:, ::-1], label[:, ::-1]
         return (normalize(image, self.normalization), torch.from_numpy(np.array(label, dtype=np.int64)),
-                index)
+                index, flipped)
 
 
 class StreamSampler(Sampler):
@@ -196,7 +199,7 @@ class StreamSampler(Sampler):
 
 def stream(dataset: Dataset, batch_size: int, *, seed: int = 0, start: int = 0, workers: int = 0,
            rank: int = 0, world: int = 1, pin_memory: bool = False) -> Iterator:
-    """An endless iterator of ``(image, label, index)`` batches, starting at batch ``start``."""
+    """An endless iterator of ``(image, label, index, flipped)`` batches, starting at batch ``start``."""
     sampler = StreamSampler(len(dataset), batch_size, seed, start, rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=pin_memory, persistent_workers=workers > 0)

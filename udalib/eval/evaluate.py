@@ -120,7 +120,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: st
     input_sizes: set[tuple[int, int]] = set()
     num_images = 0
     with eval_mode(model), torch.no_grad():
-        for image, label, _ in _batches(loader, max_batches, progress):
+        for image, label, *_ in _batches(loader, max_batches, progress):
             image, label = image.to(device), label.to(device).long()
             if label_size is not None and tuple(label.shape[-2:]) != tuple(label_size):
                 label = F.interpolate(label[:, None].float(), size=tuple(label_size), mode="nearest")[:, 0].long()
@@ -162,7 +162,7 @@ def entropy_vs_accuracy(model: nn.Module, loader: Iterable, *, bins: tuple[float
     counts = torch.zeros(len(bins) - 1, dtype=torch.float64)
     correct = torch.zeros(len(bins) - 1, dtype=torch.float64)
     with eval_mode(model):
-        for image, label, _ in _batches(loader, max_batches, False):
+        for image, label, *_ in _batches(loader, max_batches, False):
             logits = model(image.to(device))["out"]
             ent = (entropy_map(logits) / math.log(logits.shape[1])).double().cpu()
             label = label.cpu()
@@ -175,3 +175,26 @@ def entropy_vs_accuracy(model: nn.Module, loader: Iterable, *, bins: tuple[float
     return pd.DataFrame({"share of pixels (%)": (100 * counts / counts.sum()).numpy(),
                          "accuracy (%)": (100 * correct / counts.clamp(min=1)).numpy()},
                         index=pd.Index(names, name="entropy / log C")).round(1)
+
+
+@torch.no_grad()
+def feature_sample(model: nn.Module, dataset, *, images: int = 16, per_image: int = 64, seed: int = 0) -> dict:
+    """Backbone features (``model(x)["feat"]``) of the first ``images`` images of a labelled dataset, ``per_image``
+    random cells each, with the label of each cell (nearest-resized to the feature grid; for analysis only) and the
+    model's prediction there. Returns numpy arrays ``rows (n, F)``, ``label (n,)``, ``pred (n,)``.
+    """
+    from udalib.losses.clustering import classes_at_feature_grid, feature_rows, labels_at_feature_grid
+
+    g = torch.Generator().manual_seed(seed)
+    rows, labels, preds = [], [], []
+    with eval_mode(model):
+        for i in range(min(images, len(dataset))):
+            image, label = dataset[i][:2]
+            out = model(image[None])
+            size = out["feat"].shape[-2:]
+            r = feature_rows(out["feat"])
+            lab = labels_at_feature_grid(torch.as_tensor(label)[None], size)
+            pred = classes_at_feature_grid(out["out"].softmax(dim=1), size, "nearest")
+            keep = torch.randperm(len(r), generator=g)[:per_image]
+            rows.append(r[keep]), labels.append(lab[keep]), preds.append(pred[keep])
+    return {"rows": torch.cat(rows).numpy(), "label": torch.cat(labels).numpy(), "pred": torch.cat(preds).numpy()}

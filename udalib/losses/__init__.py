@@ -1,10 +1,11 @@
 """Losses as pure functions of tensors, one paper per file, the paper's equation in each docstring."""
 
 from .adversarial import SOURCE, TARGET, adversarial_loss, discriminator_loss, gan_loss
+from .causality import dual_causality_loss, mean_pixel_entropy
 from .entropy import entropy_loss, entropy_map
 from .maxsquare import image_wise_class_weights, iw_maxsquare_loss, maxsquare_loss, self_produced_guidance
 from .segmentation import seg_loss
 
 __all__ = ["seg_loss", "entropy_map", "entropy_loss", "maxsquare_loss", "image_wise_class_weights",
            "iw_maxsquare_loss", "self_produced_guidance", "SOURCE", "TARGET", "gan_loss",
-           "discriminator_loss", "adversarial_loss"]
+           "discriminator_loss", "adversarial_loss", "mean_pixel_entropy", "dual_causality_loss"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import iw_maxsquare_loss, maxsquare_loss, seg_loss, self_produced_guidance
 from .base import Method, sgd
@@ -48,10 +50,7 @@ class MaxSquare(Method):
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         # (1) source: supervised, main head (+ auxiliary head when multi-level)
-        out_s = self.model(src.image)
-        l_seg = seg_loss(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_seg, logs = self.source_loss(self.model(src.image), src)
         # (2) target: maximum squares on the main head, image-wise weighted if iw_ratio is set
         out_t = self.model(tgt.image)
         if c.iw_ratio is None:
@@ -59,7 +58,7 @@ class MaxSquare(Method):
         else:
             l_target = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
         loss = l_seg + c.lambda_target * l_target
-        logs = {"seg": l_seg.item(), "target": l_target.item()}
+        logs["target"] = l_target.item()
         # (3) multi-level guidance: the auxiliary head learns the confident pseudo-labels of both heads
         if c.guidance:
             pseudo = self_produced_guidance(out_t["out"], out_t["aux"], c.threshold)
@@ -68,3 +67,10 @@ class MaxSquare(Method):
             logs["guidance"] = l_guide.item()
         self.update(self.optimizers["model"], loss)
         return logs
+
+    def source_loss(self, out: dict, src: SourceBatch) -> tuple[Tensor, dict[str, float]]:
+        """The supervised loss on a source batch: main head (+ auxiliary head when ``lambda_seg`` > 0)."""
+        l_seg = seg_loss(out["out"], src.label)
+        if self.cfg.lambda_seg:
+            l_seg = l_seg + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
+        return l_seg, {"seg": l_seg.item()}

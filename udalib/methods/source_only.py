@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import seg_loss
 from .base import Method, sgd
@@ -31,9 +33,13 @@ class SourceOnly(Method):
         self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None = None) -> dict[str, float]:
-        out = self.model(src.image)
+        loss, logs = self.source_loss(self.model(src.image), src)
+        self.update(self.optimizers["model"], loss)
+        return logs
+
+    def source_loss(self, out: dict, src: SourceBatch) -> tuple[Tensor, dict[str, float]]:
+        """The supervised loss on a source batch (SNR adds its causality term here)."""
         loss = seg_loss(out["out"], src.label)
         if self.cfg.lambda_seg and "aux" in out:
             loss = loss + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
-        self.update(self.optimizers["model"], loss)
-        return {"seg": loss.item()}
+        return loss, {"seg": loss.item()}

@@ -32,16 +32,31 @@ def _deeplabv2_vgg16(num_classes: int, **kw) -> nn.Module:
     return DeepLabV2VGG(num_classes, **kw)
 
 
+def _minideeplab_snr(num_classes: int, **kw) -> nn.Module:
+    from .snr import MiniDeepLabSNR
+
+    return MiniDeepLabSNR(num_classes, **kw)
+
+
+def _deeplabv2_multi_snr(num_classes: int, **kw) -> nn.Module:
+    from .snr import DeepLabV2SNR
+
+    return DeepLabV2SNR(num_classes, **kw)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "minideeplab": _minideeplab,  # CPU-sized, multi-level; the MiniCity default
     "deeplabv2": _deeplabv2,  # ResNet-101, single-level (AdaptSegNet's Res_Deeplab)
     "deeplabv2_multi": _deeplabv2_multi,  # ResNet-101, multi-level (DeeplabMulti / ResNetMulti)
     "deeplabv2_vgg16": _deeplabv2_vgg16,  # VGG-16 DeepLab-v2
+    "minideeplab_snr": _minideeplab_snr,  # MiniDeepLab with SNR blocks after stages 1-3
+    "deeplabv2_multi_snr": _deeplabv2_multi_snr,  # SNR's ResNetMulti_SNR
 }
 
 # the input convention each model family expects (see udalib.data.normalize)
 NORMALIZATION = {"minideeplab": "imagenet", "deeplabv2": "caffe", "deeplabv2_multi": "caffe",
-                 "deeplabv2_vgg16": "caffe"}
+                 "deeplabv2_vgg16": "caffe",
+                 "minideeplab_snr": "imagenet", "deeplabv2_multi_snr": "caffe"}
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:

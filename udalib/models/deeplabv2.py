@@ -183,6 +183,7 @@ class DeepLabV2(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.multi_level = multi_level
+        self.feat_channels = 2048  # layer4
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)

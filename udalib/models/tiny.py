@@ -58,6 +58,7 @@ class MiniDeepLab(nn.Module):
         w = width
         self.num_classes = num_classes
         self.multi_level = multi_level
+        self.feat_channels = 4 * w
         self.stem = conv_bn(3, w, stride=2)
         self.layer1 = Block(w, 2 * w, stride=2)
         self.layer2 = Block(2 * w, 2 * w, stride=2)

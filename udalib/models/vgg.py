@@ -70,6 +70,7 @@ class DeepLabV2VGG(nn.Module):
     def __init__(self, num_classes: int, legacy_aspp: bool = True):
         super().__init__()
         self.num_classes = num_classes
+        self.feat_channels = 1024  # fc7
         self.features = vgg16_dilated_features()
         self.classifier = ClassifierModule(1024, num_classes, legacy_aspp=legacy_aspp)
         # torchvision's VGG init for the backbone (only matters without an ImageNet init).

@@ -112,13 +112,13 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         if uses_target and i in round_starts:
             method.on_round_start(round_starts[i], target)
         lr = set_lr(method, i, poly_steps or steps)
-        img_s, lbl_s, _ = next(src_iter)
+        img_s, lbl_s, *_ = next(src_iter)
         src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),
                           lbl_s.to(device, non_blocking=True))
         tgt = None
         if tgt_iter is not None:
-            img_t, _, idx_t = next(tgt_iter)  # the target label is dropped here, once
-            tgt = TargetBatch(img_t.to(device, non_blocking=True, memory_format=memory_format), idx_t)
+            img_t, _, idx_t, flip_t = next(tgt_iter)  # the target label is dropped here, once
+            tgt = TargetBatch(img_t.to(device, non_blocking=True, memory_format=memory_format), idx_t, flip_t)
         with _device_context(device, amp):
             logs = method.step(src, tgt)
         distributed.sync_buffers(method)

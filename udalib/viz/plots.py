@@ -102,7 +102,7 @@ def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Se
     cols = 2 + len(models)
     fig, axes = plt.subplots(len(indices), cols, figsize=(2.4 * cols, 1.4 * len(indices) + 0.6), squeeze=False)
     for r, idx in enumerate(indices):
-        image, label, _ = dataset[idx]
+        image, label, *_ = dataset[idx]
         axes[r, 0].imshow(denormalize(image, normalization))
         axes[r, 1].imshow(colorize(label.numpy()))
         for c, (name, model) in enumerate(models.items(), start=2):
@@ -207,7 +207,7 @@ def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, nor
     was_training = model.training
     model.eval()
     for r, idx in enumerate(indices):
-        image, _, _ = dataset[idx]
+        image = dataset[idx][0]
         logits = model(image[None])["out"]
         axes[r, 0].imshow(denormalize(image, normalization))
         axes[r, 1].imshow(colorize(logits.argmax(1)[0].numpy()))
@@ -284,3 +284,122 @@ def discriminator_scores(players: Mapping[str, tuple], datasets: Mapping[str, ob
             images = torch.stack([ds[i][0] for i in range(min(len(ds), max_images))])
             rows[name][ds_name] = 100 * domain_probability(model, disc, images, level=level, gan=gan).mean().item()
     return pd.DataFrame(rows).T.round(1)
+
+
+def style_vectors(features: torch.Tensor) -> np.ndarray:
+    """Per-image style of a feature map: the per-channel mean and standard deviation over space (what instance
+    normalization removes). ``(N, C, H, W)`` -> ``(N, 2C)``."""
+    f = features.detach().float()
+    return torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1).numpy()
+
+
+def domain_separability(styles: Mapping[str, np.ndarray]) -> float:
+    """Accuracy (%) of a nearest-centroid rule that tells the domains apart from style vectors, with leave-one-out
+    centroids (chance: 100 / number of domains; returned as such when every statistic is constant). High: the style
+    statistics carry the domain."""
+    names = list(styles)
+    data = np.concatenate([styles[n] for n in names])
+    labels = np.concatenate([np.full(len(styles[n]), i) for i, n in enumerate(names)])
+    scale = data.std(axis=0)
+    keep = scale > 1e-3 * max(float(np.abs(data).max()), 1e-12)  # constant statistics (e.g. after IN) carry nothing
+    if not keep.any():
+        return 100.0 / len(names)
+    data = data[:, keep] / scale[keep]
+    sums = np.stack([data[labels == i].sum(axis=0) for i in range(len(names))])
+    counts = np.array([(labels == i).sum() for i in range(len(names))], dtype=float)
+    correct = 0
+    for x, y in zip(data, labels):
+        centroids = sums.copy()
+        centroids[y] -= x
+        n = counts.copy()
+        n[y] -= 1
+        centroids /= np.maximum(n, 1)[:, None]
+        correct += int(np.argmin(((centroids - x) ** 2).sum(axis=1)) == y)
+    return 100.0 * correct / len(data)
+
+
+def style_scatter(panels: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
+    """One panel per feature kind: the per-image style vectors of each domain, projected on their first two
+    principal components (computed per panel), with the nearest-centroid domain accuracy in the title."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, styles) in zip(axes[0], panels.items()):
+        data = np.concatenate(list(styles.values()))
+        centred = data - data.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        for name, s in styles.items():
+            xy = (s - data.mean(axis=0)) @ vt[:2].T
+            ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.7, label=name)
+        ax.set_title(f"{title}\ndomain told apart: {domain_separability(styles):.0f}%", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def feature_projection(panels: Mapping[str, Mapping[str, dict]], class_ids: Sequence[int]) -> Figure:
+    """Feature cells projected on the first two principal components of each panel, coloured by their (label)
+    class in the dataset palette; one marker per domain (``o`` the first, ``x`` the second, ...).
+
+    ``panels``: {title: {domain: :func:`udalib.eval.evaluate.feature_sample` output}}.
+    """
+    markers = "ox^s"
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    for ax, (title, domains) in zip(axes[0], panels.items()):
+        data = np.concatenate([d["rows"] for d in domains.values()])
+        mean = data.mean(axis=0)
+        _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
+        for marker, (name, d) in zip(markers, domains.items()):
+            keep = np.isin(d["label"], class_ids)
+            xy = (d["rows"][keep] - mean) @ vt[:2].T
+            colours = np.asarray(CITYSCAPES_PALETTE)[d["label"][keep]] / 255.0
+            ax.scatter(xy[:, 0], xy[:, 1], c=colours, marker=marker, s=10, alpha=0.6, linewidths=0.6, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=7)
+    fig.legend(handles=legend_handles(class_ids), loc="lower center", ncol=min(len(class_ids), 8), fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def class_centroids_of(sample: dict, class_ids: Sequence[int]) -> np.ndarray:
+    """Mean feature of each class (by label) in a :func:`~udalib.eval.evaluate.feature_sample`; NaN if absent."""
+    return np.stack([sample["rows"][sample["label"] == c].mean(axis=0) if (sample["label"] == c).any()
+                     else np.full(sample["rows"].shape[1], np.nan) for c in class_ids])
+
+
+def cosine_similarity_matrix(centroids: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of centroid rows (1 on the diagonal; 0 = orthogonal)."""
+    unit = centroids / np.linalg.norm(centroids, axis=1, keepdims=True).clip(min=1e-12)
+    return unit @ unit.T
+
+
+def similarity_heatmaps(matrices: Mapping[str, np.ndarray], class_ids: Sequence[int]) -> Figure:
+    """Centroid cosine-similarity matrices side by side, with the mean off-diagonal similarity in each title."""
+    names = [CITYSCAPES_CLASSES[c] for c in class_ids]
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8), squeeze=False)
+    for ax, (title, m) in zip(axes[0], matrices.items()):
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        off = m[~np.eye(len(m), dtype=bool)]
+        ax.set_title(f"{title}\nmean off-diagonal cosine {np.nanmean(off):.2f}", fontsize=9)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return fig
+
+
+def sparsity_histogram(centroids: Mapping[str, np.ndarray]) -> Figure:
+    """Histogram of the centroid channels scaled by each centroid's largest channel (the sparsity loss's
+    :math:`\\hat\\mu`): sparse centroids pile up near 0 and 1, away from 0.5."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, c in centroids.items():
+        c = c[np.isfinite(c).all(axis=1)]
+        scaled = c / np.clip(c.max(axis=1, keepdims=True), 1e-12, None)
+        ax.hist(scaled.ravel(), bins=20, range=(0, 1), alpha=0.5, label=name)
+    ax.set_xlabel("centroid channel / its largest channel")
+    ax.set_ylabel("channels")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

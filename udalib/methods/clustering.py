@@ -1,0 +1,112 @@
+"""Orthogonal and clustered embeddings -- Toldo, Michieli, Zanuttigh, WACV 2021 (``LTTM/UDAclustering``).
+
+One step (the seed's ``train_UDA.py``): source CE; IW-MaxSquare on the target output (the seed calls it its
+"entropy" loss, spec §4 / §10 row 16: it is the MaxSquare family's IW loss); then, on the features of both
+batches, centroids shared by the domains and three objectives:
+
+* clustering (centroids from the bilinearly resized posteriors): pull features to their class centroid, push the
+  centroids apart;
+* orthogonality and sparsity (centroids recomputed from the nearest-resized argmax): each feature should align
+  with one centroid only, and each centroid should use few channels.
+
+Target classes come from the model's own predictions; source classes too, unless ``use_source_gt`` (the seed's
+default is False). The optional centroid smoothing keeps a running average (the ``centroid_avg`` buffer, saved
+and resumed with the method); as in the seed, it is applied at both centroid computations of a step.
+
+Taught in ``notebooks/06_clustered_orthogonal_embeddings.ipynb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.batch import SourceBatch, TargetBatch
+from ..losses import iw_maxsquare_loss, seg_loss
+from ..losses.clustering import (
+    class_centroids,
+    classes_at_feature_grid,
+    clustering_loss,
+    feature_rows,
+    labels_at_feature_grid,
+    orthogonality_loss,
+    smooth_centroids,
+    sparsity_loss,
+)
+from .base import Method, sgd
+
+
+@dataclass
+class ClusteringConfig:
+    lr: float = 2.5e-4  # --lr 2.5e-4 (heads 10x)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lambda_seg: float = 0.0  # CE on an auxiliary head (the seed's DeeplabFeat has none; MiniCity keeps its aux)
+    lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
+    iw_ratio: float = 0.2  # --IW_ratio
+    lambda_cluster: float = 2e-2  # --lambda_cluster
+    lambda_ortho: float = 2.0  # --lambda_ortho
+    lambda_sparse: float = 0.5  # --lambda_sparse
+    cluster_norm_order: float = 1.0  # --cluster_norm_order
+    ortho_temp: float = 1.0  # --ortho_temp
+    sparse_norm_order: int = 2  # --sparse_norm_order
+    sparse_rho: float = 0.5  # --sparse_rho
+    centroid_smoothing: float = -1.0  # --centroid_smoothing (< 0: off)
+    use_source_gt: bool = False  # --use_source_gt: source classes from labels instead of predictions
+    # defaults: README, ResNet-101, GTA5; presets "vgg16_gta5", "resnet101_synthia", "vgg16_synthia" in PRESETS
+
+
+class ClusteredEmbeddings(Method):
+    r""":math:`\mathcal{L}_{seg} + \lambda_{ent}\mathcal{L}_{IW\text{-}ms} + \lambda_{cl}(d_s + d_t - d_{cent})
+    + \lambda_{orth}\mathcal{L}_{orth} + \lambda_{sp}\mathcal{L}_{sp}`."""
+
+    def __init__(self, model, cfg: ClusteringConfig | None = None):
+        super().__init__(model, cfg or ClusteringConfig())
+        self.optimizers["model"] = sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
+        self.num_classes = model.num_classes
+        # running average of the centroids (used only with centroid_smoothing >= 0); inf rows = no average yet
+        self.register_buffer("centroid_avg", torch.full((model.num_classes, model.feat_channels), float("inf")))
+
+    def _centroids(self, rows, classes):
+        centroids = class_centroids(rows, classes, self.num_classes)
+        if self.cfg.centroid_smoothing < 0:
+            return centroids
+        centroids, average = smooth_centroids(centroids, self.centroid_avg, self.cfg.centroid_smoothing)
+        self.centroid_avg.copy_(average)
+        return centroids
+
+    def embedding_losses(self, out_s: dict, out_t: dict, src: SourceBatch) -> dict[str, torch.Tensor]:
+        """The three feature-space objectives of one source/target pair of outputs (the seed's two passes)."""
+        c = self.cfg
+        feats = [out_s["feat"], out_t["feat"]]
+        size = feats[0].shape[-2:]
+        rows = [feature_rows(f) for f in feats]
+        probs = [F.softmax(out_s["out"], dim=1), F.softmax(out_t["out"], dim=1)]
+        # pass 1: clustering, classes from the bilinearly resized posteriors
+        classes = [classes_at_feature_grid(p, size, "bilinear") for p in probs]
+        if c.use_source_gt:
+            classes[0] = labels_at_feature_grid(src.label, size)
+        pull, push = clustering_loss(rows, classes, self._centroids(rows, classes), c.cluster_norm_order)
+        # pass 2: orthogonality and sparsity, classes from the nearest-resized argmax
+        classes = [classes_at_feature_grid(p, size, "nearest") for p in probs]
+        if c.use_source_gt:
+            classes[0] = labels_at_feature_grid(src.label, size)
+        centroids = self._centroids(rows, classes)
+        seen = centroids[torch.isfinite(centroids).all(dim=1)]
+        return {"cluster": pull - push, "ortho": orthogonality_loss(torch.cat(rows), seen, c.ortho_temp),
+                "sparse": sparsity_loss(seen, c.sparse_rho, c.sparse_norm_order)}
+
+    def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
+        c = self.cfg
+        out_s, out_t = self.model(src.image), self.model(tgt.image)
+        l_seg = seg_loss(out_s["out"], src.label)
+        if c.lambda_seg:
+            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_ent = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
+        terms = self.embedding_losses(out_s, out_t, src)
+        loss = (l_seg + c.lambda_entropy * l_ent + c.lambda_cluster * terms["cluster"]
+                + c.lambda_ortho * terms["ortho"] + c.lambda_sparse * terms["sparse"])
+        self.update(self.optimizers["model"], loss)
+        return {"seg": l_seg.item(), "entropy": l_ent.item(), **{k: v.item() for k, v in terms.items()}}
