@@ -57,6 +57,10 @@ ROWS = {
     # orthogonal and clustered embeddings (notebook 06): its controls are control_lambda0 (all target weights at 0
     # give the same segmenter updates) and maxsquare_iw (its output-space term alone)
     "clustered_embeddings": lambda seed: zoo.adaptation_experiment("clustered_embeddings", zoo.source_experiment(seed)),
+    # self-training (notebook 07): the control is control_lambda0 (at lambda_target 0 both give the segmenter the
+    # same updates: CE on source, the MiniCity presets use CE for MLSL too)
+    "cbst": lambda seed: zoo.adaptation_experiment("cbst", zoo.source_experiment(seed)),
+    "mlsl": lambda seed: zoo.adaptation_experiment("mlsl", zoo.source_experiment(seed)),
 }
 
 
@@ -96,7 +100,41 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntarget mIoU (%) on minicity:target/val, by seed\n")
     print(table.to_string())
     print(f"\nsaved {args.out}")
+    report_pseudo_labels(df, Path(args.out).with_name("pseudo_label_accuracy.csv"))
     return 0
+
+
+def report_pseudo_labels(df: pd.DataFrame, out: Path) -> None:
+    """Per self-training run and round: pixels kept and their accuracy against MiniCity's regenerated target-train
+    labels (analysis only: the methods never see them)."""
+    import numpy as np
+    import torch
+
+    from udalib.data import minicity
+    from udalib.experiment import load_run
+    from udalib.methods import build_method
+    from udalib.methods.self_training import pseudo_label_report
+    from udalib.paths import runs_dir
+    from udalib.train.checkpoint import load_checkpoint
+
+    rows, truth = [], None
+    for rec in df[df.method.isin(["cbst", "mlsl"])].itertuples():
+        run = load_run(runs_dir() / rec.run)
+        method = build_method(run.config.method, run.model(), run.config.preset, **run.config.method_args)
+        load_checkpoint(run.dir / "checkpoint.pt", method)
+        if truth is None:
+            truth = torch.stack([torch.from_numpy(minicity.make_sample("target", "train", i)[1].astype(np.int64))
+                                 for i in range(method.pseudo_labels.shape[0])])
+        for r, v in pseudo_label_report(method, truth).items():
+            rows.append({"method": rec.method, "seed": rec.seed, "round": r, "portion": v["portion"],
+                         "kept %": round(100 * v["kept"].sum() / truth.numel(), 2),
+                         "accuracy %": round(100 * v["correct"].sum() / max(v["kept"].sum(), 1), 2)})
+    if rows:
+        table = pd.DataFrame(rows)
+        table.to_csv(out, index=False)
+        print("\npseudo-label accuracy per round (target train, regenerated labels; mean over seeds)\n")
+        print(table.groupby(["method", "round"])[["portion", "kept %", "accuracy %"]].mean().round(2).to_string())
+        print(f"\nsaved {out}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ class Method(nn.Module):
         """One iteration of the paper's algorithm; returns the losses by their paper names."""
         raise NotImplementedError
 
-    def on_round_start(self, round_index: int, target_dataset) -> None:
-        """Called before each self-training round; a no-op for one-stage methods."""
+    def on_round_start(self, round_index: int, target_dataset, source_dataset=None) -> None:
+        """Called before each self-training round (with the unlabelled target training set, and the labelled
+        source set for statistics such as a spatial prior); a no-op for one-stage methods."""
 
     def update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
         """zero_grad, backward, average gradients over DDP replicas, step."""

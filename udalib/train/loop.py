@@ -110,7 +110,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     t0 = time.perf_counter()
     for i in range(start, end):
         if uses_target and i in round_starts:
-            method.on_round_start(round_starts[i], target)
+            method.on_round_start(round_starts[i], target, source)
         lr = set_lr(method, i, poly_steps or steps)
         img_s, lbl_s, *_ = next(src_iter)
         src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),

@@ -1,0 +1,192 @@
+r"""Self-training: CBST's class-balanced pseudo-labels (Zou et al., ECCV 2018) and MLSL's spatially independent and
+semantically consistent labels (Iqbal & Ali, WACV 2020; ``engrjavediqbal/MLSL``, spec §5).
+
+Pure functions on posteriors and labels. The round structure that uses them is in
+:mod:`udalib.methods.self_training`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.batch import IGNORE_INDEX
+
+# MLSL's fixed class priors pi_c (19 Cityscapes classes) of the weak-label rule, issegm1/data1.py
+MLSL_CLASS_PRIORS = (0.3232, 0.085, 0.1693, 0.0193, 0.0075, 0.0107, 0.0018, 0.0013, 0.0765, 0.0220, 0.1364, 0.0039,
+                     0.0023, 0.0274, 0.0169, 0.0181, 0.0143, 0.0019, 0.0031)
+
+
+def class_confidences(probs: Iterable[Tensor], num_classes: int, *, every: int = 4,
+                      extra_zero: bool = True) -> list[np.ndarray]:
+    """CBST's per-class confidence lists over a whole target set.
+
+    For each image ``(C, H, W)`` and class ``c``: the maximum probability of the pixels predicted as ``c``, every
+    ``every``-th value in row-major order (``[0::4]`` in the seed). ``extra_zero`` reproduces the seed's lists,
+    which all start with one extra ``0.0`` (spec §5.2 and §10 row 18); it matters only at ``portion = 1`` (see
+    :func:`class_balanced_thresholds`). A class never predicted has an empty list (with the extra zero: ``[0.0]``).
+    """
+    lists: list[list[np.ndarray]] = [[np.zeros(1)] if extra_zero else [] for _ in range(num_classes)]
+    for prob in probs:
+        conf, pred = prob.max(dim=0)
+        conf, pred = conf.reshape(-1).numpy(), pred.reshape(-1).numpy()
+        for c in np.unique(pred):
+            lists[c].append(conf[pred == c][::every])
+    return [np.concatenate(parts) if parts else np.zeros(0) for parts in lists]
+
+
+def global_threshold(confidences: list[np.ndarray], portion: float) -> np.ndarray:
+    """CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
+    all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`."""
+    pooled = class_balanced_thresholds([np.concatenate(confidences)], portion)[0]
+    return np.full(len(confidences), pooled)
+
+
+def class_balanced_thresholds(confidences: list[np.ndarray], portion: float) -> np.ndarray:
+    r"""Class-balanced thresholds (CBST's ``kc-policy cb``): for each class, the confidence above which the top
+    ``portion`` of its pixels lie,
+
+    .. math:: k_c = \lfloor n_c \cdot p \rfloor, \qquad
+              \theta_c = \mathrm{sort}_\downarrow(\text{conf}_c)[k_c - 1] \;\text{ if } k_c > 0, \text{ else } 1
+
+    where :math:`n_c` counts the class's list (0 for a class never predicted). A threshold of 0 becomes 1, so a
+    class with no pixels (or :math:`k_c = 0`) selects nothing: as the seed, which writes 0 and replaces it by 1.0.
+    Quirk kept from the seed (spec §10 row 18): with the extra 0.0 in every list, ``portion = 1`` gives
+    :math:`\theta_c = 0 \to 1`, selecting nothing; without it, every predicted pixel.
+
+    Returns ``(C,)`` float thresholds in (0, 1].
+    """
+    thresholds = np.zeros(len(confidences))
+    for c, conf in enumerate(confidences):
+        k = int(math.floor(len(conf) * portion))
+        if k > 0:
+            thresholds[c] = np.sort(conf)[::-1][k - 1]
+    thresholds[thresholds == 0] = 1.0
+    return thresholds
+
+
+def select_pseudo_labels(prob: Tensor, thresholds: Tensor) -> Tensor:
+    r"""Pseudo-labels from class-balanced thresholds: rescale each class's probability by its threshold,
+    :math:`\hat y = \arg\max_c p_c / \theta_c`, and keep a pixel only if :math:`\max_c p_c / \theta_c \ge 1`
+    (ignored pixels get 255).
+
+    Shape:
+        prob ``(N, C, H, W)``, thresholds ``(C,)`` -> ``(N, H, W)`` int64.
+    """
+    scaled = prob / thresholds.to(prob)[None, :, None, None]
+    best, label = scaled.max(dim=1)
+    return torch.where(best >= 1, label, torch.full_like(label, IGNORE_INDEX))
+
+
+def random_patch_boxes(height: int, width: int, size: tuple[int, int], count: int,
+                       generator: torch.Generator) -> list[tuple[int, int]]:
+    """Top-left corners of MLSL's spatially independent patches: ``startRow ~ U{0..H - h - 1}`` and
+    ``startCol ~ U{0..W - w - 1}`` (the seed's ``randint(0, H - 512)``, whose last row and column are never a start;
+    spec §10 row 19), drawn from a seeded generator instead of the global numpy RNG."""
+    ph, pw = size
+    rows = torch.randint(0, max(height - ph, 1), (count,), generator=generator).tolist()
+    cols = torch.randint(0, max(width - pw, 1), (count,), generator=generator).tolist()
+    return list(zip(rows, cols))
+
+
+def fuse_patch_predictions(full: Tensor, patches: list[Tensor], boxes: list[tuple[int, int]]) -> Tensor:
+    r"""MLSL's spatially independent + semantically consistent fusion: the full-image posterior plus every patch's
+    own posterior (predicted without the rest of the image), averaged per pixel over the maps that cover it:
+
+    .. math:: \bar p(x) = \frac{p_{full}(x) + \sum_{k:\,x \in P_k} p_k(x)}{1 + |\{k: x \in P_k\}|}
+
+    Shape:
+        full ``(C, H, W)``; patches ``(C, h, w)`` each, top-left corners ``boxes`` -> ``(C, H, W)``.
+    """
+    total = full.clone()
+    count = torch.ones(full.shape[-2:], dtype=full.dtype)
+    for patch, (r, c) in zip(patches, boxes, strict=True):
+        h, w = patch.shape[-2:]
+        total[:, r:r + h, c:c + w] += patch
+        count[r:r + h, c:c + w] += 1
+    return total / count
+
+
+def weak_labels(label: Tensor, num_classes: int, priors=MLSL_CLASS_PRIORS, ratio: float = 0.0225) -> Tensor:
+    r"""MLSL's pseudo weak (image-level) labels: class :math:`c` is present in a label grid of :math:`h w` cells iff
+
+    .. math:: n_c \ge \text{ratio} \cdot h w \cdot \pi_c
+
+    with fixed class priors :math:`\pi` (the seed: ratio 0.0225 on a 63x63 grid). Applied alike to source labels
+    and target pseudo-labels; ignored cells (255) count for no class.
+
+    Shape:
+        label ``(N, h, w)`` -> ``(N, C)`` float in {0, 1}.
+    """
+    flat = label.reshape(label.shape[0], -1)
+    counts = torch.stack([(flat == c).sum(dim=1) for c in range(num_classes)], dim=1).float()
+    need = ratio * flat.shape[1] * torch.as_tensor(priors[:num_classes], dtype=torch.float32)
+    return ((counts >= need) & (counts > 0)).float()
+
+
+def weak_label_loss(logits: Tensor, targets: Tensor, grad_scale: float = 0.04) -> Tensor:
+    r"""The image-level head's loss (SISC-PWL): sigmoid cross-entropy whose gradient per class is
+    ``grad_scale`` :math:`\cdot(\sigma(x_c) - y_c)`, as MXNet's ``LogisticRegressionOutput(grad_scale=0.04)``:
+    the sum over classes and images of the binary cross-entropy, times ``grad_scale``.
+
+    Shape:
+        logits, targets ``(N, C)`` -> scalar.
+    """
+    return grad_scale * F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+
+
+def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_kept: int = 256) -> Tensor:
+    r"""Online hard example mining softmax loss (MLSL SISC, ``util/symbol/layer.py``): among the valid pixels,
+    keep those whose probability of their label is at most :math:`\max(\text{thresh}, p_{(m)})`, with
+    :math:`p_{(m)}` the ``min_kept``-th smallest label probability; keep all when there are at most ``min_kept``
+    valid pixels. The loss is the mean cross-entropy over the kept pixels.
+
+    Shape:
+        logits ``(N, C, H, W)``, label ``(N, H, W)`` -> scalar.
+    """
+    valid = label != IGNORE_INDEX
+    if not valid.any():
+        return logits.sum() * 0.0
+    log_p = F.log_softmax(logits, dim=1)
+    safe = torch.where(valid, label, torch.zeros_like(label))
+    label_log_p = log_p.gather(1, safe[:, None])[:, 0]
+    p = label_log_p.detach().exp()[valid]
+    if p.numel() <= min_kept:
+        kept = valid
+    else:
+        threshold = max(thresh, p.kthvalue(min_kept).values.item())
+        kept = valid & (label_log_p.detach().exp() <= threshold)
+    return -label_log_p[kept].mean()
+
+
+def spatial_prior(labels: Iterable[Tensor], num_classes: int) -> Tensor:
+    """Per-pixel class frequency of source label maps (CBST/MLSL ``--with-prior``, GTA5 only in the seed, where the
+    file is downloaded, not computed). Multiplying a posterior by it favours classes where they usually are.
+
+    Shape:
+        label maps ``(H, W)`` (all the same size) -> ``(C, H, W)``, each pixel summing to 1 over the classes seen.
+    """
+    total = None
+    for label in labels:
+        one_hot = F.one_hot(torch.where(label == IGNORE_INDEX, num_classes, label), num_classes + 1)
+        counts = one_hot[..., :num_classes].permute(2, 0, 1).float()
+        total = counts if total is None else total + counts
+    return total / total.sum(dim=0, keepdim=True).clamp(min=1)
+
+
+def cbst_schedule(round_index: int, *, tgt_port: float = 0.15, tgt_step: float = 0.05, tgt_max: float = 0.5,
+                  src_port: float = 0.03, src_step: float = 0.0025, src_max: float = 0.06,
+                  lr: float = 1e-4) -> dict[str, float]:
+    r"""The round schedule of CBST/MLSL (``solve_AO.py``): after each round the target portion grows by 0.05 (while
+    below 0.5), the source portion by 0.0025 (while below 0.06), and the fixed learning rate is divided by
+    :math:`\sqrt 2`. Returns the values *for* round ``round_index`` (0-based)."""
+    tgt, src = tgt_port, src_port
+    for _ in range(round_index):
+        tgt = tgt + tgt_step if tgt < tgt_max - 1e-9 else tgt
+        src = src + src_step if src < src_max - 1e-9 else src
+    return {"tgt_port": round(tgt, 6), "src_port": round(src, 6), "lr": lr / math.sqrt(2) ** round_index}
