@@ -27,7 +27,8 @@ def oracle_experiment(seed: int = 0, steps: int = SOURCE_STEPS, batch_size: int 
 
 def adabn_experiment(source: Experiment, evaluate_on: tuple[str, ...] | None = None) -> Experiment:
     """The source model with BatchNorm statistics re-estimated on target images, no training."""
-    return replace(source, init=source.name, steps=0, adabn=True, target=TARGET, label="AdaBN",
+    label = "AdaBN" if source.method == "source_only" else f"AdaBN of {source.method}"  # one table row each
+    return replace(source, init=source.name, steps=0, adabn=True, target=TARGET, label=label,
                    evaluate_on=evaluate_on or source.evaluate_on)
 
 

@@ -149,11 +149,11 @@ md("""
 ## Pseudo-labels per round
 
 The runs kept each round's pseudo-labels of the 600 target training images. MiniCity can regenerate the labels
-of any image, so we can measure them (analysis only: the method never saw these).
+of any image, so we can measure them on the first 300 (analysis only: the method never saw these).
 """),
 code("""
 truth_train = torch.stack([torch.from_numpy(minicity.make_sample("target", "train", i)[1].astype(np.int64))
-                           for i in range(600)])
+                           for i in range(300)])
 
 def rounds_table(r):
     method = build_method(r.config.method, r.model(), r.config.preset, **r.config.method_args)

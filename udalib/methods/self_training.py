@@ -227,10 +227,10 @@ class SelfTraining(Method):
 
 def pseudo_label_report(method: SelfTraining, true_labels: Tensor) -> dict[int, dict[str, np.ndarray]]:
     """Per round: pixels kept per class and their accuracy against held-out labels (analysis only; needs
-    ``keep_history``). ``true_labels``: ``(T, H, W)`` in the target set's order."""
+    ``keep_history``). ``true_labels``: ``(T', H, W)``, the first T' images of the target set, in its order."""
     report = {}
     for r in range(int(method.round_index) + 1):
-        labels = method.history[r].long()
+        labels = method.history[r][: len(true_labels)].long()  # the first len(true_labels) target images
         kept = labels != IGNORE_INDEX
         c = method.model.num_classes
         counts = torch.bincount(labels[kept], minlength=c)[:c]
