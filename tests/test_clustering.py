@@ -187,3 +187,16 @@ def test_clustering_loss_equals_the_seed_loops_on_random_data(p):
     got = clustering_loss(rows, classes, mu, norm_order=p)
     want = seed_style_clustering(rows, classes, mu, p)
     assert got[0].item() == pytest.approx(want[0].item()) and got[1].item() == pytest.approx(want[1].item())
+
+
+def test_a_model_without_feature_channels_is_a_clear_error():
+    class Bare(torch.nn.Module):
+        num_classes = 19
+
+        def forward(self, x):
+            return {"out": x}
+
+    with pytest.raises(ValueError, match="needs a model with feat_channels"):
+        build_method("clustered_embeddings", Bare())
+    with pytest.raises(ValueError, match="needs a model with feat_channels"):
+        build_method("cbst", Bare())

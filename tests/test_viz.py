@@ -80,3 +80,32 @@ def test_style_vectors_and_domain_separability():
     assert plots.domain_separability(mixed) == pytest.approx(100 * 5 / 6)
     fig = plots.style_scatter({"panel": apart})
     assert "100%" in fig.axes[0].get_title()
+
+
+def _run(name, scores, adabn=False):
+    from udalib.experiment import Experiment, Run
+
+    def s(m):
+        return Scores(iou=[m, float("nan")], miou=m, pixel_acc=0.0, mean_acc=0.0, class_names=["road", "sidewalk"])
+    return Run(dir=__import__("pathlib").Path(name), config=Experiment(adabn=adabn),
+               scores={k: s(v) for k, v in scores.items()})
+
+
+def test_compare_runs_differences_and_target_bn_only_where_it_exists():
+    from udalib.experiment import TARGET_BN, compare_runs, per_class_iou
+
+    t, src = "minicity:target/val", "minicity:source/val"
+    source = _run("s", {t: 30.0, src: 60.0})  # never saw a target image: no target-BN score
+    adabn = _run("a", {t: 38.0, src: 53.0}, adabn=True)  # its statistics are the target's: both equal
+    control = _run("c", {t: 33.0, t + TARGET_BN: 38.5, src: 61.0})
+    method = _run("m", {t: 36.0, t + TARGET_BN: 41.0, src: 60.5})
+    table = compare_runs({"source": source, "AdaBN": adabn, "control": control, "method": method},
+                         baseline=source, control=control)
+    assert np.isnan(table.loc["source", "target mIoU, target BN"])
+    assert table.loc["AdaBN", "target mIoU, target BN"] == 38.0
+    assert table.loc["method", "vs source-only"] == pytest.approx(6.0)
+    assert table.loc["method", "vs control"] == pytest.approx(3.0)
+    assert table.loc["method", "vs control, target BN"] == pytest.approx(2.5)
+    assert table.loc["control", "source mIoU"] == 61.0
+    iou = per_class_iou({"source": source, "method": method}, t)
+    assert list(iou.index) == ["road"] and iou.loc["road", "method"] == 36.0  # the all-NaN class is dropped

@@ -257,6 +257,38 @@ def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kw
     return run(exp, folder, **kwargs)
 
 
+def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = None,
+                 dataset: str = "minicity:target/val", source_dataset: str | None = "minicity:source/val"):
+    """The notebooks' results table: one row per named run, mIoU on ``dataset`` as trained and with target BN
+    statistics (empty for runs that never saw a target image), on ``source_dataset``, and the differences to the
+    ``baseline`` (source-only) and, if given, to the ``control`` (the same run with its target weight at 0).
+    """
+    import pandas as pd
+
+    def target_bn(r: Run) -> float | None:
+        has = r.config.adabn or (dataset + TARGET_BN) in r.scores
+        return r.miou(dataset, target_bn=True) if has else None
+
+    rows = {}
+    for name, r in runs.items():
+        rows[name] = {"target mIoU": r.miou(dataset), "target mIoU, target BN": target_bn(r)}
+        if source_dataset is not None:
+            rows[name]["source mIoU"] = r.miou(source_dataset) if source_dataset in r.scores else None
+    table = pd.DataFrame(rows).T.astype(float)
+    table["vs source-only"] = table["target mIoU"] - baseline.miou(dataset)
+    if control is not None:
+        table["vs control"] = table["target mIoU"] - control.miou(dataset)
+        table["vs control, target BN"] = table["target mIoU, target BN"] - target_bn(control)
+    return table
+
+
+def per_class_iou(runs: dict[str, Run], dataset: str = "minicity:target/val"):
+    """Per-class IoU (%) on ``dataset``, one column per named run; classes absent everywhere are dropped."""
+    import pandas as pd
+
+    return pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+
+
 def list_runs(root: str | os.PathLike | None = None):
     """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set)."""
     import pandas as pd

@@ -40,7 +40,7 @@ import torch
 
 from udalib import methods, models, viz, zoo
 from udalib.data import minicity
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import get_or_train, open_data, per_class_iou
 from udalib.train import loop
 
 if RECIPE:
@@ -158,7 +158,7 @@ colour (sky, vegetation) and small classes (pole, sign, person) lose most; the l
 building hold up better.
 """),
 code("""
-per_class = pd.DataFrame({name: r.scores[TARGET_EVAL].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+per_class = per_class_iou(runs, TARGET_EVAL)
 per_class.round(1)
 """),
 code("""

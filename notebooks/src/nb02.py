@@ -32,7 +32,7 @@ import pandas as pd
 
 from udalib import losses, methods, viz, zoo
 from udalib.eval.evaluate import entropy_vs_accuracy
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data
 from udalib.data import eval_loader, minicity
 
 TARGET_EVAL = "minicity:target/val"
@@ -113,12 +113,7 @@ adabn_run = get_or_train(zoo.adabn_experiment(source_exp))
 """),
 code("""
 runs = {"source-only": source_run, "AdaBN": adabn_run, "control (lambda 0)": control_run, "MinEnt": minent_run}
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": r.miou(TARGET_EVAL, target_bn=True) if r is not source_run else None}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
-table["vs control"] = table["target mIoU"] - control_run.miou(TARGET_EVAL)
+table = compare_runs(runs, baseline=source_run, control=control_run)
 table.round(2)
 """),
 code("""

@@ -36,7 +36,7 @@ import torch
 
 from udalib import losses, methods, viz, zoo
 from udalib.data import minicity
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 
 TARGET_EVAL = "minicity:target/val"
 source_exp = zoo.source_experiment(SEED)
@@ -137,13 +137,7 @@ runs = {
 """),
 code("""
 control = runs["control (lambda 0)"]
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": None if name == "source-only" else r.miou(TARGET_EVAL, target_bn=True)}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
-table["vs control"] = table["target mIoU"] - control.miou(TARGET_EVAL)
-table["vs control, target BN"] = table["target mIoU, target BN"] - control.miou(TARGET_EVAL, target_bn=True)
+table = compare_runs(runs, baseline=source_run, control=control)
 table.round(2)
 """),
 code("""
@@ -180,7 +174,7 @@ viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL]
                    title="target val, per-class IoU (%)");
 """),
 code("""
-per_class = pd.DataFrame({name: r.scores[TARGET_EVAL].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+per_class = per_class_iou(runs, TARGET_EVAL)
 (per_class.sub(per_class["control (lambda 0)"], axis=0)).round(1)  # change per class against the control
 """),
 md("""

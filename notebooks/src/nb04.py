@@ -39,7 +39,7 @@ import torch
 
 from udalib import losses, methods, viz, zoo
 from udalib.data import minicity
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 from udalib.models.discriminator import FCDiscriminator
 from udalib.train.checkpoint import load_checkpoint
 
@@ -180,14 +180,7 @@ md("""
 code("""
 runs = {"source-only": source_run, "AdaBN": adabn_run, "control (lambda_adv 0)": control_run,
         "AdaptSegNet multi": adapt_run}
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": None if name == "source-only" else r.miou(TARGET_EVAL, target_bn=True),
-           "source mIoU": r.miou("minicity:source/val")}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
-table["vs control"] = table["target mIoU"] - control_run.miou(TARGET_EVAL)
-table["vs control, target BN"] = table["target mIoU, target BN"] - control_run.miou(TARGET_EVAL, target_bn=True)
+table = compare_runs(runs, baseline=source_run, control=control_run)
 table.round(2)
 """),
 code("""
@@ -205,7 +198,7 @@ code("""
 viz.plots.iou_bars({name: r.scores[TARGET_EVAL] for name, r in runs.items()}, title="target val, per-class IoU (%)");
 """),
 code("""
-per_class = pd.DataFrame({name: r.scores[TARGET_EVAL].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+per_class = per_class_iou(runs, TARGET_EVAL)
 per_class.sub(per_class["control (lambda_adv 0)"], axis=0).round(1)  # change per class against the control
 """),
 code("""

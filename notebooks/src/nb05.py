@@ -44,7 +44,7 @@ import torch
 from udalib import losses, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.eval.evaluate import evaluate
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data
 from udalib.models.snr import restitution
 
 TARGET_EVAL = "minicity:target/val"
@@ -172,12 +172,7 @@ adabn_run = get_or_train(zoo.adabn_experiment(source_exp))
 code("""
 runs = {"source-only": source_run, "AdaBN": adabn_run, "SNR (source only)": snr_run, "SNR + AdaBN": snr_adabn_run,
         "SNR-MS control (lambda 0)": control_run, "SNR-MS": snr_ms_run}
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": None if name in ("source-only", "SNR (source only)") else r.miou(TARGET_EVAL, target_bn=True),
-           "source mIoU": r.miou("minicity:source/val")}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
+table = compare_runs(runs, baseline=source_run, control=control_run)  # SNR-MS's control
 table.round(2)
 """),
 code("""

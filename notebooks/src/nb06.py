@@ -40,7 +40,7 @@ import torch
 from udalib import losses, viz, zoo
 from udalib.data import minicity
 from udalib.eval.evaluate import feature_sample
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 from udalib.losses import clustering
 from udalib.methods.clustering import ClusteredEmbeddings
 
@@ -146,13 +146,7 @@ md("""
 code("""
 runs = {"source-only": source_run, "AdaBN": adabn_run, "control (lambda 0)": control_run, "MaxSquare+IW": iw_run,
         "clustered embeddings": clustered_run}
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": None if name == "source-only" else r.miou(TARGET_EVAL, target_bn=True),
-           "source mIoU": r.miou("minicity:source/val")}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
-table["vs control"] = table["target mIoU"] - control_run.miou(TARGET_EVAL)
+table = compare_runs(runs, baseline=source_run, control=control_run)
 table.round(2)
 """),
 code("""
@@ -160,7 +154,7 @@ code("""
 assert clustered_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
 """),
 code("""
-per_class = pd.DataFrame({name: r.scores[TARGET_EVAL].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+per_class = per_class_iou(runs, TARGET_EVAL)
 per_class.sub(per_class["MaxSquare+IW"], axis=0).round(1)  # change per class against MaxSquare+IW alone
 """),
 md("""

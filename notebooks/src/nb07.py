@@ -43,7 +43,7 @@ from udalib import losses, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.data.labels import CITYSCAPES_CLASSES, colorize
 from udalib.eval.evaluate import predict
-from udalib.experiment import get_or_train, open_data
+from udalib.experiment import compare_runs, get_or_train, open_data
 from udalib.losses import self_training as st
 from udalib.methods import build_method
 from udalib.methods.self_training import SelfTraining, pseudo_label_report
@@ -174,13 +174,7 @@ md("""
 code("""
 runs = {"source-only": source_run, "AdaBN": adabn_run, "control (lambda 0)": control_run, "CBST": cbst_run,
         "MLSL": mlsl_run}
-table = pd.DataFrame({
-    name: {"target mIoU": r.miou(TARGET_EVAL),
-           "target mIoU, target BN": None if name == "source-only" else r.miou(TARGET_EVAL, target_bn=True),
-           "source mIoU": r.miou("minicity:source/val")}
-    for name, r in runs.items()}).T
-table["vs source-only"] = table["target mIoU"] - source_run.miou(TARGET_EVAL)
-table["vs control"] = table["target mIoU"] - control_run.miou(TARGET_EVAL)
+table = compare_runs(runs, baseline=source_run, control=control_run)
 table.round(2)
 """),
 code("""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from .entropy import entropy_map
+
 
 def mean_pixel_entropy(logits: Tensor) -> Tensor:
     r"""Entropy of each pixel's class posterior (natural log), averaged over the batch and the pixels.
@@ -24,8 +26,7 @@ def mean_pixel_entropy(logits: Tensor) -> Tensor:
     Shape:
         logits ``(N, C, H, W)`` -> scalar in ``[0, log C]``.
     """
-    log_p = F.log_softmax(logits, dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1).mean()
+    return entropy_map(logits).mean()
 
 
 def dual_causality_loss(logits_normalized: Tensor, logits_enhanced: Tensor, logits_contaminated: Tensor) -> Tensor:

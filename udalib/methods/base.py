@@ -71,6 +71,14 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def require_attributes(model: nn.Module, method: str, *names: str) -> None:
+    """A clear error when a model lacks what a method reads (e.g. ``feat_channels`` for feature-space losses)."""
+    missing = [n for n in names if not hasattr(model, n)]
+    if missing:
+        raise ValueError(f"method {method!r} needs a model with {', '.join(missing)} (as udalib's models have: "
+                         f"minideeplab, deeplabv2*, deeplabv2_vgg16); {type(model).__name__} has none")
+
+
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)

@@ -35,7 +35,7 @@ from ..losses.clustering import (
     smooth_centroids,
     sparsity_loss,
 )
-from .base import Method, sgd
+from .base import Method, require_attributes, sgd
 
 
 @dataclass
@@ -63,6 +63,7 @@ class ClusteredEmbeddings(Method):
     + \lambda_{orth}\mathcal{L}_{orth} + \lambda_{sp}\mathcal{L}_{sp}`."""
 
     def __init__(self, model, cfg: ClusteringConfig | None = None):
+        require_attributes(model, "clustered_embeddings", "num_classes", "feat_channels")
         super().__init__(model, cfg or ClusteringConfig())
         self.optimizers["model"] = sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
         self.num_classes = model.num_classes

@@ -46,7 +46,7 @@ from ..losses.self_training import (
     weak_labels,
 )
 from .adabn import adapt_batchnorm
-from .base import Method, sgd
+from .base import Method, require_attributes, sgd
 
 PREDICT_BATCH = 16  # target images per forward pass when pseudo-labelling
 CACHE_BYTES = 1 << 30  # keep the round's posteriors in memory (float16) below this size, else predict twice
@@ -87,6 +87,7 @@ class SelfTraining(Method):
     \lambda_T \mathcal{L}(x_t, \hat y_t)` (+ the weak-label loss with ``weak_labels``)."""
 
     def __init__(self, model, cfg: CBSTConfig | None = None):
+        require_attributes(model, "cbst / mlsl", "num_classes", "feat_channels")
         super().__init__(model, cfg or CBSTConfig())
         c = self.cfg
         if c.loss not in ("ce", "ohem"):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..data.batch import SourceBatch
 from ..losses import dual_causality_loss, seg_loss
+from ..losses.clustering import labels_at_feature_grid
 from .maxsquare import MaxSquare, MaxSquareConfig
 from .source_only import SourceOnly, SourceOnlyConfig
 
@@ -56,8 +57,9 @@ class CausalityHeads(nn.Module):
         """Returns (sum of the blocks' causality losses, sum of the classifiers' cross-entropies)."""
         l_caus = l_cls = 0.0
         for feats, head in zip(snr_features, self.heads, strict=True):
-            small = F.interpolate(label[:, None].float(), size=feats.enhanced.shape[-2:], mode="nearest")
-            l_cls = l_cls + seg_loss(head(feats.enhanced.detach()), small[:, 0].long())
+            grid = feats.enhanced.shape[-2:]
+            small = labels_at_feature_grid(label, grid).view(label.shape[0], *grid)
+            l_cls = l_cls + seg_loss(head(feats.enhanced.detach()), small)
             # the three feature maps through a frozen copy of the classifier, in one call
             three = torch.cat([feats.normalized, feats.enhanced, feats.contaminated])
             logits = F.conv2d(three, head.weight.detach(), head.bias.detach()).chunk(3)
