@@ -8,7 +8,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env tutorial test unit notebooks-test lint table clean
+.PHONY: env tutorial test unit notebooks-test browser-test lint table clean
 
 env: $(STAMP)
 
@@ -27,16 +27,31 @@ tutorial: $(STAMP)
 	done
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv
 
-# Unit tests, then the nbval notebook tests (each notebook executed as stored, at its CPU defaults).
+# Unit tests, then the nbval notebook tests (each notebook executed as stored, at its CPU defaults), then the
+# browser test of notebook 09's widgets (it reads the runs the notebooks wrote).
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 	$(VENV)/bin/pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
+	@$(MAKE) --no-print-directory browser-test
+
+# Notebook 09 in JupyterLab, run and clicked in headless Chromium (Playwright drives Debian's chromium; the
+# screenshots go to runs/test-artifacts/). Installs chromium with apt-get (as root, about 1 minute) if missing.
+browser-test: $(STAMP)
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "browser-test: installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || { echo "browser-test: apt-get could not install chromium (see above)"; exit 1; }; \
+	  else \
+	    echo "browser-test: /usr/bin/chromium is missing; install it as root (apt-get install -y chromium)"; exit 1; \
+	  fi; }
+	$(VENV)/bin/pytest -q tests_browser
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check udalib tests benchmarks data_scripts
+	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts
 
 table: $(STAMP)
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv

@@ -25,43 +25,8 @@ from udalib import zoo
 from udalib.experiment import TARGET_BN, get_or_train
 
 TARGET_EVAL = "minicity:target/val"
-TARGET_AND_SOURCE = ("minicity:source/val", TARGET_EVAL)
-ADAPTSEGNET_STEPS = 60  # notebook 04's STEPS: its two runs must fit its 90 s budget
 
-# name -> function(seed) -> Experiment. Method issues add their method and its lambda=0 control here.
-ROWS = {
-    "source_only": lambda seed: zoo.source_experiment(seed),
-    "adabn": lambda seed: zoo.adabn_experiment(zoo.source_experiment(seed)),
-    "oracle": lambda seed: zoo.oracle_experiment(seed),
-    "control_lambda0": lambda seed: zoo.control_experiment(zoo.source_experiment(seed)),
-    "minent": lambda seed: zoo.adaptation_experiment("minent", zoo.source_experiment(seed)),
-    "maxsquare": lambda seed: zoo.adaptation_experiment("maxsquare", zoo.source_experiment(seed)),
-    "maxsquare_iw": lambda seed: zoo.adaptation_experiment("maxsquare_iw", zoo.source_experiment(seed)),
-    "maxsquare_iw_multi": lambda seed: zoo.adaptation_experiment("maxsquare_iw_multi", zoo.source_experiment(seed)),
-    # AdaptSegNet at notebook 04's default of 60 steps (a step costs about twice MaxSquare's: two players). Its
-    # control trains the discriminators but gives the segmenter adversarial weight 0; one run serves both levels
-    # (same lr and auxiliary CE, so the same segmenter updates)
-    "control_adaptsegnet": lambda seed: zoo.adaptation_experiment(
-        "adaptsegnet_multi", zoo.source_experiment(seed), steps=ADAPTSEGNET_STEPS,
-        label="AdaptSegNet, lambda_adv 0 (control)", lambda_adv_target1=0.0, lambda_adv_target2=0.0),
-    "adaptsegnet": lambda seed: zoo.adaptation_experiment("adaptsegnet", zoo.source_experiment(seed),
-                                                          steps=ADAPTSEGNET_STEPS),
-    "adaptsegnet_multi": lambda seed: zoo.adaptation_experiment("adaptsegnet_multi", zoo.source_experiment(seed),
-                                                                steps=ADAPTSEGNET_STEPS),
-    # SNR (notebook 05): trained on source alone; then SNR-MS from it, its lambda = 0 control and AdaBN on the
-    # SNR model (source_only / adabn above are the plain model's)
-    "snr": lambda seed: zoo.snr_source_experiment(seed),
-    "adabn_snr": lambda seed: zoo.adabn_experiment(zoo.snr_source_experiment(seed), evaluate_on=TARGET_AND_SOURCE),
-    "control_snr_maxsquare": lambda seed: zoo.snr_ms_experiment(zoo.snr_source_experiment(seed), control=True),
-    "snr_maxsquare": lambda seed: zoo.snr_ms_experiment(zoo.snr_source_experiment(seed)),
-    # orthogonal and clustered embeddings (notebook 06): its controls are control_lambda0 (all target weights at 0
-    # give the same segmenter updates) and maxsquare_iw (its output-space term alone)
-    "clustered_embeddings": lambda seed: zoo.adaptation_experiment("clustered_embeddings", zoo.source_experiment(seed)),
-    # self-training (notebook 07): the control is control_lambda0 (at lambda_target 0 both give the segmenter the
-    # same updates: CE on source, the MiniCity presets use CE for MLSL too)
-    "cbst": lambda seed: zoo.adaptation_experiment("cbst", zoo.source_experiment(seed)),
-    "mlsl": lambda seed: zoo.adaptation_experiment("mlsl", zoo.source_experiment(seed)),
-}
+ROWS = zoo.MINICITY_ROWS
 
 
 def main(argv: list[str] | None = None) -> int:

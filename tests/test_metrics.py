@@ -279,3 +279,10 @@ def test_evaluate_subset_of_a_19_class_model():
     assert full.miou == pytest.approx(50.0 / 19)  # vegetation 1/2, terrain 0, 17 absent classes 0
     with pytest.raises(ValueError):
         evaluate(Constant(), _loader(label, 1), 10, class_set="13")
+
+
+def test_13_and_16_class_matrices_are_named_after_their_class_set():
+    s13 = scores_from_matrix(torch.eye(13))
+    assert s13.class_names[3] == "traffic light" and s13.class_names[9] == "car" and len(s13.class_names) == 13
+    assert scores_from_matrix(torch.eye(16)).class_names[9] == "sky"
+    assert scores_from_matrix(torch.eye(5)).class_names[4] == "class 4"

@@ -134,37 +134,50 @@ DDP_SCRIPT = textwrap.dedent("""
     from udalib.methods import build_method
     from udalib.models import build_model
     from udalib.train import fit
-    torch.manual_seed(0)
-    method = build_method("source_only", build_model("minideeplab", 19, width=8), "minicity")
+
+    def build(name):
+        torch.manual_seed(0)  # the same initial weights on every rank
+        model = build_model("minideeplab", 19, width=8)
+        return build_method(name, model, "minicity")
+
+    def flat(method):
+        return torch.cat([t.detach().reshape(-1).float() for t in method.state_dict().values()])
+
+    def gather(x):
+        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x)
+        return out
+
     src = SegmentationList(sys.argv[1], "lists/source_train.txt", hflip=True)
-    rows = fit(method, src, steps=5, batch_size=2, log_every=1, progress=False)
-    flat = torch.cat([t.detach().reshape(-1).float() for t in method.state_dict().values()])
-    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    losses = torch.tensor([r["seg"] for r in rows])
-    all_losses = [torch.zeros_like(losses) for _ in range(dist.get_world_size())]
-    dist.all_gather(all_losses, losses)
-    if dist.get_rank() == 0:
-        print("WORLD", dist.get_world_size())
-        print("IDENTICAL", all(torch.equal(gathered[0], g) for g in gathered[1:]))
-        print("DIFFERENT_DATA", not torch.equal(all_losses[0], all_losses[1]))
-        print("MOVED", not torch.equal(flat, torch.cat([t.reshape(-1).float() for t in build_method(
-            "source_only", (torch.manual_seed(0), build_model("minideeplab", 19, width=8))[1],
-            "minicity").state_dict().values()])))
+    tgt = SegmentationList(sys.argv[1], "lists/target_train.txt", hflip=True)
+    for name in sys.argv[2:]:
+        method = build(name)
+        rows = fit(method, src, tgt, steps=4, batch_size=2, log_every=1, progress=False)
+        weights = gather(flat(method))
+        losses = gather(torch.tensor([[v for k, v in r.items() if k not in ("step", "lr", "seconds")] for r in rows]))
+        if dist.get_rank() == 0:
+            print(name, "WORLD", dist.get_world_size())
+            print(name, "IDENTICAL", all(torch.equal(weights[0], w) for w in weights[1:]))
+            print(name, "DIFFERENT_DATA", not torch.equal(losses[0], losses[1]))
+            print(name, "MOVED", not torch.equal(weights[0], flat(build(name))))
+            print(name, "LOSSES", sorted(rows[0]))
     dist.destroy_process_group()
 """)
+DDP_METHODS = ("source_only", "maxsquare", "adaptsegnet_multi")  # source only; a target loss; two players (SGD + Adam)
 
 
 def test_ddp_with_two_gloo_processes_keeps_the_replicas_identical(tiny_minicity, tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tiny_minicity)],
-                          capture_output=True, text=True, timeout=240,
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tiny_minicity),
+                           *DDP_METHODS], capture_output=True, text=True, timeout=240,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "WORLD 2" in out
-    assert "DIFFERENT_DATA True" in out  # each rank drew its own slice of the data ...
-    assert "IDENTICAL True" in out  # ... yet averaged gradients and synced BN buffers keep them equal
-    assert "MOVED True" in out
+    for name in DDP_METHODS:
+        assert f"{name} WORLD 2" in out
+        assert f"{name} DIFFERENT_DATA True" in out  # each rank drew its own slice of the source and target data ...
+        assert f"{name} IDENTICAL True" in out  # ... yet averaged gradients and synced BN buffers keep them equal
+        assert f"{name} MOVED True" in out
+    assert "maxsquare LOSSES ['lr', 'seconds', 'seg', 'step', 'target']" in out  # the target loss was trained on

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from udalib.data import SegmentationList  # noqa: E402
+from udalib.data.labels import CITYSCAPES_PALETTE  # noqa: E402
 from udalib.eval.metrics import Scores  # noqa: E402
 from udalib.losses import entropy_loss, maxsquare_loss  # noqa: E402
 from udalib.viz import plots  # noqa: E402
@@ -109,3 +110,88 @@ def test_compare_runs_differences_and_target_bn_only_where_it_exists():
     assert table.loc["control", "source mIoU"] == 61.0
     iou = per_class_iou({"source": source, "method": method}, t)
     assert list(iou.index) == ["road"] and iou.loc["road", "method"] == 36.0  # the all-NaN class is dropped
+
+
+# ------------------------------------------------------------------------------ comparing runs (notebook 09)
+def test_overlay_blends_labels_and_highlights_one_class():
+    image = np.array([[[100, 100, 100], [0, 0, 0], [200, 100, 0]]], dtype=np.uint8)  # (1, 3, 3)
+    label = np.array([[0, 255, 10]])
+    road, sky = np.array(CITYSCAPES_PALETTE[0]), np.array(CITYSCAPES_PALETTE[10])
+    out = plots.overlay(image, label, 0.25)
+    assert np.array_equal(out[0, 0], np.round(0.75 * 100 + 0.25 * road))
+    assert np.array_equal(out[0, 1], [0, 0, 0])  # unlabelled: the image itself
+    assert np.array_equal(out[0, 2], np.round(0.75 * np.array([200, 100, 0]) + 0.25 * sky))
+    lit = plots.overlay(image, label, 1.0, highlight=10)
+    assert np.array_equal(lit[0, 2], sky)
+    assert np.array_equal(lit[0, 0], [50, 50, 50])  # other classes: grey at half brightness
+    with pytest.raises(ValueError, match="opacity"):
+        plots.overlay(image, label, 1.5)
+    with pytest.raises(ValueError, match="same height and width"):
+        plots.overlay(image, label[:, :2], 0.5)
+
+
+def test_error_overlay_share_is_pixel_error_or_one_minus_class_iou():
+    image = np.full((1, 5, 3), 200, np.uint8)
+    label = np.array([[0, 0, 1, 1, 255]])
+    pred = np.array([[0, 1, 1, 0, 3]])
+    picture, share = plots.error_overlay(image, label, pred)
+    assert share == pytest.approx(50.0)  # 2 of 4 labelled pixels wrong; the unlabelled one is not counted
+    assert np.array_equal(picture[0, 1], [255, 0, 0]) and np.array_equal(picture[0, 0], [100, 100, 100])
+    assert np.array_equal(picture[0, 4], [100, 100, 100])
+    _, share0 = plots.error_overlay(image, label, pred, highlight=0)
+    assert share0 == pytest.approx(100 * (1 - 1 / 3))  # road: intersection 1, union 3
+    _, none = plots.error_overlay(image, label, pred, highlight=7)
+    assert math.isnan(none)
+
+
+def test_compare_predictions_lays_out_panels_and_error_titles():
+    image = np.zeros((2, 2, 3), np.uint8)
+    label = np.array([[0, 0], [10, 255]])
+    fig = plots.compare_predictions(image, label, {"a": np.zeros((2, 2), int), "b": np.full((2, 2), 10)}, alpha=1.0,
+                                    errors=True, class_ids=[0, 10])
+    assert len(fig.axes) == 8
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "ground truth", "a", "b"]
+    assert fig.axes[6].get_title() == "errors 33.3%" and fig.axes[7].get_title() == "errors 66.7%"
+    assert (np.asarray(fig.axes[3].images[0].get_array()) == CITYSCAPES_PALETTE[10]).all()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "sky"]
+
+
+def test_entropy_maps_title_the_mean():
+    fig = plots.entropy_maps(np.zeros((2, 2, 3), np.uint8), {"m": np.array([[0.0, 1.0], [0.5, 0.5]])})
+    assert fig.axes[1].get_title() == "m\nmean 0.50"
+
+
+def test_confusion_matrix_plot_shows_row_percentages_of_present_classes():
+    cm = np.zeros((19, 19))
+    cm[0, 0], cm[0, 1], cm[1, 1], cm[10, 0] = 3, 1, 2, 4  # only road, sidewalk, sky occur
+    fig = plots.confusion_matrix_plot(cm)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["road", "sidewalk", "sky"]
+    values = np.asarray(ax.collections[0].get_array()).reshape(3, 3)
+    assert np.allclose(values, [[75, 25, 0], [0, 100, 0], [100, 0, 0]])
+    with pytest.raises(ValueError, match="one row per class"):
+        plots.confusion_matrix_plot(np.zeros((3, 3)))
+
+
+def test_iou_heatmap_and_bars_show_the_table_values():
+    import pandas as pd
+
+    table = pd.DataFrame({"road": [50.0, 70.0], "sky": [np.nan, 30.0]}, index=["a", "b"])
+    fig = plots.iou_heatmap(table)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["30.0", "50.0", "70.0"]  # NaN stays blank
+    long = pd.DataFrame({"name": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "class": ["road"] * 4,
+                         "IoU": [40.0, 60.0, 10.0, 30.0]})
+    fig = plots.class_iou_bars(long, order=["b", "a"])
+    assert sorted(round(p.get_height(), 3) for p in fig.axes[0].patches if p.get_height() > 0) == [20.0, 50.0]
+
+
+def test_reported_per_class_rows_average_to_their_reported_miou():
+    from udalib.data.labels import CITYSCAPES_CLASSES
+    from udalib.viz import results
+
+    table = results.reported_table()
+    assert table.loc["maxsquare_iw_multi", "mIoU"] == 46.4 and table.loc["source_only", "road"] == 75.8
+    per_class = table[list(CITYSCAPES_CLASSES)].dropna()
+    assert set(per_class.index) == {"source_only", "adaptsegnet_multi", "maxsquare_iw_multi", "cbst", "mlsl"}
+    # a transcription check: the published per-class values average to the published mIoU (MLSL's to 48.9)
+    assert np.allclose(per_class.mean(axis=1), table.loc[per_class.index, "mIoU"], atol=0.15)

@@ -14,9 +14,31 @@ EPILOG = """examples:
   python -m udalib train --init RUN --steps 0 --adabn --target minicity:target   # AdaBN control
   python -m udalib evaluate --run runs/RUN --dataset minicity:rome/val --flip
   python -m udalib table                                      # every finished run, one table
+  python -m udalib crosscity --seeds 0 1 2                    # MiniCity CrossCity: 4 cities x methods x controls
+  python -m udalib data check /data/prepared                  # which real datasets are ready, and the fixes
   python -m udalib run source_gta5 --data-root /data/prepared --device cuda   # a full-scale recipe
   torchrun --nproc_per_node=2 -m udalib train ...             # data-parallel, one process per GPU
 """
+
+
+RUN_HELP = """Train and evaluate a full-scale recipe: udalib/recipes/RECIPE.yaml, a seed README command with the
+papers' hyper-parameters (the same recipe runs from the method's notebook: papermill ... -p RECIPE RECIPE).
+Rerunning the same command after a kill resumes exactly from the run folder's checkpoint.pt; a recipe's `init`
+(the seeds' --continue_training) starts from other weights. On CUDA the loop trains with bf16 autocast,
+channels_last and cudnn.benchmark; evaluation stays fp32.
+
+Several GPUs (DDP, one process per GPU, NCCL; gloo on CPU):
+  torchrun --standalone --nproc_per_node=N -m udalib run RECIPE --data-root /data/prepared --device cuda
+Each process trains on its own batch of the recipe's batch_size images and the gradients are averaged: the
+effective batch is N x batch_size (the seeds: B = 1, so N) at the recipe's learning rate, not rescaled, and
+`steps` counts updates, so the run sees N times the images; --set steps=STEPS/N (and poly_steps) keeps
+the seeds' number of images. BatchNorm statistics are each process's own batch (as the seeds' batch-1 BN),
+copied from rank 0 after every step. The first line printed states the effective batch and lr of the run.
+"""
+
+
+class _RawDescriptionWithDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default."""
 
 
 def _value(text: str):
@@ -55,11 +77,16 @@ def _train(args) -> int:
 
 
 def _run_recipe(args) -> int:
+    import os
+
     from .experiment import run
-    from .recipes import load_recipe
+    from .recipes import data_parallel_summary, load_recipe
 
     overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v is not None}
     exp = load_recipe(args.recipe, **overrides, **_pairs(args.set, "--set"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and os.environ.get("RANK", "0") == "0":
+        print(f"torchrun: {data_parallel_summary(exp, world)}")
     result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
                  checkpoint_every=args.checkpoint_every, workers=args.workers)
     print(f"run folder: {result.dir}")
@@ -87,10 +114,55 @@ def _evaluate(args) -> int:
         raise SystemExit("error: give --run RUN_DIR or --checkpoint FILE (with --model and --num-classes)")
     exp.data_root = args.data_root or exp.data_root
     dataset = open_data(args.dataset, default_split="val", train=False, exp=exp)
-    scores = evaluate(model, eval_loader(dataset), exp.num_classes, device=args.device, flip=args.flip,
-                      class_set=args.class_set, protocol={"model_selection": args.selection}, progress=not args.quiet)
+    if args.protocol:
+        from .eval.evaluate import evaluate_protocol
+
+        if args.flip:
+            raise ValueError(f"--protocol {args.protocol} fixes flip itself: drop --flip")
+        scores = evaluate_protocol(model, eval_loader(dataset), exp.num_classes, args.protocol,
+                                   model_selection=args.selection, class_set=args.class_set, device=args.device,
+                                   progress=not args.quiet)
+    else:
+        scores = evaluate(model, eval_loader(dataset), exp.num_classes, device=args.device, flip=args.flip,
+                          class_set=args.class_set, protocol={"model_selection": args.selection},
+                          progress=not args.quiet)
     print(scores)
     print(scores.table().round(2).to_string())
+    return 0
+
+
+def _crosscity(args) -> int:
+    from dataclasses import replace
+
+    from . import crosscity as cc
+
+    if args.recipe:
+        from .recipes import load_recipe
+
+        overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v is not None}
+        recipe = load_recipe(args.recipe, **overrides)
+        if recipe.num_classes != cc.NUM_CLASSES or not (recipe.target or "").startswith("nthu:"):
+            raise ValueError(f"recipe {args.recipe!r} is not a CrossCity recipe (13 classes, target nthu:<city>); "
+                             "use crosscity_maxsquare or crosscity_maxsquare_iw")
+        base = lambda seed: replace(recipe, seed=seed, steps=args.steps or recipe.steps)  # noqa: E731
+        source = None  # starts from the recipe's init checkpoint
+    else:
+        base = lambda seed: replace(cc.minicity_base(seed, args.steps or cc.ADAPT_STEPS), device=args.device or "cpu")  # noqa: E731
+        source = lambda seed: replace(cc.minicity_source(seed), device=args.device or "cpu")  # noqa: E731
+    scores = cc.transfer(base, args.seeds, cities=args.cities, methods=args.methods, controls=args.controls,
+                         source=source, progress=not args.quiet)
+    seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+    for bn in (False, True):
+        what = "with BatchNorm statistics of the city" if bn else "as trained"
+        print(f"\nmIoU (%) on each city's labelled split after adapting to that city, {what}, mean of {seeds} "
+              "(last checkpoint):\n")
+        print(cc.city_table(scores, target_bn=bn).round(1).to_string())
+    for method in args.methods:
+        print(f"\n{method}: gain per city (mean over seeds) and seeds where it is ahead:\n")
+        print(cc.gains(scores, method).round(2).to_string())
+    if args.out:
+        scores.to_csv(args.out, index=False)
+        print(f"\nsaved every score (row, adapted_to, evaluated_on, seed) to {args.out}")
     return 0
 
 
@@ -99,6 +171,14 @@ def _minicity(args) -> int:
 
     print(minicity.generate(args.root, overwrite=args.overwrite))
     return 0
+
+
+def _data_check(args) -> int:
+    from .data.check import check_root, format_report
+
+    statuses = check_root(args.root, tuple(args.dataset) or None)
+    print(format_report(statuses))
+    return 0 if all(s.ok for s in statuses) else 1
 
 
 def _table(args) -> int:
@@ -170,8 +250,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
 
-    r = sub.add_parser("run", help="run a full-scale recipe (udalib/recipes/*.yaml)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r = sub.add_parser("run", help="run a full-scale recipe (udalib/recipes/*.yaml)", description=RUN_HELP,
+                       formatter_class=_RawDescriptionWithDefaults)
     r.add_argument("recipe", help="recipe name, e.g. source_gta5")
     r.add_argument("--data-root", default=None, help="folder of datasets prepared by data_scripts/")
     r.add_argument("--device", default=None, help="overrides the recipe's device")
@@ -193,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", default=None)
     e.add_argument("--class-set", default=None, help="19, 16 or 13 (subset mIoU from a 19-class model)")
     e.add_argument("--flip", action="store_true")
+    e.add_argument("--protocol", choices=["maxsquare", "adaptsegnet"], default=None,
+                   help="a named protocol (udalib.eval.evaluate.PROTOCOLS): maxsquare = labels at 1024x512 + flip; "
+                        "adaptsegnet = full-resolution labels (--dataset cityscapes/valfull), no flip")
     e.add_argument("--selection", default="last checkpoint", help="model-selection rule, recorded")
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
@@ -202,6 +285,32 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--root", default=None)
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(func=_minicity)
+
+    d = sub.add_parser("data", help="the real datasets prepared by data_scripts/")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="what DATA_ROOT holds, what is missing, and the command that fixes it")
+    dc.add_argument("root", help="DATA_ROOT, the --out of data_scripts/prepare_*.py")
+    dc.add_argument("--dataset", action="append", default=[], choices=["gta5", "synthia", "cityscapes", "nthu"],
+                    help="check only this dataset (repeat; default: all four)")
+    dc.set_defaults(func=_data_check)
+
+    cc = sub.add_parser("crosscity", help="CrossCity transfer: adapt to each city in turn, evaluate on every city",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cc.add_argument("--recipe", default=None, help="full scale: crosscity_maxsquare or crosscity_maxsquare_iw "
+                    "(default: MiniCity)")
+    cc.add_argument("--data-root", default=None, help="folder of datasets prepared by data_scripts/ (with --recipe)")
+    cc.add_argument("--cities", nargs="+", default=["rome", "rio", "tokyo", "taipei"],
+                    choices=["rome", "rio", "tokyo", "taipei"])
+    cc.add_argument("--methods", nargs="+", default=["maxsquare", "maxsquare_iw"], help="adaptation methods")
+    cc.add_argument("--controls", nargs="*", default=["source-only", "AdaBN", "control"],
+                    choices=["source-only", "AdaBN", "control"], help="baselines run beside the methods")
+    cc.add_argument("--seeds", nargs="+", type=int, default=[0])
+    cc.add_argument("--steps", type=int, default=None, help="adaptation steps per city (default: MiniCity 30, "
+                    "the recipe's otherwise)")
+    cc.add_argument("--device", default=None)
+    cc.add_argument("--out", default=None, help="save the long score table as CSV")
+    cc.add_argument("--quiet", action="store_true")
+    cc.set_defaults(func=_crosscity)
 
     tb = sub.add_parser("table", help="results table of every finished run")
     tb.add_argument("--runs", default=None, help="runs folder (default: runs/)")

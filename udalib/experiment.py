@@ -174,8 +174,13 @@ def _resolve_init(init: str) -> Path:
 
 def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bool = True,
         progress: bool = True, checkpoint_every: int = 0, eval_every: int = 0, stop_after: int | None = None,
-        workers: int = 0) -> Run:
-    """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder."""
+        workers: int = 0, amp: bool | None = None) -> Run:
+    """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder.
+
+    ``exp.init`` starts the weights from another run or a weights file (the seeds' ``--continue_training``: weights
+    only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly.
+    ``amp``: bf16 autocast in training (default: on for CUDA, see :func:`udalib.train.fit`); evaluation is fp32.
+    """
     from .data import eval_loader
     from .eval.evaluate import evaluate
     from .methods import adapt_batchnorm, build_method
@@ -215,7 +220,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
         run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
         evaluate=periodic if eval_every else None, eval_every=eval_every, stop_after=stop_after,
-        poly_steps=exp.poly_steps, workers=workers)
+        poly_steps=exp.poly_steps, workers=workers, amp=amp)
     if stop_after is not None and stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:
@@ -249,12 +254,17 @@ def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kw
     This is what lets every notebook run on its own, in any order: a later notebook asks for the source
     model with the same Experiment and gets the one notebook 01 trained, or trains it.
     """
+    return find_run(exp, run_dir) or run(exp, run_dir_for(exp, run_dir), **kwargs)
+
+
+def find_run(exp: Experiment, run_dir: str | os.PathLike | None = None) -> Run | None:
+    """The finished run of ``exp`` (weights and scores on every ``exp.evaluate_on`` set), or None: never trains."""
     folder = run_dir_for(exp, run_dir)
     if (folder / SCORES).exists() and (folder / MODEL).exists():
         done = load_run(folder)
         if done.config.key() == exp.key() and set(exp.evaluate_on) <= set(done.scores):
             return done
-    return run(exp, folder, **kwargs)
+    return None
 
 
 def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = None,

@@ -77,3 +77,40 @@ def snr_source_experiment(seed: int = 0, steps: int = SNR_SOURCE_STEPS, batch_si
 def source_run(seed: int = 0, **kwargs) -> Run:
     """The trained source model of ``seed`` (trains it, about 30 s, if no run folder has it yet)."""
     return get_or_train(source_experiment(seed), **kwargs)
+
+
+# Every standard MiniCity run: name -> function(seed) -> Experiment, the rows of benchmarks/minicity_table.py and of
+# notebook 09's leaderboard. A method comes with its lambda = 0 control.
+MINICITY_ROWS = {
+    "source_only": lambda seed: source_experiment(seed),
+    "adabn": lambda seed: adabn_experiment(source_experiment(seed)),
+    "oracle": lambda seed: oracle_experiment(seed),
+    "control_lambda0": lambda seed: control_experiment(source_experiment(seed)),
+    "minent": lambda seed: adaptation_experiment("minent", source_experiment(seed)),
+    "maxsquare": lambda seed: adaptation_experiment("maxsquare", source_experiment(seed)),
+    "maxsquare_iw": lambda seed: adaptation_experiment("maxsquare_iw", source_experiment(seed)),
+    "maxsquare_iw_multi": lambda seed: adaptation_experiment("maxsquare_iw_multi", source_experiment(seed)),
+    # AdaptSegNet at notebook 04's default of 60 steps (a step costs about twice MaxSquare's: two players). Its
+    # control trains the discriminators but gives the segmenter adversarial weight 0; one run serves both levels
+    # (same lr and auxiliary CE, so the same segmenter updates)
+    "control_adaptsegnet": lambda seed: adaptation_experiment(
+        "adaptsegnet_multi", source_experiment(seed), steps=ADAPT_STEPS,
+        label="AdaptSegNet, lambda_adv 0 (control)", lambda_adv_target1=0.0, lambda_adv_target2=0.0),
+    "adaptsegnet": lambda seed: adaptation_experiment("adaptsegnet", source_experiment(seed),
+                                                          steps=ADAPT_STEPS),
+    "adaptsegnet_multi": lambda seed: adaptation_experiment("adaptsegnet_multi", source_experiment(seed),
+                                                                steps=ADAPT_STEPS),
+    # SNR (notebook 05): trained on source alone; then SNR-MS from it, its lambda = 0 control and AdaBN on the
+    # SNR model (source_only / adabn above are the plain model's)
+    "snr": lambda seed: snr_source_experiment(seed),
+    "adabn_snr": lambda seed: adabn_experiment(snr_source_experiment(seed), evaluate_on=Experiment().evaluate_on),
+    "control_snr_maxsquare": lambda seed: snr_ms_experiment(snr_source_experiment(seed), control=True),
+    "snr_maxsquare": lambda seed: snr_ms_experiment(snr_source_experiment(seed)),
+    # orthogonal and clustered embeddings (notebook 06): its controls are control_lambda0 (all target weights at 0
+    # give the same segmenter updates) and maxsquare_iw (its output-space term alone)
+    "clustered_embeddings": lambda seed: adaptation_experiment("clustered_embeddings", source_experiment(seed)),
+    # self-training (notebook 07): the control is control_lambda0 (at lambda_target 0 both give the segmenter the
+    # same updates: CE on source, the MiniCity presets use CE for MLSL too)
+    "cbst": lambda seed: adaptation_experiment("cbst", source_experiment(seed)),
+    "mlsl": lambda seed: adaptation_experiment("mlsl", source_experiment(seed)),
+}

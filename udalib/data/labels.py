@@ -69,11 +69,16 @@ SYNTHIA_ID_TO_TRAINID_DICT: dict[int, int] = {raw_id: IGNORE_INDEX for raw_id in
     12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3,
 }
 
+# NTHU CrossCity ``Labels/Test/*_eval.png`` hold Cityscapes labelIds, only the 13 shared classes annotated;
+# they are stored as 19-class train ids and mapped to 13 classes on load (``class_set="13"``).
+NTHU_ID_TO_TRAINID_DICT: dict[int, int] = dict(CITYSCAPES_ID_TO_TRAINID_DICT)
+
 # The raw ids each dataset may contain; anything else means the caller passed the wrong kind of file.
 VALID_IDS: dict[str, frozenset[int]] = {
     "cityscapes": frozenset(CITYSCAPES_ID_TO_TRAINID_DICT),
     "gta5": frozenset(GTA5_ID_TO_TRAINID_DICT),
     "synthia": frozenset(SYNTHIA_ID_TO_TRAINID_DICT),
+    "nthu": frozenset(NTHU_ID_TO_TRAINID_DICT),
 }
 
 
@@ -96,6 +101,7 @@ def lookup_table(id_to_trainid: Mapping[int, int]) -> np.ndarray:
 CITYSCAPES_ID_TO_TRAINID = lookup_table(CITYSCAPES_ID_TO_TRAINID_DICT)
 GTA5_ID_TO_TRAINID = lookup_table(GTA5_ID_TO_TRAINID_DICT)
 SYNTHIA_ID_TO_TRAINID = lookup_table(SYNTHIA_ID_TO_TRAINID_DICT)
+NTHU_ID_TO_TRAINID = lookup_table(NTHU_ID_TO_TRAINID_DICT)
 
 # --------------------------------------------------------------------------------------------------
 # Class subsets

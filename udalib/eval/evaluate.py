@@ -9,12 +9,16 @@ The seeds disagree on *how* they score, so every choice is an explicit argument 
 * flip averaging of the main head (MaxSquare ``--flip``, MLSL);
 * absent classes: skipped (``absent="nan"``) or counted as 0 (``absent="zero"``, CBST/MLSL);
 * class set: 19, 16 or 13 classes, or a 16/13 subset of a 19-class model (MaxSquare ``out_16_13``).
+
+The two protocols of the field are named in :data:`PROTOCOLS` (``"maxsquare"``, ``"adaptsegnet"``);
+:func:`evaluate_protocol` applies one and records it, with the model-selection rule, next to the number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -94,12 +98,14 @@ def _batches(loader: Iterable, max_batches: int | None, progress: bool) -> Itera
 
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: str | torch.device = "cpu",
              flip: bool = False, label_size: tuple[int, int] | None = None,
-             class_names: list[str] | None = None, class_set: str | int | ClassSet | None = None,
-             absent: Absent = "nan", max_batches: int | None = None, protocol: dict | None = None,
-             progress: bool = False) -> Scores:
+             input_size: tuple[int, int] | None = None, class_names: list[str] | None = None,
+             class_set: str | int | ClassSet | None = None, absent: Absent = "nan", max_batches: int | None = None,
+             protocol: dict | None = None, progress: bool = False) -> Scores:
     """Score ``model`` on a loader of ``(image, label, index)`` batches; returns :class:`Scores` (in %).
 
-    Per batch: labels (trainIds, 255 = ignore) are nearest-resized to ``label_size`` if given; the
+    Per batch: images are resized to ``input_size`` if given (bilinear, antialiased: AdaptSegNet's protocol feeds
+    1024x512 images and scores at the full-resolution labels); labels (trainIds, 255 = ignore) are
+    nearest-resized to ``label_size`` if given (``nearest-exact``, the pixel PIL's NEAREST picks); the
     main-head logits (or, with ``flip``, the flip-averaged probabilities) are resized bilinearly
     (``align_corners=True``) to the label size when it differs, i.e. scoring is at label resolution;
     the argmax goes into one confusion matrix for the whole set.
@@ -122,8 +128,11 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: st
     with eval_mode(model), torch.no_grad():
         for image, label, *_ in _batches(loader, max_batches, progress):
             image, label = image.to(device), label.to(device).long()
+            if input_size is not None and tuple(image.shape[-2:]) != tuple(input_size):
+                image = F.interpolate(image, size=tuple(input_size), mode="bilinear", antialias=True)
             if label_size is not None and tuple(label.shape[-2:]) != tuple(label_size):
-                label = F.interpolate(label[:, None].float(), size=tuple(label_size), mode="nearest")[:, 0].long()
+                label = F.interpolate(label[:, None].float(), size=tuple(label_size),
+                                      mode="nearest-exact")[:, 0].long()
             out = _class_scores(model, image, flip)
             if out.shape[-2:] != label.shape[-2:]:
                 out = F.interpolate(out, size=label.shape[-2:], mode="bilinear", align_corners=True)
@@ -140,6 +149,68 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: st
     names = class_names if class_names is not None else (subset.names if subset is not None else None)
     record = {"class_set": subset.name if subset is not None else str(num_classes)} | record
     return scores_from_matrix(cm.matrix.cpu(), names, protocol=record, absent=absent)
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """One of the field's named scoring protocols (seeds spec §7), applied by :func:`evaluate_protocol`."""
+
+    name: str
+    input_size: tuple[int, int]  # (H, W) the images are fed at
+    label_size: tuple[int, int] | None  # (H, W) labels are nearest-resized to; None: scored at their own size
+    flip: bool  # flip-averaged main head
+    absent: Absent  # a class absent from labels and predictions: skipped ("nan") or counted as 0
+    description: str
+
+
+PROTOCOLS: dict[str, EvalProtocol] = {
+    "maxsquare": EvalProtocol(
+        "maxsquare", (512, 1024), (512, 1024), True, "nan",
+        "MaxSquare/SNR/UDAclustering evaluate.py --flip True: images and labels at 1024x512 (labels nearest), "
+        "flip-averaged main head"),
+    "adaptsegnet": EvalProtocol(
+        "adaptsegnet", (512, 1024), None, False, "nan",
+        "AdaptSegNet/ADVENT: images at 1024x512, main logits upsampled (bilinear, align_corners) to the "
+        "full-resolution labels, no flip"),
+}
+
+
+def _full_resolution_labels(loader: Iterable, input_size: tuple[int, int]) -> Iterator:
+    """Yield ``loader``'s batches, refusing labels no larger than the input (they would not be full resolution)."""
+    for batch in loader:
+        if batch[1].shape[-2] <= input_size[0] or batch[1].shape[-1] <= input_size[1]:
+            h, w = batch[1].shape[-2:]
+            raise ValueError(f"the adaptsegnet protocol scores at the full-resolution labels, but this loader's are "
+                             f"{w}x{h}: evaluate on cityscapes/valfull (written by data_scripts/prepare_cityscapes.py)"
+                             ", or use the maxsquare protocol")
+        yield batch
+
+
+def evaluate_protocol(model: nn.Module, loader: Iterable, num_classes: int, protocol: str, *, model_selection: str,
+                      class_set: str | int | ClassSet | None = None, device: str | torch.device = "cpu",
+                      max_batches: int | None = None, progress: bool = False) -> Scores:
+    """Score ``model`` under a named protocol of :data:`PROTOCOLS` (``"maxsquare"`` or ``"adaptsegnet"``).
+
+    The two disagree on what the label resolution is, so a number means little without its protocol; nor without
+    how its checkpoint was chosen (MaxSquare and UDAclustering keep the checkpoint that is best on the *target*
+    val set, AdaptSegNet reports a fixed iteration), hence ``model_selection`` is required. ``Scores.protocol``
+    records both, with the resolutions, flip, absent-class policy and class set (19, or "16"/"13": SYNTHIA and
+    NTHU CrossCity subsets, see :func:`evaluate`).
+
+    ``"adaptsegnet"`` needs full-resolution labels (``cityscapes/valfull``); lower-resolution ones are refused.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if not isinstance(model_selection, str) or not model_selection.strip():
+        raise ValueError("state how the checkpoint was chosen, e.g. model_selection='last checkpoint' or "
+                         "'best on target val (as MaxSquare)'")
+    p = PROTOCOLS[protocol]
+    if p.label_size is None:
+        loader = _full_resolution_labels(loader, p.input_size)
+    return evaluate(model, loader, num_classes, device=device, flip=p.flip, label_size=p.label_size,
+                    input_size=p.input_size, class_set=class_set, absent=p.absent, max_batches=max_batches,
+                    protocol={"name": p.name, "description": p.description, "model_selection": model_selection},
+                    progress=progress)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from udalib.data.labels import CITYSCAPES_CLASSES, CLASS13_IN_16, ClassSet, get_class_set
+from udalib.data.labels import CLASS13_IN_16, ClassSet, get_class_set
 
 Absent = Literal["nan", "zero"]
 
@@ -135,8 +135,9 @@ def scores_from_matrix(cm: Tensor, class_names: Sequence[str] | None = None, pro
     """
     num_classes = cm.shape[0]
     iou = class_iou(cm, absent) * 100
-    if class_names is None:
-        class_names = CITYSCAPES_CLASSES if num_classes == 19 else [f"class {c}" for c in range(num_classes)]
+    if class_names is None:  # 19, 16 and 13 classes are the field's class sets (Cityscapes, SYNTHIA, CrossCity)
+        class_names = (get_class_set(num_classes).names if num_classes in (19, 16, 13)
+                       else [f"class {c}" for c in range(num_classes)])
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a {num_classes}-class matrix")
     extra = {"miou13": _nanmean(iou[list(CLASS13_IN_16)])} if num_classes == 16 else {}

@@ -1,12 +1,15 @@
 """Full-scale recipes: one YAML file per paper experiment, listing only what differs from ``Experiment``.
 
 Each value carries the seed's flag or the paper's symbol as a comment, so a recipe can be checked line by line
-against the seed README. ``{data_root}`` in a path is replaced by the ``data_root`` given at load time.
+against the seed README (``tests/test_recipes.py`` does, command by command). ``{data_root}`` in a path is
+replaced by the ``data_root`` given at load time.
+
+Loading is strict: an unknown key at the top level, in ``method_args`` or in ``model_args`` is an error that names
+the file and lists the valid keys, before any data or weights are read.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -14,6 +17,18 @@ import yaml
 from ..experiment import Experiment
 
 RECIPE_DIR = Path(__file__).parent
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+        if twice:
+            raise ValueError(f"key {', '.join(map(repr, twice))} given twice in the mapping at line "
+                             f"{node.start_mark.line + 1}: keep one")
+        return super().construct_mapping(node, deep=deep)
 
 
 def available() -> list[str]:
@@ -28,12 +43,47 @@ def load_recipe(name: str, **overrides) -> Experiment:
     path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown recipe {name!r}; available recipes: {', '.join(available())}")
-    values = yaml.safe_load(path.read_text()) or {}
-    exp = Experiment.from_dict(values)
-    data_root = overrides.get("data_root", exp.data_root) or ""
-    exp = replace(exp, **overrides) if overrides else exp
+    try:
+        values = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a mapping of Experiment fields, got a {type(values).__name__}")
+        exp = Experiment.from_dict({**values, **overrides})
+        check(exp)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {path.name} is not valid YAML: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"recipe {path.name}: {exc}") from None
+    data_root = exp.data_root or ""
     if exp.pretrained:
         exp.pretrained = exp.pretrained.format(data_root=data_root)
     if exp.init:
         exp.init = exp.init.format(data_root=data_root)
     return exp
+
+
+def check(exp: Experiment) -> None:
+    """Raise if the method, its preset, a method parameter, the model or a model argument does not exist.
+
+    The model is built on the ``meta`` device: shapes only, no memory, no weights read.
+    """
+    import torch
+
+    from ..methods import method_config
+    from ..models import build_model
+
+    method_config(exp.method, exp.preset, **exp.method_args)
+    with torch.device("meta"):
+        build_model(exp.model, exp.num_classes, **exp.model_args)
+
+
+def data_parallel_summary(exp: Experiment, world: int) -> str:
+    """What ``world`` data-parallel processes (``torchrun --nproc_per_node``) make of ``exp``: the effective batch,
+    the learning rate and the images seen. Each process draws its own batch and the gradients are averaged, so one
+    step updates on ``world x batch_size`` images at the recipe's lr, which is not rescaled."""
+    from ..methods import method_config
+
+    lr = method_config(exp.method, exp.preset, **exp.method_args).lr
+    batch = world * exp.batch_size
+    return (f"{world} processes x batch {exp.batch_size} = effective batch {batch} per step (gradients averaged), "
+            f"lr {lr:g} as in the recipe (not rescaled), {exp.steps} steps: {batch * exp.steps} source images "
+            f"(one process: {exp.batch_size * exp.steps}; --set steps={exp.steps // world} keeps that number)")

@@ -40,8 +40,9 @@ def set_lr(method: Method, step: int, steps: int, power: float = 0.9) -> float:
 
 
 def _device_context(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast around the step when ``amp`` (CUDA by default; on CPU only when asked, e.g. by a test)."""
+    if amp:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -65,7 +66,8 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     all restored). ``stop_after`` ends the call early (after that many total steps) with a checkpoint, as
     an interruption would. ``poly_steps`` is the horizon of the poly decay when it differs from ``steps``
     (the seeds' source pre-training decays over 200k iterations and stops at 80k). ``amp`` (bf16 autocast) and
-    ``channels_last`` default to on for CUDA only. Under
+    ``channels_last`` default to on for CUDA only, where ``cudnn.benchmark`` is switched on too
+    (``benchmarks/train_throughput.py`` measures this fast path against a plain fp32 loop). Under
     ``torchrun`` each process draws its own slice of the data, gradients are averaged and BatchNorm buffers
     are kept in sync; only rank 0 writes files.
     """
@@ -73,6 +75,8 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     rank, world = distributed.setup(device)
     amp = device.type == "cuda" if amp is None else amp
     channels_last = device.type == "cuda" if channels_last is None else channels_last
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: cuDNN times its kernels once, then reuses the best
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     method.to(device, memory_format=memory_format) if channels_last else method.to(device)
     method.train()

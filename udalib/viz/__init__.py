@@ -1,6 +1,7 @@
-"""Figures (``viz.plots``), code display (``viz.source``) and, imported lazily, widgets."""
+"""Figures (``viz.plots``), the results store as tables (``viz.results``), code display (``viz.source``) and,
+imported on request (``from udalib.viz import widgets``, needs ipywidgets), the comparison widgets."""
 
-from . import plots
+from . import plots, results
 from .source import show_source
 
-__all__ = ["plots", "show_source"]
+__all__ = ["plots", "results", "show_source"]

@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..data.batch import IGNORE_INDEX
 from ..data.dataset import denormalize
 from ..data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
 
@@ -401,5 +402,165 @@ def sparsity_histogram(centroids: Mapping[str, np.ndarray]) -> Figure:
     ax.set_xlabel("centroid channel / its largest channel")
     ax.set_ylabel("channels")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------ comparing runs (notebook 09)
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.6, *, highlight: int | None = None,
+            palette: Sequence = CITYSCAPES_PALETTE) -> np.ndarray:
+    """A label map in the dataset's palette blended over its image.
+
+    .. math:: o = (1 - w)\\, x + w\\, \\mathrm{colour}(y), \\qquad
+              w = \\alpha \\text{ on labelled pixels, } 0 \\text{ elsewhere}
+
+    With ``highlight`` (a class id) only that class is coloured, and every other pixel shows the image in grey at
+    half brightness, so one class stands out in every panel.
+
+    Shape: ``image`` ``(H, W, 3)`` uint8, ``label`` ``(H, W)`` integer (255 = unlabelled) -> ``(H, W, 3)`` uint8.
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha (the opacity of the labels) must lie in [0, 1], got {alpha}")
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"image {image.shape[:2]} and label {label.shape} must have the same height and width")
+    label = np.asarray(label).astype(np.int64)
+    img = image.astype(np.float64)
+    coloured = (label >= 0) & (label < len(palette)) if highlight is None else label == highlight
+    base = img if highlight is None else np.where(coloured[..., None], img, img.mean(axis=2, keepdims=True) * 0.5)
+    w = (alpha * coloured)[..., None]
+    return np.round((1 - w) * base + w * colorize(label, palette)).astype(np.uint8)
+
+
+def error_overlay(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, *,
+                  highlight: int | None = None) -> tuple[np.ndarray, float]:
+    """Wrong pixels in red over the image in grey at half brightness, and the share (%) of them.
+
+    The share is of labelled pixels (100 - pixel accuracy). With ``highlight`` (a class id), only that class's
+    errors count (its missed pixels and its false alarms), as a share of the pixels labelled *or* predicted as it:
+    100 - the class's IoU on this image. NaN when there is nothing to count.
+
+    Shape: ``(H, W, 3)`` uint8, ``(H, W)`` and ``(H, W)`` integer -> ``(H, W, 3)`` uint8 and a float.
+    """
+    label, prediction = np.asarray(label).astype(np.int64), np.asarray(prediction).astype(np.int64)
+    counted = label != IGNORE_INDEX
+    if highlight is not None:
+        counted &= (label == highlight) | (prediction == highlight)
+    wrong = counted & (prediction != label)
+    picture = np.repeat(image.astype(np.float64).mean(axis=2, keepdims=True) * 0.5, 3, axis=2)
+    picture[wrong] = (255, 0, 0)
+    share = 100.0 * wrong.sum() / counted.sum() if counted.any() else float("nan")
+    return np.round(picture).astype(np.uint8), share
+
+
+def compare_predictions(image: np.ndarray, label: np.ndarray, predictions: Mapping[str, np.ndarray], *,
+                        alpha: float = 0.6, errors: bool = False, highlight: int | None = None,
+                        class_ids: Sequence[int] | None = None, names: Sequence[str] = CITYSCAPES_CLASSES,
+                        palette: Sequence = CITYSCAPES_PALETTE) -> Figure:
+    """One image, its ground truth and each named prediction side by side, as :func:`overlay` panels.
+
+    ``errors`` adds a row with each prediction's :func:`error_overlay` (the share of wrong pixels in its title);
+    ``highlight`` colours one class only (and counts only its errors); ``class_ids`` adds a legend.
+    """
+    cols = 2 + len(predictions)
+    rows = 2 if errors else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.6 * rows + 0.5), squeeze=False)
+    axes[0, 0].imshow(image)
+    axes[0, 1].imshow(overlay(image, label, alpha, highlight=highlight, palette=palette))
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("ground truth", fontsize=9)
+    for c, (name, pred) in enumerate(predictions.items(), start=2):
+        axes[0, c].imshow(overlay(image, pred, alpha, highlight=highlight, palette=palette))
+        axes[0, c].set_title(name, fontsize=9)
+        if errors:
+            picture, share = error_overlay(image, label, pred, highlight=highlight)
+            axes[1, c].imshow(picture)
+            what = f"{names[highlight]} " if highlight is not None else ""
+            axes[1, c].set_title(f"{what}errors {share:.1f}%", fontsize=9)
+    for ax in axes.ravel():
+        _off(ax)
+    if errors:
+        axes[1, 0].set_axis_off()
+        axes[1, 1].set_axis_off()
+    if class_ids is not None:
+        fig.legend(handles=legend_handles(class_ids, names, palette), loc="lower center",
+                   ncol=min(len(class_ids), 10), fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 if class_ids is not None else 0, 1, 1))
+    return fig
+
+
+def entropy_maps(image: np.ndarray, maps: Mapping[str, np.ndarray]) -> Figure:
+    """The image and each named per-pixel normalised entropy map (:math:`H / \\log C`, 0 = certain, 1 = uniform)
+    on one colour scale."""
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(1, cols, figsize=(2.6 * cols + 0.8, 2.1), squeeze=False)
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("image", fontsize=9)
+    im = None
+    for ax, (name, m) in zip(axes[0, 1:], maps.items()):
+        im = ax.imshow(m, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"{name}\nmean {np.mean(m):.2f}", fontsize=9)
+    for ax in axes[0]:
+        _off(ax)
+    if im is not None:
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="entropy / log C")
+    return fig
+
+
+def class_iou_bars(long, *, order: Sequence[str] | None = None, title: str = "per-class IoU (%)") -> Figure:
+    """Per-class IoU bars, one colour per name, the mean over seeds with a bar for the standard deviation.
+
+    ``long``: a DataFrame with columns ``name``, ``seed``, ``class``, ``IoU``
+    (:func:`udalib.viz.results.class_iou_long`); ``order``: the names, in the order of the bars.
+    """
+    import seaborn as sns
+
+    classes = list(dict.fromkeys(long["class"]))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes) + 2), 3.4))
+    sns.barplot(long, x="class", y="IoU", hue="name", hue_order=order, errorbar="sd", ax=ax, err_kws={"linewidth": 1})
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None = None) -> Figure:
+    """Method x class heat map of a DataFrame (rows: methods, columns: classes), every cell annotated; NaN cells
+    stay blank. ``center`` (e.g. 0 for gains over a baseline) switches to a diverging colour map around it."""
+    import seaborn as sns
+
+    data = table.astype(float)
+    fig, ax = plt.subplots(figsize=(0.75 * data.shape[1] + 3, 0.38 * data.shape[0] + 1.6))
+    kwargs = {"cmap": "RdBu", "center": center} if center is not None else {"cmap": "viridis", "vmin": 0, "vmax": 100}
+    sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 7}, ax=ax, **kwargs)
+    ax.set_title(title)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix_plot(cm, class_names: Sequence[str] = CITYSCAPES_CLASSES, *, title: str = "") -> Figure:
+    """A confusion matrix (rows: ground truth, columns: prediction) as row percentages: cell ``(i, j)`` is the share
+    of class ``i``'s pixels predicted as ``j``, so the diagonal is each class's recall. Classes absent from both
+    the labels and the predictions are left out."""
+    import seaborn as sns
+
+    cm = np.asarray(cm, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"confusion matrix of shape {cm.shape} needs a square matrix with one row per class "
+                         f"({len(class_names)} names)")
+    keep = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    rows = cm[keep][:, keep]
+    share = 100 * rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
+    names = [n for n, k in zip(class_names, keep) if k]
+    fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.2))
+    sns.heatmap(share, annot=True, fmt=".0f", annot_kws={"fontsize": 7}, cmap="Blues", vmin=0, vmax=100,
+                xticklabels=names, yticklabels=names, ax=ax, cbar_kws={"label": "% of the true class"})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
     fig.tight_layout()
     return fig

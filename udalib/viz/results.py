@@ -1,0 +1,268 @@
+"""The results store as tables: every run folder under ``runs/``, grouped over seeds, scored per class set.
+
+Every training run writes a run folder (:mod:`udalib.experiment`), whoever started it: a notebook, papermill,
+``python -m udalib train``, torchrun. Nothing here has to be told about a run; :func:`load_runs` finds it and
+:func:`group_runs` puts it next to its other seeds. The comparison widgets (:mod:`udalib.viz.widgets`) and
+notebook 09 read these tables.
+
+The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs (seeds spec §1
+and §8), not reproduced here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from ..data.labels import CITYSCAPES_CLASSES, get_class_set
+from ..experiment import CONFIG, SCORES, TARGET_BN, Run, load_run
+
+Groups = Mapping[str, Sequence[Run]]  # display name -> the runs of one experiment, one per seed
+
+
+def is_stale(run: Run) -> bool:
+    """True for a run folder named ``<method>-s<seed>-<key>`` whose key is no longer its config's key.
+
+    The key hashes the *resolved* method config (paper defaults, then preset, then overrides), so such a run was
+    trained with other preset values (an older udalib): its numbers are not those of its config today, and
+    checkpoint-or-train would not reuse it. Folders named otherwise (``run_dir=...``) are never stale.
+    """
+    if not re.fullmatch(rf"{re.escape(run.config.method)}-s{run.config.seed}-[0-9a-f]{{10}}", run.name):
+        return False
+    try:
+        return run.config.name != run.name
+    except (TypeError, ValueError, KeyError):  # its method or its method arguments no longer exist
+        return True
+
+
+def load_runs(root: str | os.PathLike | None = None, *, stale: bool = False) -> list[Run]:
+    """Every finished run folder (``config.json`` and ``scores.json``) under ``root`` (default: ``runs/``), without
+    the :func:`is_stale` ones unless ``stale``."""
+    root = Path(root) if root is not None else paths.runs_dir()
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs folder {root} does not exist: train something first (the notebooks, or "
+                                "`python -m udalib train`), or point UDALIB_RUNS at the folder that holds the runs")
+    runs, unreadable = [], []
+    for cfg in sorted(root.glob(f"**/{CONFIG}")):
+        if (cfg.parent / SCORES).exists():
+            try:
+                runs.append(load_run(cfg.parent))
+            except (TypeError, ValueError, KeyError) as exc:  # written by another udalib version
+                unreadable.append(f"{cfg.parent.name} ({exc})")
+    if unreadable:
+        warnings.warn(f"skipped {len(unreadable)} run folders this udalib cannot read: {'; '.join(unreadable)}",
+                      stacklevel=2)
+    return [r for r in runs if stale or not is_stale(r)]
+
+
+def seed_free_key(run: Run, by_name: Mapping[str, Run]) -> str:
+    """A hash of everything in the run's config but the seed: the seeds of one experiment share it.
+
+    An ``init`` that names another run of the store (the source model of an adaptation run, itself trained with
+    the same seed) enters as that run's own seed-free key, so adaptation runs group over seeds too.
+    """
+    cfg = run.config
+    init = cfg.init
+    if init in by_name and by_name[init] is not run:
+        init = "run:" + seed_free_key(by_name[init], by_name)
+    d = asdict(replace(cfg, seed=0, init=init, device="cpu"))
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
+def _settings(run: Run, by_name: Mapping[str, Run]) -> dict[str, str]:
+    """The run's config as flat ``name -> value`` strings (method and model arguments one by one, the init run by
+    its label and steps), for telling experiments apart by name."""
+    c = run.config
+    flat = {k: str(v) for k, v in asdict(c).items() if k not in ("seed", "device", "label", "init", "method_args",
+                                                                  "model_args", "evaluate_on")}
+    flat |= {k: str(v) for k, v in {**c.model_args, **c.method_args}.items()}
+    init = by_name.get(c.init)
+    flat["from"] = f"{init.config.label or init.config.method} ({init.config.steps} steps)" if init else str(c.init)
+    return flat
+
+
+def _distinct_names(label: str, families: list[list[Run]], by_name: Mapping[str, Run]) -> list[str]:
+    """Names for experiments that share a label: the label and the settings in which they differ (steps first)."""
+    if len(families) == 1:
+        return [label]
+    settings = [_settings(rs[0], by_name) for rs in families]
+    keys = sorted({k for s in settings for k in s}, key=lambda k: (k != "steps", k))
+    differ = [k for k in keys if len({s.get(k, "default") for s in settings}) > 1]
+    names = [" · ".join([label, *(f"{k} {s.get(k, 'default')}" for k in differ)]) for s in settings]
+    return [n if names.count(n) == 1 else f"{n} [{rs[0].name}]" for n, rs in zip(names, families)]
+
+
+def group_runs(runs: Sequence[Run], *, exclude: Sequence[Run] = ()) -> dict[str, list[Run]]:
+    """Group runs over seeds: ``{display name: [runs sorted by seed]}``, one entry per experiment.
+
+    The display name is the run's label (or its method); experiments that share a label also show the settings
+    in which they differ (e.g. ``maxsquare · steps 60``). Runs in ``exclude`` (compared by folder) are left out,
+    e.g. the ones a notebook already shows under its own names.
+    """
+    by_name = {r.name: r for r in runs}
+    skip = {Path(r.dir).resolve() for r in exclude}
+    families: dict[str, list[Run]] = {}
+    for r in runs:
+        if Path(r.dir).resolve() not in skip:
+            families.setdefault(seed_free_key(r, by_name), []).append(r)
+    by_label: dict[str, list[list[Run]]] = {}
+    for rs in families.values():
+        by_label.setdefault(rs[0].config.label or rs[0].config.method, []).append(rs)
+    groups = {}
+    for label, fams in by_label.items():
+        for name, rs in zip(_distinct_names(label, fams, by_name), fams):
+            groups[name] = sorted(rs, key=lambda r: r.config.seed)
+    return dict(sorted(groups.items()))
+
+
+def class_set_miou(scores, class_set: str | int = "19") -> float:
+    """Mean IoU (%) of :class:`~udalib.eval.metrics.Scores` over a class set ("19", "16" or "13"), by class name.
+
+    Classes of the set that the scores leave NaN (absent from labels and predictions) or do not have are skipped,
+    as in the seeds' ``nanmean``; for the 19-class set of a 19-class run this is ``scores.miou``.
+    """
+    iou = dict(zip(scores.class_names, scores.iou))
+    values = [iou[c] for c in get_class_set(class_set).names if c in iou and not math.isnan(iou[c])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _scores_for(run: Run, dataset: str, target_bn: bool):
+    """The run's scores on ``dataset`` (with target BatchNorm statistics if asked and available), or None."""
+    if target_bn and not run.config.adabn:  # an AdaBN run's statistics already are the target's
+        dataset += TARGET_BN
+    return run.scores.get(dataset)
+
+
+def _select(runs: Sequence[Run], seeds: Sequence[int] | None) -> list[Run]:
+    return [r for r in runs if seeds is None or r.config.seed in seeds]
+
+
+def class_iou_long(groups: Groups, dataset: str = "minicity:target/val", *, class_set: str | int = "19",
+                   seeds: Sequence[int] | None = None):
+    """Per-class IoU (%) as a long DataFrame: one row per (name, seed, class) of the class set.
+
+    Classes NaN in every selected run (absent from the evaluation set and never predicted) are dropped.
+    """
+    import pandas as pd
+
+    names = get_class_set(class_set).names
+    rows = []
+    for name, runs in groups.items():
+        for r in _select(runs, seeds):
+            s = r.scores.get(dataset)
+            if s is None:
+                continue
+            iou = dict(zip(s.class_names, s.iou))
+            rows += [{"name": name, "seed": r.config.seed, "class": c, "IoU": iou.get(c, math.nan)} for c in names]
+    df = pd.DataFrame(rows, columns=["name", "seed", "class", "IoU"])
+    present = df.groupby("class", sort=False)["IoU"].count()
+    return df[df["class"].isin(present[present > 0].index)].reset_index(drop=True)
+
+
+def leaderboard(groups: Groups, dataset: str = "minicity:target/val", *, class_set: str | int = "19",
+                seeds: Sequence[int] | None = None, baseline: str | None = None, target_bn: bool = True):
+    """mIoU (%) on ``dataset`` over ``class_set``, mean and sample standard deviation over the selected seeds.
+
+    One row per group that has scores on ``dataset``: ``seeds`` (which ones), ``mIoU``, ``std`` (NaN for one
+    seed), with ``target_bn`` the same after re-estimating BatchNorm statistics on target images (NaN for runs
+    that never saw a target image), and with a ``baseline`` (a group name) ``vs <baseline>``: the difference of
+    the means.
+    """
+    import pandas as pd
+
+    rows = {}
+    for name, runs in groups.items():
+        scored = [(r, r.scores[dataset]) for r in _select(runs, seeds) if dataset in r.scores]
+        if not scored:
+            continue
+        miou = [class_set_miou(s, class_set) for _, s in scored]
+        row = {"seeds": ", ".join(str(r.config.seed) for r, _ in scored), "mIoU": np.mean(miou),
+               "std": np.std(miou, ddof=1) if len(miou) > 1 else math.nan}
+        if target_bn:
+            bn = [class_set_miou(s, class_set) for r, _ in scored if (s := _scores_for(r, dataset, True))]
+            row["target BN mIoU"] = np.mean(bn) if bn else math.nan
+            row["target BN std"] = np.std(bn, ddof=1) if len(bn) > 1 else math.nan
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if baseline is not None:
+        if baseline not in table.index:
+            raise ValueError(f"baseline {baseline!r} has no scores on {dataset!r}; choose one of {list(table.index)}")
+        table[f"vs {baseline}"] = table["mIoU"] - table.loc[baseline, "mIoU"]
+    return table
+
+
+def with_spread(board, digits: int = 1):
+    """A :func:`leaderboard` for reading: each mean and its standard deviation as one ``"mean ± std"`` text column
+    (just the mean for one seed, empty where there is no number)."""
+    def pm(mean: float, std: float) -> str:
+        if math.isnan(mean):
+            return ""
+        return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    out = board.copy()
+    for mean, std in (("mIoU", "std"), ("target BN mIoU", "target BN std")):
+        if mean in out:
+            out[mean] = [pm(m, s) for m, s in zip(out[mean], out[std])]
+            out = out.drop(columns=std)
+    return out
+
+
+def class_iou_table(groups: Groups, dataset: str = "minicity:target/val", *, class_set: str | int = "19",
+                    seeds: Sequence[int] | None = None):
+    """Per-class IoU (%), mean over the selected seeds: one row per group, one column per class of the set."""
+    df = class_iou_long(groups, dataset, class_set=class_set, seeds=seeds)
+    order = [c for c in get_class_set(class_set).names if c in set(df["class"])]
+    table = df.pivot_table(index="name", columns="class", values="IoU", aggfunc="mean", sort=False)
+    return table.reindex(index=[n for n in groups if n in table.index], columns=order)
+
+
+# ------------------------------------------------------------------------------------------ reported numbers
+# Seeds spec §8 (per class, from engrjavediqbal/udass-leaderboard and AdaptSegNet's tables) and §1 (MaxSquare
+# README). GTA5 -> Cityscapes val, 19 classes, DeepLab-v2 ResNet-101 unless the backbone says otherwise.
+# Keys are udalib method names (the rows of benchmarks/minicity_table.py); SNR and UDAclustering publish no numbers
+# in their repositories (seeds spec §8), so they have none here.
+_GTA5_PER_CLASS = {
+    "source_only": (75.8, 16.8, 77.2, 12.5, 21.0, 25.5, 30.1, 20.1, 81.3, 24.6, 70.3, 53.8, 26.4, 49.9, 17.2, 25.9,
+                    6.5, 25.3, 36.0),
+    "adaptsegnet_multi": (86.5, 36.0, 79.9, 23.4, 23.3, 23.9, 35.2, 14.8, 83.4, 33.3, 75.6, 58.5, 27.6, 73.7, 32.5,
+                          35.4, 3.9, 30.1, 28.1),
+    "maxsquare_iw_multi": (89.4, 43.0, 82.1, 30.5, 21.3, 30.3, 34.7, 24.0, 85.3, 39.4, 78.2, 63.0, 22.9, 84.6, 36.4,
+                           43.0, 5.5, 34.7, 33.5),
+    "cbst": (88.0, 56.2, 77.0, 27.4, 22.4, 40.7, 47.3, 40.9, 82.4, 21.6, 60.3, 50.2, 20.4, 83.8, 35.0, 51.0, 15.2,
+             20.6, 37.0),
+    "mlsl": (89.0, 45.2, 78.2, 22.9, 27.3, 37.4, 46.1, 43.8, 82.9, 18.6, 61.2, 60.4, 26.7, 85.4, 35.9, 44.9, 36.4,
+             37.2, 49.3),
+}
+# method -> (mIoU, what was reported, where)
+REPORTED: dict[str, tuple[float, str, str]] = {
+    "source_only": (36.6, "source only, R101", "AdaptSegNet paper (MaxSquare README: 36.9)"),
+    "minent": (42.2, "MinEnt, R101", "MaxSquare README"),
+    "maxsquare": (44.3, "MaxSquare, R101", "MaxSquare README"),
+    "maxsquare_iw": (45.2, "MaxSquare+IW, R101", "MaxSquare README"),
+    "maxsquare_iw_multi": (46.4, "MaxSquare+IW+Multi, R101", "MaxSquare README"),
+    "adaptsegnet": (44.1, "AdaptSegNet single-level, LS-GAN, R101", "AdaptSegNet README"),
+    "adaptsegnet_multi": (42.4, "AdaptSegNet multi-level, R101", "AdaptSegNet README"),
+    "cbst": (46.2, "CBST, ResNet-38", "udass-leaderboard"),
+    "mlsl": (49.0, "MLSL (SISC-PWL), ResNet-38", "udass-leaderboard"),
+}
+
+
+def reported_table():
+    """The seed papers' GTA5 -> Cityscapes results *as reported* (mIoU and, where published, per-class IoU)."""
+    import pandas as pd
+
+    rows = {}
+    for method, (miou, what, where) in REPORTED.items():
+        per_class = dict(zip(CITYSCAPES_CLASSES, _GTA5_PER_CLASS.get(method, (math.nan,) * 19)))
+        rows[method] = {"as reported": what, "source": where, "mIoU": miou, **per_class}
+    return pd.DataFrame.from_dict(rows, orient="index")
