@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from train_throughput import RESULTS, RandomImages, device_name, markdown, peak_memory_mb, scaled, sync
+from train_throughput import RESULTS, RandomImages, device_name, markdown, peak_memory_mb, scaled, sync, write_results
 
 from udalib.data import eval_loader
 from udalib.eval.evaluate import evaluate
@@ -148,15 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Evaluation throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, "
               f"{first['size']} images with flip, {args.warmup} warm-up + {args.images} timed images; memory: "
               f"{first['memory_measure']}")
-    print(header + "\n\n" + table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"eval_throughput_{'cuda' if on_cuda else 'cpu'}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    stem.with_suffix(".md").write_text(header + "\n\n" + table + "\n")
-    print(f"\nwrote {stem}.csv and {stem}.md")
+    write_results(rows, header, table, args.out / f"eval_throughput_{'cuda' if on_cuda else 'cpu'}")
     return 0
 
 

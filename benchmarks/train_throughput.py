@@ -65,6 +65,18 @@ class RandomImages(Dataset):
         return self.images[i], self.labels[i], i, False  # image, label, index, flipped
 
 
+def write_results(rows: list[dict], header: str, table: str, stem: Path) -> None:
+    """Print the table and write ``stem.csv`` (every row) and ``stem.md`` (header and table)."""
+    print(header + "\n\n" + table)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    stem.with_suffix(".md").write_text(header + "\n\n" + table + "\n")
+    print(f"\nwrote {stem}.csv and {stem}.md")
+
+
 def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
     """``size`` times ``factor``, rounded to a multiple of 8 (the network's output stride)."""
     return tuple(max(8, round(s * factor / 8) * 8) for s in size)
@@ -272,15 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Training throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, one "
               f"MaxSquare step on {first['source_size']} (source) + {first['target_size']} (target), batch 1, "
               f"{args.warmup} warm-up + {args.steps} timed steps; memory: {first['memory_measure']}")
-    print(header + "\n\n" + table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    stem.with_suffix(".md").write_text(header + "\n\n" + table + "\n")
-    print(f"\nwrote {stem}.csv and {stem}.md")
+    write_results(rows, header, table, args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}")
     return 0
 
 
