@@ -119,6 +119,8 @@ def test_continue_training_starts_from_the_given_weights(home):
 def test_an_init_that_does_not_exist_says_what_to_do(home):
     with pytest.raises(FileNotFoundError, match="train the source model first"):
         run(Experiment(steps=1, batch_size=4, init="no_such_run"), progress=False)
+    with pytest.raises(FileNotFoundError, match="put the authors' released weights there"):
+        run(Experiment(steps=1, batch_size=4, init="/data/checkpoints/GTA5_source.pth"), progress=False)
 
 
 def test_run_help_states_the_torchrun_command_with_its_effective_batch_and_lr(capsys):

@@ -195,3 +195,19 @@ def test_reported_per_class_rows_average_to_their_reported_miou():
     assert set(per_class.index) == {"source_only", "adaptsegnet_multi", "maxsquare_iw_multi", "cbst", "mlsl"}
     # a transcription check: the published per-class values average to the published mIoU (MLSL's to 48.9)
     assert np.allclose(per_class.mean(axis=1), table.loc[per_class.index, "mIoU"], atol=0.15)
+
+
+def test_show_samples_keeps_each_class_colour_in_the_13_class_set(tiny_minicity):
+    from udalib.data import SegmentationList
+    from udalib.data.minicity import POLE
+
+    full = SegmentationList(tiny_minicity, "lists/rome_val.txt")
+    thirteen = SegmentationList(tiny_minicity, "lists/rome_val.txt", class_set="13")
+    n = len(full)  # every image: the second row of panels holds the labels
+    drawn = [np.stack([np.asarray(ax.images[0].get_array()) for ax in plots.show_samples({"x": ds}, n=n).axes[n:]])
+             for ds in (full, thirteen)]
+    label = np.stack([full.load(i)[1] for i in range(n)])
+    keep = label != POLE  # not in the 13 classes: ignore (black) there
+    assert keep.mean() > 0.9 and (~keep).any()
+    assert np.array_equal(drawn[0][keep], drawn[1][keep])
+    assert (drawn[1][~keep] == 0).all() and not (drawn[0][~keep] == 0).all()

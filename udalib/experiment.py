@@ -168,6 +168,10 @@ def _resolve_init(init: str) -> Path:
     for candidate in (path / MODEL, paths.runs_dir() / init / MODEL, path):
         if candidate.is_file():
             return candidate
+    if path.suffix in (".pth", ".pt", ".pkl"):  # a weights file, e.g. a released checkpoint named by a recipe
+        raise FileNotFoundError(f"init checkpoint {init} does not exist: put the authors' released weights there "
+                                "(README, 'Real datasets': DATA_ROOT/checkpoints/), or start from a run of yours "
+                                "with --set init=runs/<run folder>")
     raise FileNotFoundError(f"init {init!r}: no {MODEL} in that run folder or under {paths.runs_dir()}; "
                             "train the source model first (notebook 01, or `python -m udalib train`)")
 

@@ -54,8 +54,9 @@ study = cc.CrossCity(base, cities=CITIES, methods=METHODS)
 md("""
 ## How the cities differ
 
-Every city is the target world rendered under another look. The table lists the photometric parameters that
-change; the images are the first validation images of each domain.
+On MiniCity every city is the target world rendered under another look. The table lists the photometric
+parameters that change; the images are the first validation images of each domain (at full scale, the first test
+images of each NTHU city).
 """),
 code("""
 knobs = ["gain", "gamma", "saturation", "brightness", "haze", "haze_color", "blur", "noise", "texture"]
@@ -63,9 +64,15 @@ looks = {"target (source here)": minicity.TARGET_LOOK, **{c: minicity.CITY_LOOKS
 pd.DataFrame({name: {k: getattr(look, k) for k in knobs} for name, look in looks.items()}).T
 """),
 code("""
-domains = {"source (target/oracle)": "minicity:target/oracle", **{c: f"minicity:{c}/val" for c in minicity.CITIES}}
-val = {name: open_data(spec, default_split="val", train=False, exp=cc.minicity_source(SEED)) for name, spec in domains.items()}
-viz.plots.show_samples(val, n=3, class_ids=list(minicity.MINICITY_TRAINIDS));
+# shown with their stored 19-class train ids (the 13-class runs map them on load; MiniCity's pole becomes ignore)
+if RECIPE:  # the real cities' labelled test images
+    shown = replace(base, num_classes=19)
+    domains = {c: spec for c, spec in zip(CITIES, study.eval_specs())}
+else:
+    shown = replace(cc.minicity_source(SEED), num_classes=19)
+    domains = {"source (target/oracle)": "minicity:target/oracle", **{c: f"minicity:{c}/val" for c in minicity.CITIES}}
+val = {name: open_data(spec, default_split="val", train=False, exp=shown) for name, spec in domains.items()}
+viz.plots.show_samples(val, n=3, class_ids=None if RECIPE else list(minicity.MINICITY_TRAINIDS));
 """),
 code("""
 # first-order colour statistics (per-channel mean and std of the normalised images): what AdaBN can re-estimate

@@ -26,14 +26,18 @@ def _off(ax) -> None:
 
 
 def show_samples(datasets: Mapping[str, object], n: int = 4, *, class_ids: Sequence[int] | None = None) -> Figure:
-    """For each named dataset, ``n`` images with their colourised labels below (grey where unlabelled)."""
+    """For each named dataset, ``n`` images with their colourised labels below (grey where unlabelled).
+
+    A dataset read in a 16- or 13-class set is coloured with that set's palette, so each class keeps its colour."""
     fig, axes = plt.subplots(2 * len(datasets), n, figsize=(2.2 * n, 2.3 * len(datasets)), squeeze=False)
     for r, (name, ds) in enumerate(datasets.items()):
+        class_set = getattr(ds, "class_set", None)
+        palette = class_set.palette if class_set is not None else CITYSCAPES_PALETTE
         for i in range(n):
             image, label = ds.load(i)
             axes[2 * r, i].imshow(image)
             if label is not None:
-                axes[2 * r + 1, i].imshow(colorize(label))
+                axes[2 * r + 1, i].imshow(colorize(label, palette))
             else:
                 axes[2 * r + 1, i].text(0.5, 0.5, "no label", ha="center", va="center", color="grey")
             _off(axes[2 * r, i])
