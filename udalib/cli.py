@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import fields
 
@@ -46,7 +47,51 @@ def _value(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        pass
+    try:
+        return float(text)  # nan, inf: numbers that JSON does not spell, rejected by the checks with their name
+    except ValueError:
         return text
+
+
+def _seconds(minutes: float) -> float | None:
+    return minutes * 60 if minutes > 0 else None
+
+
+def _count(text: str) -> int:
+    """An integer of at least 0 (argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An integer of at least 1 (argparse ``type``)."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {value}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected minutes of at least 0 (0: off), got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _pairs(items: list[str], flag: str) -> dict:
@@ -69,7 +114,8 @@ def _train(args) -> int:
                      data_root=args.data_root, flip=args.flip, device=args.device, label=args.label,
                      evaluate_on=tuple(args.eval_on) if args.eval_on else Experiment.evaluate_on)
     result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
-                 checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, workers=args.workers)
+                 checkpoint_every=args.checkpoint_every, checkpoint_seconds=_seconds(args.checkpoint_minutes),
+                 eval_every=args.eval_every, workers=args.workers)
     print(f"run folder: {result.dir}")
     for spec, scores in result.scores.items():
         print(f"{spec:28s} {scores}")
@@ -88,7 +134,8 @@ def _run_recipe(args) -> int:
     if world > 1 and os.environ.get("RANK", "0") == "0":
         print(f"torchrun: {data_parallel_summary(exp, world)}")
     result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
-                 checkpoint_every=args.checkpoint_every, workers=args.workers)
+                 checkpoint_every=args.checkpoint_every, checkpoint_seconds=_seconds(args.checkpoint_minutes),
+                 workers=args.workers)
     print(f"run folder: {result.dir}")
     for spec, scores in result.scores.items():
         print(f"{spec:28s} {scores}")
@@ -218,9 +265,10 @@ def parser() -> argparse.ArgumentParser:
     from .experiment import Experiment
 
     defaults = {f.name: f.default for f in fields(Experiment) if not callable(f.default)}
-    p = argparse.ArgumentParser(prog="python -m udalib", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m udalib", description=__doc__, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one run (any method) and evaluate it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -228,10 +276,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--source", default=defaults["source"], help="labelled set, DATASET[:DOMAIN][/SPLIT]")
     t.add_argument("--target", default=None, help="unlabelled target images, e.g. minicity:target")
     t.add_argument("--model", default=defaults["model"])
-    t.add_argument("--num-classes", type=int, default=defaults["num_classes"])
-    t.add_argument("--steps", type=int, default=defaults["steps"])
-    t.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    t.add_argument("--seed", type=int, default=defaults["seed"])
+    t.add_argument("--num-classes", type=_positive, default=defaults["num_classes"])
+    t.add_argument("--steps", type=_count, default=defaults["steps"], help="0 only with --init")
+    t.add_argument("--batch-size", type=_positive, default=defaults["batch_size"])
+    t.add_argument("--seed", type=_count, default=defaults["seed"])
     t.add_argument("--init", default=None, help="run name or folder whose model.pt starts this run")
     t.add_argument("--adabn", action="store_true", help="re-estimate BatchNorm statistics on the target")
     t.add_argument("--preset", default=defaults["preset"], help="method preset ('none': paper defaults)")
@@ -242,9 +290,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     t.add_argument("--device", default="cpu")
     t.add_argument("--run-dir", default=None, help="default: runs/<method>-s<seed>-<hash>")
-    t.add_argument("--checkpoint-every", type=int, default=0)
-    t.add_argument("--eval-every", type=int, default=0)
-    t.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    t.add_argument("--checkpoint-every", type=_count, default=0, help="also checkpoint every N steps (0: off)")
+    t.add_argument("--checkpoint-minutes", type=_minutes, default=5.0,
+                   help="checkpoint every so many minutes of wall time (0: off); always at the end")
+    t.add_argument("--eval-every", type=_count, default=0)
+    t.add_argument("--workers", type=_count, default=0, help="data-loading processes")
     t.add_argument("--label", default="", help="name shown in tables")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     t.add_argument("--quiet", action="store_true")
@@ -257,8 +307,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="overrides the recipe's device")
     r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="Experiment field override")
     r.add_argument("--run-dir", default=None)
-    r.add_argument("--checkpoint-every", type=int, default=1000)
-    r.add_argument("--workers", type=int, default=4, help="data-loading processes")
+    r.add_argument("--checkpoint-every", type=_count, default=1000, help="checkpoint every N steps (0: off)")
+    r.add_argument("--checkpoint-minutes", type=_minutes, default=5.0,
+                   help="checkpoint every so many minutes of wall time (0: off); always at the end")
+    r.add_argument("--workers", type=_count, default=4, help="data-loading processes")
     r.add_argument("--no-resume", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_run_recipe)
@@ -268,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="a run folder")
     e.add_argument("--checkpoint", help="a weights file (udalib or the authors' released checkpoints)")
     e.add_argument("--model", default=defaults["model"])
-    e.add_argument("--num-classes", type=int, default=defaults["num_classes"])
+    e.add_argument("--num-classes", type=_positive, default=defaults["num_classes"])
     e.add_argument("--dataset", default="minicity:target/val")
     e.add_argument("--data-root", default=None)
     e.add_argument("--class-set", default=None, help="19, 16 or 13 (subset mIoU from a 19-class model)")
@@ -304,8 +356,8 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--methods", nargs="+", default=["maxsquare", "maxsquare_iw"], help="adaptation methods")
     cc.add_argument("--controls", nargs="*", default=["source-only", "AdaBN", "control"],
                     choices=["source-only", "AdaBN", "control"], help="baselines run beside the methods")
-    cc.add_argument("--seeds", nargs="+", type=int, default=[0])
-    cc.add_argument("--steps", type=int, default=None, help="adaptation steps per city (default: MiniCity 30, "
+    cc.add_argument("--seeds", nargs="+", type=_count, default=[0])
+    cc.add_argument("--steps", type=_positive, default=None, help="adaptation steps per city (default: MiniCity 30, "
                     "the recipe's otherwise)")
     cc.add_argument("--device", default=None)
     cc.add_argument("--out", default=None, help="save the long score table as CSV")
@@ -320,14 +372,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: udalib's own messages as they are, anything else with its type."""
+    from .locks import FolderBusyError
+    from .models.checkpoint import CheckpointError
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+
+    if isinstance(exc, (FloatingPointError, CheckpointError, FolderBusyError)) or _is_input_error(exc):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    if debug:
+        return args.func(args)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        # bad input: one line that says what to do, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every error: one line that says what to do; --debug shows the traceback
+        hint = "" if _is_input_error(exc) else " (rerun with --debug for the traceback)"
+        print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 2 if _is_input_error(exc) else 1
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    """Bad input (exit code 2): what the user gave is wrong and the message says how to fix it."""
+    from .locks import FolderBusyError
+    from .models.checkpoint import CheckpointError
+
+    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError,
+                            FolderBusyError))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ need, whoever started the run (a notebook, papermill, the command line, torchrun
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -149,6 +150,110 @@ def run_dir_for(exp: Experiment, root: str | os.PathLike | None = None) -> Path:
     return Path(root) if root is not None else paths.runs_dir() / exp.name
 
 
+CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+CHECKPOINT_SECONDS = 300.0  # default wall time between periodic checkpoints (a kill loses at most this much)
+
+
+def read_config(path: str | os.PathLike) -> Experiment:
+    """The Experiment stored in a ``config.json``; a broken file is a one-line error that names it."""
+    path = Path(path)
+    try:
+        return Experiment.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a readable udalib run config ({str(exc).splitlines()[0]}): "
+                         "move that run folder away, or use another run folder") from None
+
+
+def identity(exp: Experiment) -> dict:
+    """What makes two experiments the same run: every field but the device and the label, with the method's
+    parameters resolved (paper defaults, preset, overrides), so naming a preset's value is the same run."""
+    from .methods import method_config
+
+    d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args")}
+    try:
+        d |= {f"method_config.{k}": v for k, v in asdict(method_config(exp.method, exp.preset,
+                                                                       **exp.method_args)).items()}
+    except (TypeError, ValueError):  # a stored method or parameter that no longer exists: compare as written
+        d |= {"preset": exp.preset, "method_args": exp.method_args}
+    return json.loads(json.dumps(d, default=list))  # tuples and lists compare equal, as they are stored
+
+
+def differences(stored: Experiment, requested: Experiment) -> list[str]:
+    """``["steps: stored 300, requested 5", ...]``: the fields where two experiments differ as runs."""
+    a, b = identity(stored), identity(requested)
+    return [f"{k}: stored {a.get(k)!r}, requested {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """A finished run folder: its final weights and scores are written (it is never modified again)."""
+    run_dir = Path(run_dir)
+    return (run_dir / SCORES).is_file() and (run_dir / MODEL).is_file()
+
+
+def _summary(diffs: list[str]) -> str:
+    return "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+
+
+def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = True) -> Run | None:
+    """Check the run folder against ``exp`` before anything is written; the finished run of ``exp`` if it is one.
+
+    Resume only into the same experiment; a finished run is never modified; ``resume=False`` discards an
+    unfinished run's checkpoint and logs (never a finished run's files). ``write=False`` (torchrun ranks but 0):
+    the same checks, nothing deleted.
+    """
+    cfg = run_dir / CONFIG
+    finished = is_finished(run_dir)
+    if not cfg.exists():
+        if not write:
+            return None
+        if finished or (run_dir / CHECKPOINT).exists():
+            raise ValueError(f"{run_dir} holds run files but no {CONFIG}, so it cannot be checked against this "
+                             "experiment: use another run folder (--run-dir)")
+        _refuse_foreign(run_dir)
+        return None
+    stored = read_config(cfg)
+    diffs = differences(stored, exp)
+    if finished:
+        if diffs:
+            raise ValueError(f"{run_dir} is a finished run of another experiment ({_summary(diffs)}); a finished "
+                             "run is never modified: use another run folder (--run-dir)")
+        if not resume:
+            raise ValueError(f"{run_dir} is a finished run of this experiment and a finished run is never "
+                             "modified: drop --no-resume to load it, or use another run folder (--run-dir)")
+        return load_run(run_dir)
+    if diffs and resume:
+        raise ValueError(f"{run_dir} holds an unfinished run of another experiment ({_summary(diffs)}): pass "
+                         "--no-resume (resume=False) to discard its checkpoint and start this experiment there, "
+                         "or use another run folder (--run-dir)")
+    if not resume and write:
+        for name in (CHECKPOINT, "metrics.csv", "eval.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    return None
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    """A folder without ``config.json`` that holds other files is someone else's: never written into."""
+    if run_dir.is_dir() and not (run_dir / CONFIG).exists():
+        others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(LOCK))
+        if others:
+            raise ValueError(f"{run_dir} is not empty and is not a udalib run folder (it holds {others[0]!r}): "
+                             "choose an empty or new run folder (--run-dir)")
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    """After a failure: remove a folder this call created if it holds nothing worth keeping (no checkpoint)."""
+    keep = (CHECKPOINT, MODEL, SCORES, "metrics.csv", "eval.csv")
+    if any((run_dir / name).exists() for name in keep):
+        return
+    for p in run_dir.iterdir():
+        if p.name == CONFIG or p.name.startswith((LOCK, ".")):
+            p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Read a run folder written by :func:`run`."""
     from .eval.metrics import Scores
@@ -156,10 +261,14 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} is not a udalib run folder (no {CONFIG})")
-    config = Experiment.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    config = read_config(run_dir / CONFIG)
     scores = {}
     if (run_dir / SCORES).exists():
-        scores = {k: Scores(**v) for k, v in json.loads((run_dir / SCORES).read_text()).items()}
+        try:
+            scores = {k: Scores(**v) for k, v in json.loads((run_dir / SCORES).read_text()).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{run_dir / SCORES} is not readable ({str(exc).splitlines()[0]}): move that run "
+                             "folder away, or evaluate its model.pt again") from None
     return Run(run_dir, config, scores)
 
 
@@ -177,25 +286,67 @@ def _resolve_init(init: str) -> Path:
 
 
 def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bool = True,
-        progress: bool = True, checkpoint_every: int = 0, eval_every: int = 0, stop_after: int | None = None,
-        workers: int = 0, amp: bool | None = None) -> Run:
+        progress: bool = True, checkpoint_every: int = 0, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+        eval_every: int = 0, stop_after: int | None = None, workers: int = 0, amp: bool | None = None) -> Run:
     """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder.
 
     ``exp.init`` starts the weights from another run or a weights file (the seeds' ``--continue_training``: weights
-    only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly.
+    only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly,
+    but only if the folder's ``config.json`` is the same experiment (else a one-line error names the differing
+    fields). A finished run folder is returned as it is, never modified. ``config.json`` is written atomically
+    after every check. While it runs, the folder is locked: a second process gets an error naming the first.
+    Checkpoints are written every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time.
     ``amp``: bf16 autocast in training (default: on for CUDA, see :func:`udalib.train.fit`); evaluation is fp32.
     """
+    from . import locks
+    from .validation import check_experiment
+
+    check_experiment(exp)
+    for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("workers", workers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}={value!r} must be an integer of at least 0 (0: off)")
+    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+        raise ValueError(f"checkpoint_seconds={checkpoint_seconds!r} must be above 0 (None: off)")
+    run_dir = run_dir_for(exp, run_dir)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and locks the folder
+    if not main:
+        done = _prepare_folder(exp, run_dir, resume, write=False) if run_dir.is_dir() else None
+        if done is not None:
+            return done
+        return _run(exp, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+                    checkpoint_seconds=checkpoint_seconds, eval_every=eval_every, stop_after=stop_after,
+                    workers=workers, amp=amp, main=False)
+    _refuse_foreign(run_dir)  # before the lock file is made in it
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with locks.hold(run_dir / LOCK, what=f"run folder {run_dir}",
+                    hint="wait for it to finish, or use another run folder (--run-dir)"):
+        try:
+            done = _prepare_folder(exp, run_dir, resume)
+            if done is not None:
+                return done
+            locks.remove_temp_files(run_dir)  # left by a killed writer: we hold the lock, so none is live
+            return _run(exp, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+                        checkpoint_seconds=checkpoint_seconds, eval_every=eval_every, stop_after=stop_after,
+                        workers=workers, amp=amp, main=True)
+        except BaseException:
+            if created:
+                _discard_if_empty(run_dir)
+            raise
+
+
+def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkpoint_every: int,
+         checkpoint_seconds: float | None, eval_every: int, stop_after: int | None, workers: int,
+         amp: bool | None, main: bool) -> Run:
     from .data import eval_loader
     from .eval.evaluate import evaluate
+    from .locks import atomic_write_text
     from .methods import adapt_batchnorm, build_method
     from .models import build_model
     from .models.checkpoint import load_imagenet_init, load_into, load_state_dict_file
     from .train import distributed, fit
     from .train.checkpoint import atomic_save
 
-    run_dir = run_dir_for(exp, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(json.dumps(asdict(exp), indent=1, default=list))
     device = distributed.local_device(exp.device)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, exp.num_classes, **exp.model_args)
@@ -212,6 +363,8 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
     eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
+    if main:  # every check passed and every dataset opened: only now is the folder this experiment's
+        atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
 
     def score(dataset, selection: str):
         return evaluate(method.model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
@@ -223,13 +376,11 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     t0 = time.perf_counter()
     fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
         run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
-        evaluate=periodic if eval_every else None, eval_every=eval_every, stop_after=stop_after,
-        poly_steps=exp.poly_steps, workers=workers, amp=amp)
+        checkpoint_seconds=checkpoint_seconds, evaluate=periodic if eval_every else None, eval_every=eval_every,
+        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp)
     if stop_after is not None and stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:
-        if target is None:
-            raise ValueError("adabn=True needs target images: set Experiment.target")
         adapt_batchnorm(method.model, eval_loader(open_data(exp.target, default_split="train", train=False,
                                                             exp=exp)), device=device)
     if not distributed.is_main():
@@ -246,9 +397,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     out = {k: v.as_dict() for k, v in scores.items()}
     for v in out.values():
         v["protocol"]["train_seconds"] = round(time.perf_counter() - t0, 1)
-    tmp = run_dir / (SCORES + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, run_dir / SCORES)
+    atomic_write_text(run_dir / SCORES, json.dumps(out, indent=1))  # last: from now on the run is finished
     return load_run(run_dir)
 
 

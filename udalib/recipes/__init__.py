@@ -62,16 +62,17 @@ def load_recipe(name: str, **overrides) -> Experiment:
 
 
 def check(exp: Experiment) -> None:
-    """Raise if the method, its preset, a method parameter, the model or a model argument does not exist.
+    """Raise if the method, its preset, a method parameter, the model or a model argument does not exist, or a
+    value has the wrong type or range.
 
     The model is built on the ``meta`` device: shapes only, no memory, no weights read.
     """
     import torch
 
-    from ..methods import method_config
     from ..models import build_model
+    from ..validation import check_experiment
 
-    method_config(exp.method, exp.preset, **exp.method_args)
+    check_experiment(exp, device=False)  # types and ranges of every field and method parameter (the device: at run)
     with torch.device("meta"):
         build_model(exp.model, exp.num_classes, **exp.model_args)
 

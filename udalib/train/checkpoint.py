@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..locks import unique_tmp
 from ..methods.base import Method
 from ..models.checkpoint import CheckpointError, read_checkpoint
 
@@ -18,7 +19,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = unique_tmp(path)  # unique per process and call; a killed writer's leftovers are removed under the lock
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from ..data.batch import SourceBatch, TargetBatch
 from ..data.dataset import stream
+from ..locks import unique_tmp
 from ..methods.base import Method
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -48,7 +49,7 @@ def _device_context(device: torch.device, amp: bool):
 
 def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps: int, batch_size: int = 8,
         seed: int = 0, device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None,
-        resume: bool = True, log_every: int = 10, checkpoint_every: int = 0,
+        resume: bool = True, log_every: int = 10, checkpoint_every: int = 0, checkpoint_seconds: float | None = None,
         evaluate: Callable[[Method], dict] | None = None, eval_every: int = 0, amp: bool | None = None,
         channels_last: bool | None = None, workers: int = 0, progress: bool = True,
         stop_after: int | None = None, poly_steps: int | None = None,
@@ -60,8 +61,9 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     ``on_round_start`` at the start of each round (``method.rounds`` of them, evenly spaced).
 
     ``run_dir`` receives ``metrics.csv`` (every ``log_every`` steps), ``eval.csv`` (every ``eval_every``
-    steps, from the ``evaluate`` callable), and ``checkpoint.pt`` every ``checkpoint_every`` steps and at the
-    end, written atomically. With ``resume`` a run whose checkpoint exists continues from it and produces
+    steps, from the ``evaluate`` callable), and ``checkpoint.pt`` every ``checkpoint_every`` steps, every
+    ``checkpoint_seconds`` of wall time (so a kill loses at most that much) and at the end, written atomically.
+    With ``resume`` a run whose checkpoint exists continues from it and produces
     exactly the losses the uninterrupted run would have (data streams, RNG, optimiser and BatchNorm state are
     all restored). ``stop_after`` ends the call early (after that many total steps) with a checkpoint, as
     an interruption would. ``poly_steps`` is the horizon of the poly decay when it differs from ``steps``
@@ -101,10 +103,13 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     round_starts = {r * steps // rounds: r for r in range(rounds)}
     end = steps if stop_after is None else min(stop_after, steps)
 
+    saved = {"step": start, "time": time.monotonic()}
+
     def save(step: int) -> None:
         if run_dir is not None and is_main:
             save_checkpoint(run_dir / CHECKPOINT, method, step=step, steps=steps, rows=rows,
                             eval_rows=eval_rows, rng=torch.get_rng_state())
+            saved.update(step=step, time=time.monotonic())
 
     bar = None
     if progress and is_main and end > start:
@@ -127,8 +132,11 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
             logs = method.step(src, tgt)
         distributed.sync_buffers(method)
         if not all(math.isfinite(v) for v in logs.values()):
-            raise FloatingPointError(f"step {i}: non-finite loss {logs}; the last checkpoint in {run_dir} is "
-                                     "untouched. Lower the learning rate or the target loss weight")
+            bad = ", ".join(f"{k}={v}" for k, v in logs.items() if not math.isfinite(v))
+            kept = (f"the checkpoint of step {saved['step']} in {run_dir} is kept" if run_dir is not None
+                    and (run_dir / CHECKPOINT).exists() else "no checkpoint was written")
+            raise FloatingPointError(f"step {i + 1}: non-finite loss ({bad}); {kept}. Lower the learning rate "
+                                     "or the target loss weight, and start afresh (--no-resume)")
         if (i + 1) % log_every == 0 or i + 1 == steps:
             rows.append({"step": i + 1, "lr": lr, **logs, "seconds": round(time.perf_counter() - t0, 3)})
             if bar is not None:
@@ -136,7 +144,8 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         if evaluate is not None and eval_every and (i + 1) % eval_every == 0 and i + 1 < steps and is_main:
             eval_rows.append({"step": i + 1, **evaluate(method)})
             method.train()
-        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+        if (checkpoint_every and (i + 1) % checkpoint_every == 0) or (
+                checkpoint_seconds and i + 1 < end and time.monotonic() - saved["time"] >= checkpoint_seconds):
             save(i + 1)
         for cb in callbacks:
             cb(i, method, logs)
@@ -158,7 +167,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_suffix(".tmp")
+    tmp = unique_tmp(path)
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
