@@ -367,39 +367,9 @@ def _write_one(args) -> None:
         Image.fromarray(label).save(root / domain / "labels" / name)
 
 
-def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = None, *,
-             workers: int | None = None, overwrite: bool = False) -> Path:
-    """Write MiniCity to ``root`` (default ``data/<spec.name>``) and return that folder.
-
-    The layout is the one real datasets get from ``data_scripts/``: ``<domain>/images/*.png``,
-    ``<domain>/labels/*.png`` (train ids, 255 = ignore) and ``lists/<domain>_<split>.txt`` whose lines are
-    ``image [label]`` relative to the root. A finished build (``meta.json`` present) is reused unless
-    ``overwrite``; an unfinished one is built in a temporary folder and moved into place at the end, so an
-    interrupted run never leaves a half-written dataset behind.
-    """
-    spec = spec or MiniCitySpec()
-    root = Path(root) if root is not None else paths.data_dir() / spec.name
-    if (root / "meta.json").exists() and not overwrite:
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / "meta.json").exists():
-        raise FileExistsError(f"{root} exists and is not a MiniCity folder (no meta.json): choose an empty or new "
-                              "folder; nothing was written")
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    jobs = []
-    for domain, splits in spec.splits.items():
-        (tmp / domain / "images").mkdir(parents=True, exist_ok=True)
-        (tmp / domain / "labels").mkdir(parents=True, exist_ok=True)
-        for split, n in splits.items():
-            jobs += [(tmp, domain, split, i, spec) for i in range(n)]
-    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_write_one, jobs, chunksize=64))
-    else:
-        for job in jobs:
-            _write_one(job)
-    (tmp / "lists").mkdir(exist_ok=True)
+def _list_lines(spec: MiniCitySpec) -> dict[str, list[str]]:
+    """``{"<domain>_<split>.txt": ["<domain>/images/<name> [<domain>/labels/<name>]", ...]}``."""
+    lists = {}
     for domain, splits in spec.splits.items():
         for split, n in splits.items():
             lines = []
@@ -409,12 +379,111 @@ def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = 
                 if labelled(domain, split):
                     line += f" {domain}/labels/{name}"
                 lines.append(line)
-            (tmp / "lists" / f"{domain}_{split}.txt").write_text("\n".join(lines) + "\n")
-    meta = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "train_ids": list(MINICITY_TRAINIDS),
-            "classes": [CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS],
-            "looks": {k: asdict(v) for k, v in LOOKS.items()}}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=list))
-    if root.exists() and overwrite:
-        shutil.rmtree(root)
-    tmp.rename(root)
+            lists[f"{domain}_{split}.txt"] = lines
+    return lists
+
+
+def verify(root: str | os.PathLike, spec: MiniCitySpec) -> None:
+    """Open every image and label of the build in ``root``: sizes, modes and label ids (MiniCity's train ids and
+    255). Raises ``ValueError`` naming the first bad file; the build is marked complete only after this."""
+    root = Path(root)
+    allowed = np.zeros(256, bool)
+    allowed[list(MINICITY_TRAINIDS) + [255]] = True
+    for lines in _list_lines(spec).values():
+        for line in lines:
+            for k, rel in enumerate(line.split()):
+                path = root / rel
+                try:
+                    with Image.open(path) as im:
+                        im.load()
+                        size, mode, arr = im.size, im.mode, np.asarray(im) if k else None
+                except (OSError, SyntaxError) as exc:
+                    raise ValueError(f"MiniCity file {path} is missing or unreadable ({exc}); generate again "
+                                     "(python -m udalib minicity --overwrite)") from None
+                if size != (spec.width, spec.height) or mode != ("L" if k else "RGB"):
+                    raise ValueError(f"MiniCity file {path} is {size[0]}x{size[1]} {mode}, not "
+                                     f"{spec.width}x{spec.height} {'L' if k else 'RGB'}; generate again "
+                                     "(python -m udalib minicity --overwrite)")
+                if k and not allowed[arr].all():
+                    raise ValueError(f"MiniCity label {path} holds ids outside {list(MINICITY_TRAINIDS)} and 255; "
+                                     "generate again (python -m udalib minicity --overwrite)")
+
+
+def _check_counts(root: Path) -> None:
+    """A finished build about to be reused: every file its lists name is there (a cheap check of names)."""
+    missing = [rel for lst in sorted((root / "lists").glob("*.txt")) for line in lst.read_text().splitlines()
+               for rel in line.split() if not (root / rel).is_file()]
+    if missing:
+        raise ValueError(f"MiniCity build {root} is marked complete but {len(missing)} listed files are missing "
+                         f"(first: {missing[0]}): regenerate it with `python -m udalib minicity --overwrite`"
+                         + (f" --root {root}" if root.parent != paths.data_dir() else ""))
+
+
+def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = None, *,
+             workers: int | None = None, overwrite: bool = False, wait: float = 1800) -> Path:
+    """Write MiniCity to ``root`` (default ``data/<spec.name>``) and return that folder.
+
+    The layout is the one real datasets get from ``data_scripts/``: ``<domain>/images/*.png``,
+    ``<domain>/labels/*.png`` (train ids, 255 = ignore) and ``lists/<domain>_<split>.txt`` whose lines are
+    ``image [label]`` relative to the root. A finished build (``meta.json`` present) is reused unless
+    ``overwrite``; an unfinished one is built in a temporary folder, every file is opened and checked
+    (:func:`verify`), and only then is ``meta.json`` written and the folder moved into place, so an interrupted
+    run never leaves a half-written dataset behind. Builds are locked (``.<name>.lock`` beside the folder): a
+    second process waits up to ``wait`` seconds for the first and then reuses its build.
+    """
+    import sys
+
+    from .. import locks
+
+    spec = spec or MiniCitySpec()
+    root = Path(root) if root is not None else paths.data_dir() / spec.name
+    if (root / "meta.json").exists() and not overwrite:
+        _check_counts(root)
+        return root
+
+    def refuse_foreign() -> None:
+        if root.exists() and any(root.iterdir()) and not (root / "meta.json").exists():
+            raise FileExistsError(f"{root} exists and is not a MiniCity folder (no meta.json): choose an empty or "
+                                  "new folder; nothing was written")
+
+    refuse_foreign()
+
+    def waiting(owner: str) -> None:
+        print(f"waiting for {owner}, which is generating MiniCity in {root}", file=sys.stderr)
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(root.with_name(f".{root.name}.lock"), what=f"MiniCity build {root}", wait=wait,
+                    on_wait=waiting, hint="wait for it, or generate into another folder"):
+        if (root / "meta.json").exists() and not overwrite:  # the process we waited for built it
+            _check_counts(root)
+            return root
+        refuse_foreign()
+        tmp = root.with_name(root.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed build's leftovers: we hold the lock, nobody writes there
+        jobs = []
+        for domain, splits in spec.splits.items():
+            (tmp / domain / "images").mkdir(parents=True, exist_ok=True)
+            (tmp / domain / "labels").mkdir(parents=True, exist_ok=True)
+            for split, n in splits.items():
+                jobs += [(tmp, domain, split, i, spec) for i in range(n)]
+        workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_write_one, jobs, chunksize=64))
+        else:
+            for job in jobs:
+                _write_one(job)
+        (tmp / "lists").mkdir(exist_ok=True)
+        for name, lines in _list_lines(spec).items():
+            (tmp / "lists" / name).write_text("\n".join(lines) + "\n")
+        verify(tmp, spec)  # every file opened and checked before the build is marked complete
+        meta = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "train_ids": list(MINICITY_TRAINIDS),
+                "classes": [CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS],
+                "looks": {k: asdict(v) for k, v in LOOKS.items()}}
+        locks.atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, default=list))
+        if root.exists() and overwrite:
+            shutil.rmtree(root)
+        elif root.exists():
+            root.rmdir()  # an empty folder (refuse_foreign let it through)
+        tmp.rename(root)
     return root
