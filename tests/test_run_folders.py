@@ -180,3 +180,33 @@ def _with_func(p, func):
         for sub in action.choices.values():
             sub.set_defaults(func=func)
     return p
+
+
+def test_table_groups_seeds_of_one_experiment_and_skips_broken_or_unfinished_folders(home, capsys):
+    import pandas as pd
+
+    from udalib.experiment import group_key
+
+    runs = home / "runs"
+    exp = Experiment(**TINY, label="tiny")
+    run(exp, runs / "a", progress=False)
+
+    def copy(name, **changes):
+        shutil.copytree(runs / "a", runs / name)
+        config = json.loads((runs / name / "config.json").read_text()) | changes
+        (runs / name / "config.json").write_text(json.dumps(config))
+
+    copy("seed1", seed=1)
+    copy("longer", steps=3)  # another experiment under the same label
+    copy("unfinished", seed=2)
+    (runs / "unfinished" / "scores.json").unlink()
+    copy("broken")
+    (runs / "broken" / "config.json").write_text("{")
+
+    assert main(["table", "--out", str(home / "t.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipped {runs / 'broken'}: {runs / 'broken' / 'config.json'} is not a readable" in err
+    table = pd.read_csv(home / "t.csv", index_col=0)
+    key_a, key_long = group_key(exp), group_key(replace(exp, steps=3))
+    assert key_a == group_key(replace(exp, seed=1)) != key_long
+    assert table.seeds.to_dict() == {f"tiny [{key_a}]": 2, f"tiny [{key_long}]": 1}  # unfinished seed 2: not counted

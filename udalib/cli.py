@@ -231,7 +231,7 @@ def _data_check(args) -> int:
 def _table(args) -> int:
     from .experiment import TARGET_BN, list_runs
 
-    df = list_runs(args.runs)
+    df = list_runs(args.runs, on_error=lambda message: print(f"warning: {message}", file=sys.stderr))
     if df.empty:
         print(f"no finished runs under {args.runs or 'runs/'}: run `make tutorial` or `python -m udalib train`")
         return 0
@@ -239,10 +239,25 @@ def _table(args) -> int:
     if main.empty:
         print(f"no run was evaluated on {args.dataset}; evaluation sets present: {sorted(df.evaluated_on.unique())}")
         return 0
-    summary = main.groupby("label").miou.agg(["mean", "std", "count"])
-    bn = df[df.evaluated_on == args.dataset + TARGET_BN].groupby("label").miou.mean()
+    # one row per experiment (its runs differ only in the seed), named by its label; two experiments that share a
+    # label are told apart by their key
+    names = df.groupby("experiment").label.first()
+    shared = names[names.duplicated(keep=False)]
+    names.loc[shared.index] = [f"{label} [{key}]" for key, label in shared.items()]
+    df = df.assign(row=df.experiment.map(names))
+    main = df[df.evaluated_on == args.dataset]
+    summary = main.groupby("row").agg(mean=("miou", "mean"), std=("miou", "std"), count=("seed", "nunique"))
+    runs_per_row = main.groupby("row").run.nunique()
+    if (runs_per_row > summary["count"]).any():  # the same seed twice (e.g. two folders of one run): say so
+        rows = ", ".join(runs_per_row[runs_per_row > summary["count"]].index)
+        print(f"warning: {rows}: several run folders of the same seed; each seed counted once, its runs averaged",
+              file=sys.stderr)
+        summary["mean"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").mean()
+        summary["std"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").std()
+    bn = df[df.evaluated_on == args.dataset + TARGET_BN].groupby("row").miou.mean()
     summary["target BN mean"] = bn
-    summary["train s"] = main.groupby("label").seconds.mean()
+    summary["train s"] = main.groupby("row").seconds.mean()
+    summary.index.name = "label"
     order = ["source_only", "AdaBN", "target batches, lambda 0 (control)"]
     summary = summary.reindex([x for x in order if x in summary.index]
                               + sorted(x for x in summary.index if x not in order and x != "oracle")

@@ -452,18 +452,38 @@ def per_class_iou(runs: dict[str, Run], dataset: str = "minicity:target/val"):
     return pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
 
 
-def list_runs(root: str | os.PathLike | None = None):
-    """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set)."""
+def group_key(exp: Experiment) -> str:
+    """A short hash of the experiment without its seed: the runs that are seeds of one another share it."""
+    d = identity(exp)
+    d.pop("seed", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
+def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
+    """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set).
+
+    Finished means ``model.pt`` and ``scores.json`` are written. ``experiment`` is :func:`group_key`: rows that
+    share it are seeds of one experiment. A folder whose files cannot be read is skipped, and ``on_error`` (default:
+    a warning) gets a one-line message naming it.
+    """
+    import warnings
+
     import pandas as pd
 
     root = Path(root) if root is not None else paths.runs_dir()
     rows = []
     for cfg in sorted(root.glob(f"**/{CONFIG}")):
-        if not (cfg.parent / SCORES).exists():
+        if not is_finished(cfg.parent):
             continue
-        r = load_run(cfg.parent)
+        try:
+            r = load_run(cfg.parent)
+            group = group_key(r.config)
+        except (ValueError, TypeError, OSError) as exc:
+            message = f"skipped {cfg.parent}: {' '.join(str(exc).split())}"
+            on_error(message) if on_error is not None else warnings.warn(message, stacklevel=2)
+            continue
         for spec, s in r.scores.items():
             rows.append({"run": r.name, "method": r.config.method, "label": r.config.label or r.config.method,
                          "seed": r.config.seed, "steps": r.config.steps, "evaluated_on": spec, "miou": s.miou,
-                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir)})
+                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group})
     return pd.DataFrame(rows)
