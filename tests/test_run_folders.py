@@ -210,3 +210,20 @@ def test_table_groups_seeds_of_one_experiment_and_skips_broken_or_unfinished_fol
     key_a, key_long = group_key(exp), group_key(replace(exp, steps=3))
     assert key_a == group_key(replace(exp, seed=1)) != key_long
     assert table.seeds.to_dict() == {f"tiny [{key_a}]": 2, f"tiny [{key_long}]": 1}  # unfinished seed 2: not counted
+
+
+def test_a_truncated_png_is_one_line_that_names_the_file(tmp_path, tiny_minicity):
+    from udalib.data.dataset import SegmentationList
+
+    root = tmp_path / "mc"
+    shutil.copytree(tiny_minicity, root)
+    image = root / "source" / "images" / "val_00001.png"
+    image.write_bytes(image.read_bytes()[:60])
+    label = root / "source" / "labels" / "val_00002.png"
+    label.write_bytes(label.read_bytes()[:60])
+    ds = SegmentationList(root, "lists/source_val.txt")
+    ds.load(0)
+    with pytest.raises(ValueError, match=rf"image {image} listed in .* is unreadable \(.*\); re-run"):
+        ds.load(1)
+    with pytest.raises(ValueError, match=rf"label {label} listed in .* is unreadable"):
+        ds.load(2)

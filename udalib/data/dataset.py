@@ -124,13 +124,20 @@ class SegmentationList(Dataset):
             image = Image.open(image_path).convert("RGB")
         except FileNotFoundError:
             raise DatasetError(f"image {image_path} listed in {self.name} is missing") from None
+        except (OSError, SyntaxError) as exc:  # truncated or not an image
+            raise ValueError(f"image {image_path} listed in {self.name} is unreadable ({exc}); re-run the dataset's "
+                             "data_script (MiniCity: python -m udalib minicity --overwrite)") from None
         label = None
         if len(item) == 2:
             label_path = self.root / item[1]
             try:
                 label = Image.open(label_path)
+                label.load()
             except FileNotFoundError:
                 raise DatasetError(f"label {label_path} listed in {self.name} is missing") from None
+            except (OSError, SyntaxError) as exc:  # truncated or not an image
+                raise ValueError(f"label {label_path} listed in {self.name} is unreadable ({exc}); re-run the "
+                                 "dataset's data_script (MiniCity: python -m udalib minicity --overwrite)") from None
             if label.size != image.size:
                 raise ValueError(f"{label_path}: label is {label.size[0]}x{label.size[1]} but its image is "
                                  f"{image.size[0]}x{image.size[1]} (W x H); re-run the dataset's data_script")
