@@ -513,3 +513,30 @@ def test_data_check_accepts_a_folder_prepared_by_hand(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "its label labels/9000.png should be a 10x6 single-channel train-id PNG, found 10x6 RGB" in text
     assert f"fix: download synthia (data_scripts/README.md says where), then: move {folder} aside" in text
+
+
+def test_data_check_full_opens_every_file_and_the_quick_check_says_it_sampled(tmp_path, capsys):
+    from udalib.data import check
+
+    folder = tmp_path / "synthia"
+    (folder / "lists").mkdir(parents=True)
+    n = 12
+    for i in range(n):
+        save_png(folder / "images" / f"{i}.png", rgb(i, 6, 10))
+        save_png(folder / "labels" / f"{i}.png", np.full((6, 10), 10, np.uint8))  # sky: in the 16-class set
+    (folder / "lists" / "synthia_train.txt").write_text("".join(f"images/{i}.png labels/{i}.png\n" for i in range(n)))
+    (folder / "lists" / "synthia_val.txt").write_text("images/0.png labels/0.png\n")
+    sampled = {row[0] for row in check._sample([[f"images/{i}.png"] for i in range(n)])}
+    hidden = [i for i in range(n) if f"images/{i}.png" not in sampled]
+    truncated, raw_ids = folder / "images" / f"{hidden[0]}.png", folder / "labels" / f"{hidden[1]}.png"
+    truncated.write_bytes(truncated.read_bytes()[:50])
+    save_png(raw_ids, np.full((6, 10), 9, np.uint8))  # terrain: not a SYNTHIA class, a sign of unconverted ids
+
+    assert cli_main(["data", "check", str(tmp_path), "--dataset", "synthia"]) == 0  # the sample misses both
+    assert f"note: sampled 5 of {n} images; `data check --full` opens every file" in capsys.readouterr().out
+    assert cli_main(["data", "check", str(tmp_path), "--dataset", "synthia", "--full", "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert "BROKEN   lists/synthia_train.txt: 12 images" in text and "sampled" not in text
+    assert f"! {truncated}: " in text
+    assert (f"! {folder / 'images' / f'{hidden[1]}.png'}: its label labels/{hidden[1]}.png holds ids [9] outside "
+            "the 16-class train ids (and 255): raw dataset ids must be converted by the data script") in text

@@ -223,7 +223,7 @@ def _minicity(args) -> int:
 def _data_check(args) -> int:
     from .data.check import check_root, format_report
 
-    statuses = check_root(args.root, tuple(args.dataset) or None)
+    statuses = check_root(args.root, tuple(args.dataset) or None, full=args.full, progress=not args.quiet)
     print(format_report(statuses))
     return 0 if all(s.ok for s in statuses) else 1
 
@@ -359,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     dc.add_argument("root", help="DATA_ROOT, the --out of data_scripts/prepare_*.py")
     dc.add_argument("--dataset", action="append", default=[], choices=["gta5", "synthia", "cityscapes", "nthu"],
                     help="check only this dataset (repeat; default: all four)")
+    dc.add_argument("--full", action="store_true", help="open and decode every image and label (sizes, label ids); "
+                    "default: a sample of 5 files per list")
+    dc.add_argument("--quiet", action="store_true", help="no progress bar")
     dc.set_defaults(func=_data_check)
 
     cc = sub.add_parser("crosscity", help="CrossCity transfer: adapt to each city in turn, evaluate on every city",

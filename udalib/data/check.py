@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 NTHU_CITIES = ("rome", "rio", "tokyo", "taipei")
@@ -44,6 +45,7 @@ class DatasetSpec:
     lists: tuple[ListSpec, ...]
     raw: str  # what the script's --raw points at
     markers: tuple[str, ...]  # relative paths that identify a raw download folder
+    classes: str = "19"  # the class set its labels hold (stored as 19-class train ids): "19", "16" or "13"
 
     @property
     def script(self) -> str:
@@ -61,7 +63,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "synthia": DatasetSpec(
         "synthia", (1280, 760),
         (ListSpec("synthia_train", 9000, True), ListSpec("synthia_val", 400, True)),
-        raw="the RAND_CITYSCAPES folder holding RGB/ and GT/LABELS/", markers=("RGB", "GT/LABELS")),
+        raw="the RAND_CITYSCAPES folder holding RGB/ and GT/LABELS/", markers=("RGB", "GT/LABELS"), classes="16"),
     "cityscapes": DatasetSpec(
         "cityscapes", (1024, 512),
         (ListSpec("cityscapes_train", 2975, True), ListSpec("cityscapes_val", 500, True),
@@ -72,7 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
         tuple(ListSpec(f"{city}_{split}", n, split == "test")
               for city in NTHU_CITIES for split, n in (("train", 3200), ("test", 100))),
         raw="the folder holding NTHU_Datasets/ (and NTHU_list/, if you have it)",
-        markers=("NTHU_Datasets",)),
+        markers=("NTHU_Datasets",), classes="13"),
 }
 
 
@@ -127,7 +129,20 @@ def _expected_size(spec: ListSpec, settings: dict, default: tuple[int, int]) -> 
     return tuple(settings.get("size", default))
 
 
-def _check_list(folder: Path, spec: ListSpec, size: tuple[int, int] | None, by_hand: bool) -> ListStatus:
+SAMPLE = 5  # files per list the quick check opens (the first, the last and three drawn at random)
+
+
+def _sample(rows: list, k: int = SAMPLE) -> list:
+    if len(rows) <= k:
+        return rows
+    import random
+
+    middle = random.Random(len(rows)).sample(range(1, len(rows) - 1), k - 2)
+    return [rows[0], *(rows[i] for i in sorted(middle)), rows[-1]]
+
+
+def _check_list(folder: Path, spec: ListSpec, size: tuple[int, int] | None, by_hand: bool, *,
+                full: bool = False, classes: str = "19", progress: bool = False) -> ListStatus:
     path = folder / "lists" / f"{spec.name}.txt"
     status = ListStatus(spec)
     if not path.is_file():
@@ -146,18 +161,35 @@ def _check_list(folder: Path, spec: ListSpec, size: tuple[int, int] | None, by_h
     if absent:
         status.problems.append(f"{len(absent)} listed files are missing, e.g. {folder / absent[0]}")
         return status
-    for row in (rows[0], rows[-1]):  # a spot check of sizes; the loader checks every file it reads
+    from .labels import get_class_set
+
+    allowed = np.zeros(256, bool)
+    allowed[list(get_class_set(classes).train_ids) + [255]] = True
+    checked = rows if full else _sample(rows)
+    if progress and full:
+        from tqdm.auto import tqdm
+
+        checked = tqdm(checked, desc=spec.name, unit="file", leave=False)
+    size_issues = status.notes if by_hand else status.problems
+    for row in checked:  # every file opened and decoded: sizes, modes and label ids
         try:
-            _check_sizes(folder, row, size, status.notes if by_hand else status.problems)
-        except OSError as exc:
+            _check_files(folder, row, size, size_issues, allowed, classes)
+        except (OSError, SyntaxError) as exc:
             status.problems.append(f"{folder / row[0]}: {exc}")
+        if len(status.problems) >= 3:
+            status.problems.append("more files not checked after 3 problems")
+            break
+    if not full and len(rows) > SAMPLE:
+        status.notes.append(f"sampled {SAMPLE} of {len(rows)} images; `data check --full` opens every file")
     if status.count != spec.expected:
         status.notes.append(f"{status.count} images where the complete download has {spec.expected}")
     return status
 
 
-def _check_sizes(folder: Path, row: list[str], size: tuple[int, int] | None, size_issues: list[str]) -> None:
+def _check_files(folder: Path, row: list[str], size: tuple[int, int] | None, size_issues: list[str],
+                 allowed: np.ndarray, classes: str) -> None:
     with Image.open(folder / row[0]) as im:
+        im.load()  # decodes every byte: a truncated file fails here
         found = im.size
     if size is not None and found != size:  # a folder prepared by hand may use other sizes: a note then
         size_issues.append(f"{folder / row[0]} is {found[0]}x{found[1]}, expected {size[0]}x{size[1]}")
@@ -166,6 +198,11 @@ def _check_sizes(folder: Path, row: list[str], size: tuple[int, int] | None, siz
             if lab.size != found or lab.mode not in ("L", "P"):
                 raise OSError(f"its label {row[1]} should be a {found[0]}x{found[1]} single-channel train-id "
                               f"PNG, found {lab.size[0]}x{lab.size[1]} {lab.mode}")
+            ids = np.unique(np.asarray(lab))
+        bad = [int(i) for i in ids if not allowed[i]]
+        if bad:
+            raise OSError(f"its label {row[1]} holds ids {bad[:8]} outside the {classes}-class train ids (and 255): "
+                          "raw dataset ids must be converted by the data script")
 
 
 def find_raw(root: Path, spec: DatasetSpec, depth: int = 2) -> Path | None:
@@ -207,8 +244,9 @@ def _fix_command(root: Path, status: DatasetStatus) -> str:
     return command
 
 
-def check_dataset(root: str | os.PathLike, name: str) -> DatasetStatus:
-    """Check ``<root>/<name>`` against :data:`DATASETS` ``[name]``: lists, listed files, sizes, the run's state."""
+def check_dataset(root: str | os.PathLike, name: str, *, full: bool = False, progress: bool = False) -> DatasetStatus:
+    """Check ``<root>/<name>`` against :data:`DATASETS` ``[name]``: lists, listed files, sizes, label ids, the run's
+    state. ``full``: open and decode every image and label (``progress``: a bar); else a sample per list."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     root = Path(root)
@@ -223,15 +261,17 @@ def check_dataset(root: str | os.PathLike, name: str) -> DatasetStatus:
             status.problems.append(f"{spec.script} did not finish (interrupted or failed)")
         for list_spec in spec.lists:
             size = _expected_size(list_spec, settings, spec.size)
-            status.lists.append(_check_list(folder, list_spec, size, by_hand=not settings))
+            status.lists.append(_check_list(folder, list_spec, size, by_hand=not settings, full=full,
+                                            classes=spec.classes, progress=progress))
     if not status.ok:
         status.fix = _fix_command(root, status)
     return status
 
 
-def check_root(root: str | os.PathLike, names: tuple[str, ...] | None = None) -> list[DatasetStatus]:
+def check_root(root: str | os.PathLike, names: tuple[str, ...] | None = None, *, full: bool = False,
+               progress: bool = False) -> list[DatasetStatus]:
     """:func:`check_dataset` for every dataset in ``names`` (default: all four)."""
-    return [check_dataset(root, name) for name in (names or tuple(DATASETS))]
+    return [check_dataset(root, name, full=full, progress=progress) for name in (names or tuple(DATASETS))]
 
 
 def format_report(statuses: list[DatasetStatus]) -> str:
