@@ -34,6 +34,7 @@ from udalib.data.check import DATASETS, SETTINGS_FILE, check_dataset, format_rep
 from udalib.data.labels import LabelError, encode_labels
 
 PARTIAL = ".partial"  # temporary files of the running conversion, inside the dataset folder
+LOCK = ".prepare.lock"  # held while a run writes the dataset folder (flock: dropped when its process dies)
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last 12 bytes of every complete PNG
 MAX_SHOWN = 10
 
@@ -310,6 +311,11 @@ def _check_output(folder: Path, settings: dict, resume: bool) -> dict:
     """Refuse an existing ``folder`` unless resuming one written with the same settings; returns its record."""
     if not folder.exists():
         return {}
+    if all(p.name in (PARTIAL, LOCK, LOCK + ".owner") for p in folder.iterdir()):
+        # only our own temporary folder: a run killed right after creating the output folder, before it recorded
+        # anything. Nothing of value is there (we hold the lock, so no live run writes it): start afresh.
+        shutil.rmtree(folder / PARTIAL, ignore_errors=True)
+        return {}
     if not resume:
         raise PrepareError(f"{folder} already exists; pass --resume to continue it (finished files are kept), "
                            "or give another --out")
@@ -334,8 +340,13 @@ def prepare(out: Path, name: str, lists: dict[str, list[Item]], converter: Conve
     resumed run must match them. Raises :class:`PrepareError` before writing anything when the output folder or
     a raw file is wrong, and after converting everything else when some items failed (then no list is written).
     """
+    from udalib import locks
+
     folder = Path(out) / name
     settings = {"dataset": name, "size": list(converter.size)} | FILE_SETTINGS
+    if (folder / LOCK).exists():  # a second run into the same folder: told who writes it, before anything else
+        with locks.hold(folder / LOCK, what=f"{folder}", hint="wait for that run to finish, or give another --out"):
+            pass
     before = _check_output(folder, settings, resume)
     summary = Summary(notes=list(notes))
     unique = list({item.out_image: item for items in lists.values() for item in items}.values())
@@ -343,7 +354,21 @@ def prepare(out: Path, name: str, lists: dict[str, list[Item]], converter: Conve
     summary.skipped = len(unique) - len(todo)
     summary.notes += check_pairs(todo, converter.resize_mismatched)  # raises before anything is written
 
-    shutil.rmtree(folder / PARTIAL, ignore_errors=True)  # our own leftovers of an interrupted run
+    folder.mkdir(parents=True, exist_ok=True)
+    with locks.hold(folder / LOCK, what=f"{folder}", hint="wait for that run to finish, or give another --out"):
+        if not before and _has_foreign_files(folder):  # another run created it since our check
+            raise PrepareError(f"{folder} was created by another run meanwhile; run again with --resume")
+        return _convert(folder, name, lists, converter, settings, before, todo, summary, workers, progress, info)
+
+
+def _has_foreign_files(folder: Path) -> bool:
+    return any(p.name not in (PARTIAL, LOCK, LOCK + ".owner") for p in folder.iterdir())
+
+
+def _convert(folder: Path, name: str, lists: dict[str, list[Item]], converter: Converter, settings: dict,
+             before: dict, todo: list[Item], summary: Summary, workers: int, progress: bool,
+             info: dict | None) -> Summary:
+    shutil.rmtree(folder / PARTIAL, ignore_errors=True)  # our own leftovers of an interrupted run (we hold the lock)
     (folder / PARTIAL).mkdir(parents=True)
     record = settings | {"info": before.get("info", {}) | (info or {}), "lists": before.get("lists", {}),
                          "finished": False}

@@ -202,3 +202,47 @@ def test_a_build_marked_complete_with_missing_files_is_refused(tmp_path):
     (root / "source" / "labels" / "train_00004.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 20)  # truncated
     with pytest.raises(ValueError, match="train_00003.png is missing or unreadable"):
         minicity.verify(root, spec)
+
+
+KILL_DATA_SCRIPT = """
+    import os, signal, sys
+    sys.path.insert(0, {scripts!r})
+    import _common
+    import prepare_synthia
+    calls, real = [0], _common.{target}
+    def then_die(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == {k}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    _common.{target} = then_die
+    prepare_synthia.main(["--raw", {raw!r}, "--out", {out!r}, "--partial", "--size", "8x4", "--workers", "1"])
+"""
+
+
+@pytest.mark.parametrize("target, k, again", [
+    ("write_text_atomic", 1, []),  # right after the output folder is made, before anything is recorded
+    ("convert_item", 3, ["--resume"]),  # in the middle of the conversion
+], ids=["after-mkdir", "mid-conversion"])
+def test_a_killed_data_script_is_continued_by_a_rerun(tmp_path, monkeypatch, capsys, target, k, again):
+    from test_data_scripts import SCRIPTS, make_synthia, read
+
+    raw = make_synthia(tmp_path / "RAND_CITYSCAPES", numbers=(0, 1, 2, 3, 9000))
+    out, reference = tmp_path / "prepared", tmp_path / "reference"
+    code = KILL_DATA_SCRIPT.format(scripts=str(SCRIPTS), target=target, k=k, raw=str(raw), out=str(out))
+    assert _python(code, tmp_path).returncode == -signal.SIGKILL
+    assert not (out / "synthia" / "lists").exists()  # nothing is marked complete
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import prepare_synthia
+
+    args = ["--raw", str(raw), "--partial", "--size", "8x4", "--workers", "1"]
+    assert prepare_synthia.main([*args, "--out", str(out), *again]) == 0
+    assert prepare_synthia.main([*args, "--out", str(reference)]) == 0
+    names = sorted(p.relative_to(reference).as_posix() for p in (reference / "synthia").rglob("*.png"))
+    assert len(names) == 10 and names == sorted(p.relative_to(out).as_posix()
+                                                 for p in (out / "synthia").rglob("*.png"))
+    for rel in names:
+        assert (read(out / rel) == read(reference / rel)).all(), rel
+    assert json.loads((out / "synthia" / "prepare.json").read_text())["finished"] is True
+    assert not (out / "synthia" / ".partial").exists()
