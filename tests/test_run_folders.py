@@ -227,3 +227,38 @@ def test_a_truncated_png_is_one_line_that_names_the_file(tmp_path, tiny_minicity
         ds.load(1)
     with pytest.raises(ValueError, match=rf"label {label} listed in .* is unreadable"):
         ds.load(2)
+
+
+def test_a_non_finite_loss_is_one_line_that_says_which_checkpoint_is_kept(home, monkeypatch, capsys):
+    from udalib.methods.source_only import SourceOnly
+
+    real = SourceOnly.step
+    calls = [0]
+
+    def step(self, src, tgt):
+        calls[0] += 1
+        logs = real(self, src, tgt)
+        return {**logs, "seg": float("nan")} if calls[0] == 3 else logs
+
+    monkeypatch.setattr(SourceOnly, "step", step)
+    folder = home / "runs" / "nan"
+    code = main(["train", "--steps", "4", "--batch-size", "4", "--model-arg", "width=8", "--run-dir", str(folder),
+                 "--checkpoint-every", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: step 3: non-finite loss (seg=nan); the checkpoint of step 2 in {folder} is kept. "
+                          "Lower the learning rate")
+    calls[0] = 0
+    assert main(["train", "--steps", "4", "--batch-size", "4", "--model-arg", "width=8", "--run-dir",
+                 str(home / "runs" / "nan2"), "--quiet"]) == 1
+    assert "; no checkpoint was written." in capsys.readouterr().err
+    assert not (home / "runs" / "nan2").exists()  # a failed run leaves no folder holding only config.json
+
+
+def test_evaluate_on_a_missing_cuda_device_is_one_line(isolated_home, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", "--checkpoint", "x.pt", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("error: device 'cuda': no CUDA device is usable here (no GPU or no NVIDIA "
+                                       "driver): use --device cpu, or install the driver\n")

@@ -148,7 +148,9 @@ def _evaluate(args) -> int:
     from .experiment import Experiment, load_run, open_data
     from .models import build_model
     from .models.checkpoint import load_checkpoint
+    from .validation import check_device
 
+    check_device(args.device)
     if args.run:
         r = load_run(args.run)
         exp, model = r.config, r.model(args.device)
