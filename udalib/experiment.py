@@ -46,6 +46,7 @@ class Experiment:
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
+    bn_stats: str = "both"  # batches that update BatchNorm running statistics: "both" (the seeds) or "target"
     preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
     method_args: dict = field(default_factory=dict)  # overrides on top of the preset
     model_args: dict = field(default_factory=dict)
@@ -69,6 +70,13 @@ class Experiment:
 
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
         d["method_config"] = asdict(method_config(self.method, self.preset, **self.method_args))
+        if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
+            del d["bn_stats"]
+        specs = (self.source, self.target or "", *self.evaluate_on)
+        from .data.minicity import GENERATOR_VERSION
+
+        if GENERATOR_VERSION > 1 and any(s.startswith("minicity") for s in specs):  # other data: another run
+            d["minicity_generator"] = GENERATOR_VERSION
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
 
     @property
@@ -236,7 +244,7 @@ def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = 
 def _refuse_foreign(run_dir: Path) -> None:
     """A folder without ``config.json`` that holds other files is someone else's: never written into."""
     if run_dir.is_dir() and not (run_dir / CONFIG).exists():
-        others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(LOCK))
+        others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))  # ours: .lock, temp files
         if others:
             raise ValueError(f"{run_dir} is not empty and is not a udalib run folder (it holds {others[0]!r}): "
                              "choose an empty or new run folder (--run-dir)")
@@ -359,6 +367,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
                          if not any(key.startswith(p) for key in init))
         load_into(model, init, skip_prefixes=optional)
     method = build_method(exp.method, model, exp.preset, **exp.method_args)
+    method.bn_stats = exp.bn_stats
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None

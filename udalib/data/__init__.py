@@ -19,7 +19,8 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
                  cache: bool | None = None, class_set: str | None = None) -> SegmentationList:
     """Open ``name``/``split`` for training (``train=True``: random flips) or evaluation.
 
-    Names: ``minicity:source``, ``minicity:target``, ``minicity:<city>`` (generated on first use, under
+    Names: ``minicity:source``, ``minicity:target``, ``minicity:<city>``, ``minicity:target-<factor>[+...]``
+    (the source world with only those shift factors; a build of its own) (generated on first use, under
     ``root`` or ``data/``), and the prepared real datasets ``gta5``, ``synthia``, ``cityscapes``,
     ``nthu:<city>`` under ``root`` (the folder ``data_scripts/`` wrote). Labels are stored as 19-class train
     ids; ``class_set="16"`` or ``"13"`` maps them to that subset (SYNTHIA, CrossCity).
@@ -28,11 +29,11 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     if dataset == "minicity":
         from . import minicity
 
-        if domain not in minicity.DOMAINS:
-            raise ValueError(f"unknown MiniCity domain {domain!r} in {name!r}; choose one of "
-                             + ", ".join(f"minicity:{d}" for d in minicity.DOMAINS))
-        folder = minicity.generate(root)
-        splits = minicity.MiniCitySpec().splits[domain]
+        spec = minicity.spec_for(domain)  # unknown domains and factors: an error that lists the valid ones
+        if root is not None and domain not in minicity.DOMAINS:
+            root = Path(root).with_name(spec.name)  # a single-factor build sits beside the default one
+        folder = minicity.generate(root, spec)
+        splits = spec.splits[domain]
         if split not in splits:
             raise ValueError(f"MiniCity {domain} has splits {sorted(splits)}, not {split!r}")
         return SegmentationList(folder, f"lists/{domain}_{split}.txt", num_classes=num_classes, size=size,

@@ -83,8 +83,21 @@ class Layout:
     horizon: int
 
 
-def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128) -> Layout:
+@dataclass(frozen=True)
+class Scene:
+    """What a domain's streets contain: the camera's horizon range and how many things of each kind (Poisson
+    rates). Changing it shifts the label prior ``p(y)`` and the geometry, which no appearance statistic shows."""
+
+    horizon: tuple[float, float] = (0.36, 0.50)  # horizon row as a fraction of the height (camera pitch and height)
+    trees: float = 2.5
+    poles: float = 1.5
+    people: float = 2.0
+    cars: float = 2.5
+
+
+def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128, scene: Scene | None = None) -> Layout:
     """Draw one street scene. All sizes scale with the image, so any resolution works."""
+    scene = scene or Scene()
     H, W = height, width
     Y, X = np.mgrid[0:H, 0:W].astype(np.float32)
     label = np.full((H, W), SKY, np.uint8)
@@ -100,7 +113,7 @@ def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128) 
         if detail is not None:
             part[mask & detail] = WINDOW
 
-    hz = int(H * rng.uniform(0.36, 0.50))  # horizon row
+    hz = int(H * rng.uniform(*scene.horizon))  # horizon row
     vx = W * rng.uniform(0.40, 0.60)  # vanishing point
     depth = np.clip((Y - hz) / max(H - hz, 1), 0, None)  # 0 at the horizon, 1 at the bottom row
 
@@ -131,13 +144,13 @@ def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128) 
 
     # things, far to near (painter's algorithm); `t` is the depth of the thing's foot point
     things = []
-    for _ in range(rng.poisson(2.5)):
+    for _ in range(rng.poisson(scene.trees)):
         things.append(("tree", rng.uniform(0.1, 1.0), rng.integers(2)))
-    for _ in range(rng.poisson(1.5)):
+    for _ in range(rng.poisson(scene.poles)):
         things.append(("pole", rng.uniform(0.1, 1.0), rng.integers(2)))
-    for _ in range(rng.poisson(2.0)):
+    for _ in range(rng.poisson(scene.people)):
         things.append(("person", rng.uniform(0.15, 1.0), rng.integers(2)))
-    for _ in range(rng.poisson(2.5)):
+    for _ in range(rng.poisson(scene.cars)):
         things.append(("car", rng.uniform(0.1, 1.0), rng.integers(2)))
     things.sort(key=lambda thing: thing[1])
 
@@ -203,6 +216,9 @@ class Look:
     shadow: float = 1.0  # brightness under cars (1 = no shadow)
     window: float = 0.55  # brightness of windows and car glass
     lane: RGB = (0.95, 0.95, 0.95)
+    # per-image strength of the palette and texture shift, drawn uniformly from this range: 1 renders the look's
+    # own colours and texture, 0 the source's, in between a blend (weather, light and wear vary image to image)
+    strength: tuple[float, float] = (1.0, 1.0)
 
 
 # how strongly each class is textured (foliage most, sky least)
@@ -223,49 +239,116 @@ SOURCE_LOOK = Look(
         CAR: ((0.85, 0.10, 0.10), (0.10, 0.30, 0.85), (0.92, 0.92, 0.92), (0.10, 0.10, 0.12)),
     },
 )
+SOURCE_SCENE = Scene()
 
-TARGET_LOOK = Look(
-    name="target",
-    palette={
-        ROAD: ((0.50, 0.48, 0.50), (0.44, 0.44, 0.47)),
-        SIDEWALK: ((0.60, 0.58, 0.62), (0.55, 0.54, 0.60)),  # close to the source road and building-3
-        BUILDING: ((0.62, 0.60, 0.58), (0.55, 0.47, 0.42), (0.70, 0.68, 0.62)),  # concrete: near source walk
-        POLE: ((0.40, 0.40, 0.38),),
-        SIGN: ((0.92, 0.92, 0.92), (0.20, 0.35, 0.75)),
-        VEGETATION: ((0.38, 0.45, 0.18), (0.30, 0.38, 0.22)),  # olive
-        SKY: ((0.86, 0.88, 0.90),),  # overcast: pale, almost white
-        PERSON: ((0.22, 0.22, 0.28), (0.45, 0.32, 0.26), (0.60, 0.20, 0.20)),
-        CAR: ((0.32, 0.32, 0.36), (0.62, 0.62, 0.65), (0.15, 0.20, 0.32), (0.55, 0.15, 0.12)),
-    },
-    sky_top=(0.78, 0.82, 0.88),
-    color_jitter=0.05,
-    texture=0.35,
-    noise=0.035,
-    blur=0.6,
-    saturation=0.75,
-    gamma=1.15,
-    gain=(1.0, 1.0, 1.02),
-    brightness=(0.8, 1.15),
-    haze=0.15,
-    shadow=0.6,
-)
-
-
-def _city(name: str, **changes) -> Look:
-    fields_ = asdict(TARGET_LOOK)
-    fields_.update(name=name, **changes)
-    return Look(**fields_)
-
-
-CITY_LOOKS = {
-    "rome": _city("rome", gain=(1.12, 1.0, 0.84), gamma=1.0, haze=0.1, haze_color=(0.95, 0.88, 0.75)),
-    "rio": _city("rio", saturation=1.05, gamma=1.0, sky_top=(0.40, 0.60, 0.95), haze=0.05, texture=0.3,
-                 palette={**TARGET_LOOK.palette, SKY: ((0.70, 0.82, 0.97),),
-                          VEGETATION: ((0.20, 0.55, 0.20), (0.28, 0.60, 0.18))}),
-    "tokyo": _city("tokyo", gamma=1.5, gain=(0.85, 0.92, 1.15), brightness=(0.6, 0.9), noise=0.05),
-    "taipei": _city("taipei", haze=0.55, haze_color=(0.82, 0.82, 0.78), saturation=0.6, blur=0.9),
+# the photo-like world's colours: several land near *another* class's source colour
+TARGET_PALETTE = {
+    ROAD: ((0.50, 0.48, 0.50), (0.44, 0.44, 0.47)),
+    SIDEWALK: ((0.60, 0.58, 0.62), (0.55, 0.54, 0.60)),  # close to the source road and building-3
+    BUILDING: ((0.62, 0.60, 0.58), (0.55, 0.47, 0.42), (0.70, 0.68, 0.62)),  # concrete: near source sidewalk
+    POLE: ((0.40, 0.40, 0.38),),
+    SIGN: ((0.92, 0.92, 0.92), (0.20, 0.35, 0.75)),
+    VEGETATION: ((0.38, 0.45, 0.18), (0.30, 0.38, 0.22)),  # olive
+    SKY: ((0.86, 0.88, 0.90),),  # overcast: pale, almost white
+    PERSON: ((0.22, 0.22, 0.28), (0.45, 0.32, 0.26), (0.60, 0.20, 0.20)),
+    CAR: ((0.32, 0.32, 0.36), (0.62, 0.62, 0.65), (0.15, 0.20, 0.32), (0.55, 0.15, 0.12)),
 }
+
+
+@dataclass(frozen=True)
+class ShiftFactor:
+    """One named ingredient of the domain shift: changes to the source's look and scene, and what it stands for."""
+
+    look: dict
+    scene: dict
+    analogue: str  # the real-world shift it plays
+
+
+SHIFT_FACTORS: dict[str, ShiftFactor] = {
+    # first-order colour statistics: what re-estimating BatchNorm statistics (AdaBN) can undo
+    "photometry": ShiftFactor(
+        {"saturation": 0.75, "gamma": 1.15, "gain": (1.0, 1.0, 1.02), "brightness": (0.8, 1.15), "haze": 0.15},
+        {}, "another camera: white balance, tone curve, exposure, haze"),
+    # per-class colours: materials and paints of another world, many near another class's source colour
+    "palette": ShiftFactor({"palette": TARGET_PALETTE, "sky_top": (0.78, 0.82, 0.88), "color_jitter": 0.05},
+                           {}, "game assets vs real materials: grey concrete, olive foliage, muted cars"),
+    # texture, noise and optics: high-frequency content the source model never saw
+    "texture": ShiftFactor({"texture": 0.35, "noise": 0.035, "blur": 0.6, "shadow": 0.6},
+                           {}, "real surfaces and sensors: foliage, facades, asphalt, noise, blur, shadows"),
+    # the palette and texture shift varies from image to image, from none to full: one set of BatchNorm
+    # statistics fits no image exactly, while the source-like images anchor the rest
+    "graded": ShiftFactor({"strength": (0.0, 1.0)}, {}, "weather, light and wear that change image to image"),
+    # label prior: denser traffic and crowds, fewer trees (BatchNorm statistics then follow the classes' mix)
+    "prior": ShiftFactor({}, {"cars": 4.5, "people": 4.0, "trees": 1.5}, "a busier city: traffic and crowds"),
+    # a higher camera pitched down: the horizon moves up, so the layout prior (and CBST's spatial prior) shifts
+    "camera": ShiftFactor({}, {"horizon": (0.26, 0.40)}, "another car and camera mount"),
+    # classes that converge in the target: sidewalk paved like the road, foliage dull like facades
+    "converge": ShiftFactor({"palette": {**SOURCE_LOOK.palette,
+                                         SIDEWALK: ((0.38, 0.37, 0.38), (0.42, 0.40, 0.40)),
+                                         VEGETATION: ((0.45, 0.55, 0.30), (0.50, 0.58, 0.36))}},
+                            {}, "asphalt sidewalks, dusty foliage: classes that look alike"),
+}
+
+# the composite target of `minicity:target`, the factors in this order
+TARGET_FACTORS = ("photometry", "palette", "texture")
+
+
+def compose(name: str, factors: tuple[str, ...], base: tuple[Look, Scene] | None = None) -> tuple[Look, Scene]:
+    """The source's look and scene with ``factors`` applied in order (later factors win on shared fields)."""
+    unknown = [f for f in factors if f not in SHIFT_FACTORS]
+    if unknown:
+        raise ValueError(f"unknown MiniCity shift factor {', '.join(map(repr, unknown))}; "
+                         f"factors: {', '.join(SHIFT_FACTORS)}")
+    look, scene = base or (SOURCE_LOOK, SOURCE_SCENE)
+    look_fields, scene_fields = asdict(look), asdict(scene)
+    look_fields["palette"] = look.palette  # asdict would copy the tuples as lists
+    for f in factors:
+        look_fields.update(SHIFT_FACTORS[f].look)
+        scene_fields.update(SHIFT_FACTORS[f].scene)
+    look_fields["name"] = name
+    return Look(**look_fields), Scene(**scene_fields)
+
+
+TARGET_LOOK, TARGET_SCENE = compose("target", TARGET_FACTORS)
+
+
+def _city(name: str, scene: dict, **changes) -> tuple[Look, Scene]:
+    """A city: the composite target, then its own light (look) and streets (scene)."""
+    look_fields = {**asdict(TARGET_LOOK), "palette": TARGET_LOOK.palette, "name": name, **changes}
+    return Look(**look_fields), Scene(**{**asdict(TARGET_SCENE), **scene})
+
+
+# The four cities: the composite target in another light (scenes as the target's; `_city` takes scene changes too)
+CITY_DOMAINS = {
+    "rome": _city("rome", {}, gain=(1.12, 1.0, 0.84), gamma=1.0, haze=0.1, haze_color=(0.95, 0.88, 0.75)),
+    "rio": _city("rio", {}, saturation=1.05, gamma=1.0, sky_top=(0.40, 0.60, 0.95), haze=0.05, texture=0.3,
+                 palette={**TARGET_PALETTE, SKY: ((0.70, 0.82, 0.97),),
+                          VEGETATION: ((0.20, 0.55, 0.20), (0.28, 0.60, 0.18))}),
+    "tokyo": _city("tokyo", {}, gamma=1.5, gain=(0.85, 0.92, 1.15), brightness=(0.6, 0.9), noise=0.05),
+    "taipei": _city("taipei", {}, haze=0.55, haze_color=(0.82, 0.82, 0.78), saturation=0.6, blur=0.9),
+}
+CITY_LOOKS = {name: look for name, (look, _) in CITY_DOMAINS.items()}
 LOOKS = {"source": SOURCE_LOOK, "target": TARGET_LOOK, **CITY_LOOKS}
+SCENES = {"source": SOURCE_SCENE, "target": TARGET_SCENE, **{n: s for n, (_, s) in CITY_DOMAINS.items()}}
+
+
+def factor_domain(factors: str | tuple[str, ...]) -> str:
+    """The domain name of the source world with only ``factors``: ``factor_domain("palette")`` is
+    ``"target-palette"``, ``factor_domain(("palette", "graded"))`` is ``"target-palette+graded"``."""
+    factors = (factors,) if isinstance(factors, str) else tuple(factors)
+    compose("check", factors)
+    return "target-" + "+".join(factors)
+
+
+def domain_definition(domain: str) -> tuple[Look, Scene]:
+    """The look and scene of a domain: ``source``, ``target``, a city, or ``target-<factor>[+<factor>...]``
+    (the source world with only those shift factors, e.g. ``target-palette+texture``)."""
+    if domain in LOOKS:
+        return LOOKS[domain], SCENES[domain]
+    if domain.startswith("target-") and domain != "target-":
+        return compose(domain, tuple(domain[len("target-"):].split("+")))
+    raise ValueError(f"unknown MiniCity domain {domain!r}; choose one of {', '.join(DOMAINS)}, or "
+                     f"target-<factor>[+<factor>...] with factors {', '.join(SHIFT_FACTORS)}")
 
 
 def _value_noise(rng: np.random.Generator, height: int, width: int, cells: int = 8) -> np.ndarray:
@@ -281,15 +364,24 @@ def _value_noise(rng: np.random.Generator, height: int, width: int, cells: int =
 def render(layout: Layout, look: Look, rng: np.random.Generator) -> np.ndarray:
     """Paint a layout in a domain's look. Returns an ``(H, W, 3)`` uint8 RGB image."""
     H, W = layout.label.shape
+    graded = tuple(look.strength) != (1.0, 1.0)
+    t = rng.uniform(*look.strength) if graded else 1.0  # this image's strength of the palette and texture shift
     colors = np.zeros((len(layout.objects), 3), np.float32)
     for k, cls in enumerate(layout.objects):
-        choices = look.palette[cls]
-        colors[k] = np.asarray(choices[rng.integers(len(choices))]) + rng.normal(0, look.color_jitter, 3)
+        own = look.palette[cls]
+        color = np.asarray(own[rng.integers(len(own))])
+        if graded:  # blend with a source colour of the class
+            base = SOURCE_LOOK.palette[cls]
+            src = np.asarray(base[rng.integers(len(base))])
+            color = src + t * (color - src)
+        colors[k] = color + rng.normal(0, look.color_jitter, 3)
     img = colors[layout.obj]
 
     sky = layout.label == SKY  # vertical gradient from sky_top to the horizon colour
     ramp = np.clip(np.arange(H, dtype=np.float32) / max(layout.horizon, 1), 0, 1)[:, None, None]
-    gradient = np.asarray(look.sky_top) * (1 - ramp) + np.asarray(look.palette[SKY][0]) * ramp
+    blend = lambda mine, src: np.asarray(src) + t * (np.asarray(mine) - np.asarray(src)) if graded else np.asarray(mine)
+    sky_top = blend(look.sky_top, SOURCE_LOOK.sky_top)
+    gradient = sky_top * (1 - ramp) + blend(look.palette[SKY][0], SOURCE_LOOK.palette[SKY][0]) * ramp
     img = np.where(sky[..., None], np.broadcast_to(gradient, img.shape), img)
 
     img[layout.part == WINDOW] *= look.window
@@ -300,7 +392,8 @@ def render(layout: Layout, look: Look, rng: np.random.Generator) -> np.ndarray:
         weight = np.zeros(256, np.float32)
         for cls, w in TEXTURE_WEIGHT.items():
             weight[cls] = w
-        img *= (1 + look.texture * weight[layout.label] * _value_noise(rng, H, W))[..., None]
+        img *= (1 + (t * look.texture if graded else look.texture) * weight[layout.label]
+                * _value_noise(rng, H, W))[..., None]
 
     img = img * np.asarray(look.gain, np.float32) * rng.uniform(*look.brightness)
     gray = img.mean(axis=2, keepdims=True)
@@ -321,15 +414,16 @@ def render(layout: Layout, look: Look, rng: np.random.Generator) -> np.ndarray:
 def make_sample(domain: str, split: str, index: int, seed: int = 0, height: int = 64, width: int = 128):
     """Image ``index`` of ``domain``/``split``: ``(image (H,W,3) uint8, label (H,W) uint8)``.
 
-    The layout's random stream depends on ``(seed, split, index)`` and, for the source, on the domain, so
-    the source and target worlds are drawn independently while sharing one distribution.
+    The layout's random stream depends on ``(seed, split, index)`` and on the world: the source's is drawn
+    independently of the target's. The target and its single-factor variants (``target-<factor>``) share their
+    streams, so image ``i`` of each is the same street under another shift (where the factor keeps the scene).
     """
-    if domain not in LOOKS:
-        raise ValueError(f"unknown MiniCity domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    look, scene = domain_definition(domain)
     world = "source" if domain == "source" else "target"
-    split_id = zlib.crc32(f"{world}/{domain}/{split}".encode())
-    layout = sample_layout(np.random.default_rng([seed, split_id, index, 0]), height, width)
-    image = render(layout, LOOKS[domain], np.random.default_rng([seed, split_id, index, 1]))
+    key = "target" if domain.startswith("target") else domain
+    split_id = zlib.crc32(f"{world}/{key}/{split}".encode())
+    layout = sample_layout(np.random.default_rng([seed, split_id, index, 0]), height, width, scene)
+    image = render(layout, look, np.random.default_rng([seed, split_id, index, 1]))
     return image, layout.label
 
 
@@ -350,7 +444,20 @@ class MiniCitySpec:
     @property
     def name(self) -> str:
         total = sum(sum(s.values()) for s in self.splits.values())
-        return f"minicity-v{GENERATOR_VERSION}-s{self.seed}-{self.height}x{self.width}-n{total}"
+        extra = "".join(f"-{d}" for d in sorted(self.splits) if d not in DOMAINS)  # single-factor builds
+        return f"minicity-v{GENERATOR_VERSION}-s{self.seed}-{self.height}x{self.width}-n{total}{extra}"
+
+
+FACTOR_SPLITS = {"train": 600, "val": 150, "oracle": 600}  # a `target-<factor>` domain: the target's splits
+
+
+def spec_for(domain: str, seed: int = 0) -> MiniCitySpec:
+    """The build that holds ``domain``: the default one, or (for ``target-<factor>...``) a build of its own,
+    generated on first use beside the default one."""
+    domain_definition(domain)  # a clear error for unknown names
+    if domain in DOMAINS:
+        return MiniCitySpec(seed=seed)
+    return MiniCitySpec(seed=seed, splits={domain: dict(FACTOR_SPLITS)})
 
 
 def labelled(domain: str, split: str) -> bool:

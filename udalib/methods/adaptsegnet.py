@@ -74,7 +74,7 @@ class AdaptSegNet(Method):
         """(1) Segment the source; fool the frozen discriminators with the target softmax maps."""
         c, disc = self.cfg, self.discriminators
         set_requires_grad(disc, False)
-        out_s = self.model(src.image)
+        out_s = self.source_forward(src.image)
         l_seg = seg_loss(out_s["out"], src.label)
         if c.lambda_seg:
             l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)

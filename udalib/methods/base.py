@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -18,12 +20,24 @@ class Method(nn.Module):
     """
 
     uses_target: bool = True  # False: the loop never loads target images (source-only training)
+    # Which batches update the BatchNorm running statistics (the ones the model evaluates with). "both": source and
+    # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
+    # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
+    # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
+    bn_stats: str = "both"
 
     def __init__(self, model: nn.Module, cfg):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def source_forward(self, image: Tensor) -> dict[str, Tensor]:
+        """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""
+        if self.bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
+        with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
+            return self.model(image)
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None) -> dict[str, float]:
         """One iteration of the paper's algorithm; returns the losses by their paper names."""
@@ -39,6 +53,27 @@ class Method(nn.Module):
         loss.backward()
         average_gradients(optimizer)
         optimizer.step()
+
+
+BN_STATS = ("both", "target")
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module):
+    """Inside the block, BatchNorm layers in train mode still normalise with the batch's statistics but do not
+    update their running mean and variance (momentum 0: ``running = (1 - 0) * running + 0 * batch``)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def average_gradients(optimizer: torch.optim.Optimizer) -> None:

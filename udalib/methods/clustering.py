@@ -101,7 +101,7 @@ class ClusteredEmbeddings(Method):
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
-        out_s, out_t = self.model(src.image), self.model(tgt.image)
+        out_s, out_t = self.source_forward(src.image), self.model(tgt.image)
         l_seg = seg_loss(out_s["out"], src.label)
         if c.lambda_seg:
             l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)

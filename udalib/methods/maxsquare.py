@@ -50,7 +50,7 @@ class MaxSquare(Method):
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         # (1) source: supervised, main head (+ auxiliary head when multi-level)
-        l_seg, logs = self.source_loss(self.model(src.image), src)
+        l_seg, logs = self.source_loss(self.source_forward(src.image), src)
         # (2) target: maximum squares on the main head, image-wise weighted if iw_ratio is set
         out_t = self.model(tgt.image)
         if c.iw_ratio is None:

@@ -33,7 +33,7 @@ class MinEnt(Method):
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
-        out_s = self.model(src.image)  # source and target are separate forward passes, as in the seed (BN)
+        out_s = self.source_forward(src.image)  # source and target are separate forward passes, as in the seed (BN)
         l_seg = seg_loss(out_s["out"], src.label)
         if c.lambda_seg:
             l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)

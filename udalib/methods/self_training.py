@@ -208,7 +208,7 @@ class SelfTraining(Method):
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
-        out_s = self.model(src.image)
+        out_s = self.source_forward(src.image)
         l_src = self._seg(out_s["out"], src.label)
         if c.lambda_seg:
             l_src = l_src + c.lambda_seg * seg_loss(out_s["aux"], src.label)
