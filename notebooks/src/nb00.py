@@ -112,6 +112,37 @@ shift = pd.DataFrame({name: np.linalg.norm(colours[name] - colours["source"], ax
 shift  # distance of each class's mean colour from its source colour (0-255 scale)
 """),
 md("""
+## The shift, one factor at a time
+
+The target is composed of **named shift factors** (`minicity.SHIFT_FACTORS`), each a change of the source's look
+or scene with the real-world shift it stands for. `minicity:target` applies `minicity.TARGET_FACTORS`; any other
+mix is a domain of its own, `minicity:target-<factor>[+<factor>...]`, that any `Experiment` can adapt to. Those
+domains share the target's streets image for image (unless a factor changes the scene), so each column below is
+one street under each factor alone.
+"""),
+code("""
+factors = pd.DataFrame({name: {"analogue": f.analogue, "changes": ", ".join([*f.look, *f.scene])}
+                        for name, f in minicity.SHIFT_FACTORS.items()}).T
+factors
+"""),
+code("""
+import matplotlib.pyplot as plt
+
+# `graded` scales the palette and texture factors, so it is shown with them
+rows = {name: minicity.factor_domain(name) for name in minicity.SHIFT_FACTORS if name != "graded"}
+rows |= {"palette+texture+graded": minicity.factor_domain(("palette", "texture", "graded")),
+         "target (composite)": "target"}
+streets = range(4)
+fig, axes = plt.subplots(len(rows), len(streets), figsize=(2.2 * len(streets), 1.25 * len(rows)), squeeze=False)
+for r, (name, domain) in enumerate(rows.items()):
+    for c, i in enumerate(streets):
+        axes[r, c].imshow(minicity.make_sample(domain, "val", i)[0])
+        axes[r, c].set_xticks([]); axes[r, c].set_yticks([])
+    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+fig.suptitle("minicity:target-<factor>/val, images 0-3", y=1.0)
+fig.tight_layout()
+"""),
+md("""
 ## Why this gap can be closed
 
 Shapes and context are shared: the sky is always at the top, the road is a wedge at the bottom, cars sit on

@@ -37,6 +37,16 @@ alignment and self-training are meant to close. Item 3 alone is what AdaBN fixes
 MiniCity table reports AdaBN beside each method. The four cities vary items 3-4 (and the palette a
 little): Rio is closest to the source, Taipei (haze) and Tokyo (dusk) are furthest.
 
+**Named shift factors.** The target is composed of named factors (:data:`SHIFT_FACTORS`), each a change of
+the source's :class:`Look` or :class:`Scene` with the real-world shift it plays: ``photometry`` (item 3 and the
+haze), ``palette`` (item 1), ``texture`` (item 2), and four more that the composite does not use yet:
+``graded`` (the palette and texture shift varies from image to image, from none to full), ``prior`` (denser
+traffic and crowds: a label-prior shift), ``camera`` (a higher horizon) and ``converge`` (sidewalk paved like the
+road, dull foliage). ``minicity:target`` is ``photometry + palette + texture``; any other mix is a domain of its
+own, ``minicity:target-<factor>[+<factor>...]`` (e.g. ``minicity:target-palette+graded``), generated on first use
+with the target's splits. Such a domain shares the target's streets image for image unless a factor changes the
+scene, so one factor can be seen, and measured, alone (``benchmarks/minicity_design_study.py``).
+
 Generation is deterministic: image ``i`` of split ``s`` of domain ``d`` depends only on
 ``(seed, d, s, i)``, so any image can be regenerated on its own and the data are the same on any machine.
 Taught in ``notebooks/00_domains_and_the_gap.ipynb``.
