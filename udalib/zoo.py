@@ -114,3 +114,13 @@ MINICITY_ROWS = {
     "cbst": lambda seed: adaptation_experiment("cbst", source_experiment(seed)),
     "mlsl": lambda seed: adaptation_experiment("mlsl", source_experiment(seed)),
 }
+
+# Each adaptation row of MINICITY_ROWS -> (its lambda = 0 control, its AdaBN row): the runs it must beat, trained
+# with the same steps, batches, target images, BatchNorm policy and evaluation (tests/test_zoo_controls.py)
+CONTROLS = {
+    **{m: ("control_lambda0", "adabn") for m in ("minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi",
+                                                  "clustered_embeddings", "cbst", "mlsl")},
+    "adaptsegnet": ("control_adaptsegnet", "adabn"),
+    "adaptsegnet_multi": ("control_adaptsegnet", "adabn"),
+    "snr_maxsquare": ("control_snr_maxsquare", "adabn_snr"),
+}

@@ -1,0 +1,60 @@
+"""The controls are never weakened: every adaptation run and its lambda = 0 control and AdaBN row share steps,
+batches, target images, BatchNorm policy, starting weights and evaluation sets (the standard MiniCity rows and the
+design study's)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from udalib import zoo
+from udalib.methods import method_config
+
+SHARED = ("target", "evaluate_on", "steps", "batch_size", "seed", "init", "bn_stats", "model", "size", "flip",
+          "num_classes", "source")
+
+
+def _weights(exp) -> dict:
+    """The method config the run resolves to, without its target weights (which the control sets to 0)."""
+    cfg = asdict(method_config(exp.method, exp.preset, **exp.method_args))
+    return {k: v for k, v in cfg.items() if not k.startswith(("lambda_target", "lambda_adv_target", "lambda_ent"))}
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("row", sorted(zoo.CONTROLS))
+def test_each_method_and_its_controls_share_everything_but_the_target_weight(row, seed):
+    method = zoo.MINICITY_ROWS[row](seed)
+    control_name, adabn_name = zoo.CONTROLS[row]
+    control, adabn = zoo.MINICITY_ROWS[control_name](seed), zoo.MINICITY_ROWS[adabn_name](seed)
+    for field in SHARED:
+        assert getattr(control, field) == getattr(method, field), (row, field)
+    # AdaBN: the same starting model, target images and evaluation; no training
+    assert adabn.init == method.init and adabn.target == method.target and adabn.adabn and adabn.steps == 0
+    assert set(method.evaluate_on) <= set(adabn.evaluate_on) and adabn.seed == method.seed
+    # the control's target weights are all 0 ...
+    cfg = asdict(method_config(control.method, control.preset, **control.method_args))
+    weights = {k: v for k, v in cfg.items() if k.startswith(("lambda_target", "lambda_adv_target"))}
+    assert weights and all(v == 0 for v in weights.values()), (row, weights)
+    # ... and its segmenter update is otherwise the method family's (same lr, momentum, decay, auxiliary CE)
+    mine, theirs = _weights(method), _weights(control)
+    for key in ("lr", "momentum", "weight_decay", "lambda_seg"):
+        if key in mine and key in theirs:
+            assert mine[key] == theirs[key], (row, key)
+
+
+def test_the_design_studys_controls_share_everything_with_its_methods():
+    path = Path(__file__).parents[1] / "benchmarks" / "minicity_design_study.py"
+    spec = importlib.util.spec_from_file_location("minicity_design_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    for domain in study.DESIGNS.values():
+        exps = study.experiments(domain, seed=1)
+        for name in ("minent", "adaptsegnet_multi", "cbst"):
+            for field in SHARED:
+                assert getattr(exps["control"], field) == getattr(exps[name], field), (domain, name, field)
+        assert exps["adabn"].target == exps["control"].target and exps["adabn"].init == exps["control"].init
+        assert exps["adabn"].evaluate_on == exps["control"].evaluate_on == exps["source_only"].evaluate_on
+        assert exps["oracle"].evaluate_on == exps["control"].evaluate_on
