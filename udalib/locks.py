@@ -90,6 +90,11 @@ def hold(lock_path: str | os.PathLike, *, what: str, wait: float = 0, hint: str 
         lock.acquire(timeout=0)
     except Timeout:
         owner = describe_owner(lock_path)
+        for _ in range(20):  # the holder writes its owner file just after taking the lock: give it a moment
+            if owner != "another process":
+                break
+            time.sleep(0.05)
+            owner = describe_owner(lock_path)
         if wait <= 0:
             raise FolderBusyError(f"{what} is in use by {owner}{': ' + hint if hint else ''}") from None
         if on_wait is not None:
