@@ -548,7 +548,7 @@ def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = 
     run never leaves a half-written dataset behind. Builds are locked (``.<name>.lock`` beside the folder): a
     second process waits up to ``wait`` seconds for the first and then reuses its build.
     """
-    import sys
+    import logging
 
     from .. import locks
 
@@ -566,7 +566,7 @@ def generate(root: str | os.PathLike | None = None, spec: MiniCitySpec | None = 
     refuse_foreign()
 
     def waiting(owner: str) -> None:
-        print(f"waiting for {owner}, which is generating MiniCity in {root}", file=sys.stderr)
+        logging.getLogger(__name__).warning("waiting for %s, which is generating MiniCity in %s", owner, root)
 
     root.parent.mkdir(parents=True, exist_ok=True)
     with locks.hold(root.with_name(f".{root.name}.lock"), what=f"MiniCity build {root}", wait=wait,
