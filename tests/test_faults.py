@@ -31,6 +31,17 @@ def home(isolated_home, tiny_minicity):
     return isolated_home
 
 
+@pytest.fixture()
+def one_thread():
+    """The killed process runs on one thread (``_python``); bit-exact comparison needs this process on one too."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _python(code: str, home: Path, *, wait: bool = True):
     env = {**os.environ, "UDALIB_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("UDALIB_DATA", None)
@@ -81,7 +92,7 @@ KILL_DURING_WRITE = """
 
 
 @pytest.mark.parametrize("script", [KILL_AFTER_SAVE, KILL_DURING_WRITE], ids=["after-a-checkpoint", "mid-write"])
-def test_a_killed_run_continues_to_exactly_the_uninterrupted_result(home, script):
+def test_a_killed_run_continues_to_exactly_the_uninterrupted_result(home, script, one_thread):
     exp = Experiment(**TINY)
     reference = run(exp, home / "runs" / "straight", progress=False, checkpoint_every=1)
     k = random.Random(script).randint(2, 5)  # the save (step) at which the process dies
