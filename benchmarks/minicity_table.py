@@ -8,7 +8,7 @@ same weights after re-estimating BatchNorm statistics on target images only.
 Runs are shared with the notebooks through ``udalib.zoo`` (checkpoint-or-train), so a finished run is not
 trained again.
 
-    python benchmarks/minicity_table.py                       # seeds 0 1 2, every row
+    python benchmarks/minicity_table.py                       # seeds 0-4, every row
     python benchmarks/minicity_table.py --seeds 0 --only source_only adabn oracle
 """
 
@@ -31,7 +31,7 @@ ROWS = zoo.MINICITY_ROWS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="+", choices=sorted(ROWS), help="rows to run (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "minicity_table.csv"))
     args = parser.parse_args(argv)

@@ -58,3 +58,31 @@ def test_the_design_studys_controls_share_everything_with_its_methods():
         assert exps["adabn"].target == exps["control"].target and exps["adabn"].init == exps["control"].init
         assert exps["adabn"].evaluate_on == exps["control"].evaluate_on == exps["source_only"].evaluate_on
         assert exps["oracle"].evaluate_on == exps["control"].evaluate_on
+
+
+def test_every_adaptation_row_keeps_target_batchnorm_statistics_and_so_do_its_controls():
+    for row, (control, adabn) in zoo.CONTROLS.items():
+        assert zoo.MINICITY_ROWS[row](0).bn_stats == zoo.MINICITY_ROWS[control](0).bn_stats == zoo.BN_STATS == "target"
+        assert zoo.MINICITY_ROWS[adabn](0).steps == 0 and zoo.MINICITY_ROWS[adabn](0).adabn  # re-estimated, no training
+
+
+def test_benchmark_summary_margins_are_over_the_better_control_per_row(tmp_path):
+    """Hand-made table, two seeds: MinEnt's bar is the control's mean (AdaBN lower), SNR-MS's is SNR + AdaBN's."""
+    from udalib.viz.results import benchmark_summary
+
+    rows = {"adabn": (38.0, 40.0), "control_lambda0": (39.0, 41.0), "minent": (41.0, 42.0),
+            "adabn_snr": (37.0, 39.0), "control_snr_maxsquare": (36.0, 37.0), "snr_maxsquare": (39.5, 38.0)}
+    lines = ["method,seed,target_miou,target_miou_target_bn"] + [
+        f"{m},{s},{v},{v + 0.5}" for m, vs in rows.items() for s, v in enumerate(vs)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    out = benchmark_summary(["minent", "snr_maxsquare", "adabn"], tmp_path / "t.csv")
+    assert list(out.index) == ["minent", "snr_maxsquare", "adabn"]
+    assert out.loc["minent", "as trained"] == 41.5 and out.loc["minent", "target BN"] == 42.0
+    assert out.loc["minent", "vs max(AdaBN, control)"] == 41.5 - 40.0  # control 40.0 > AdaBN 39.0
+    assert out.loc["snr_maxsquare", "vs max(AdaBN, control)"] == 38.75 - 38.0  # SNR + AdaBN 38.0 > control 36.5
+    assert out.loc["minent", "seeds ahead"] == 2 and out.loc["snr_maxsquare", "seeds ahead"] == 1  # 38.0 < 39.0
+    assert round(out.loc["minent", "± std"], 2) == 0.71
+    with pytest.raises(KeyError, match="mlsl not in .*minicity_table.py"):
+        benchmark_summary(["mlsl"], tmp_path / "t.csv")
+    with pytest.raises(FileNotFoundError, match="run `python benchmarks/minicity_table.py`"):
+        benchmark_summary(path=tmp_path / "missing.csv")

@@ -176,7 +176,7 @@ table = compare_runs(runs, baseline=source_run, control=control_run)  # SNR-MS's
 table.round(2)
 """),
 code("""
-# the issue's bars, on this seed: SNR beats source-only without target images; SNR-MS gains at least 2 points
+# checks on this seed: SNR beats source-only without target images; SNR-MS gains at least 2 points
 assert snr_run.miou(TARGET_EVAL) > source_run.miou(TARGET_EVAL), table
 assert snr_ms_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
 """),
@@ -189,18 +189,27 @@ viz.plots.show_predictions({"source-only": source_model, "SNR": snr_model, "SNR-
                            val["target"], [0, 1, 2], class_ids=list(minicity.MINICITY_TRAINIDS));
 """),
 md("""
-**Reading the table honestly.** Three seeds (`python benchmarks/minicity_table.py`, mIoU % on target val):
-source-only 28.3; SNR trained on source alone 36.1 (+7.8, higher on every seed, with half the training steps);
-AdaBN 38.1 for the plain model and 38.2 for the SNR model. On the four cities (mean of the seeds) SNR lifts the
-mean from 23.1 to 30.1: Rome +11.6, Taipei +11.8, Tokyo +4.3, and Rio, the city closest to the source, +0.3
-(higher on one seed of three). No target image was used for any of this, and instance normalization does most
-of it: the gates stay near 0.5 (the gate table above) and restitute about half of every channel's style.
+**Reading the table honestly.** A single seed moves by a point or two; the five seeds of
+`benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
+"""),
+code("""
+bench = viz.results.benchmark_summary(["source_only", "adabn", "snr", "adabn_snr", "control_snr_maxsquare",
+                                       "snr_maxsquare", "oracle"])
+b, s = bench.loc["snr_maxsquare"], bench.loc["source_only"]
+print(f"SNR on source alone: {bench.loc['snr', 'as trained'] - s['as trained']:+.1f} over source-only, no target image")
+print(f"SNR-MS {b['as trained']:.1f} ± {b['± std']:.1f}: {b['vs max(AdaBN, control)']:+.1f} over the better of SNR + AdaBN "
+      f"and its control, ahead of both on {b['seeds ahead']:.0f} of {b.seeds:.0f} seeds")
+bench
+"""),
+md("""
+SNR trained on source alone gains clearly over source-only, with half the training steps and no target image;
+on the cities (the table of this seed above) it helps most where the style is farthest from the source. Instance
+normalization does most of it: the gates stay near 0.5 (the gate table above) and restitute about half of every
+channel's style.
 
-SNR-MS reaches 38.1 (+9.8 over source-only), but its $\\lambda=0$ control reaches 37.5 and SNR + AdaBN 38.2: on
-MiniCity, MaxSquare adds 0.6 points on top of SNR as trained, and 1.3 once BatchNorm statistics are re-estimated
-on the target (39.7 against 38.5). The gap that notebooks 02–04 close with target images, SNR closes mostly
-without them, and what is left for MaxSquare to do is small. The source score drops (56.5 against 61.4 on seed
-0), partly because of the shorter training. A single seed moves by a point or two; read the three-seed table.
+SNR-MS adapts further, but its $\\lambda=0$ control and SNR + AdaBN get most of the way there: the gap that
+notebooks 02–04 close with target images, SNR closes mostly without them, and what is left for MaxSquare to do
+is small. The source score drops, partly because of the shorter training.
 
 ## Summary
 

@@ -118,7 +118,7 @@ code("""
 pd.concat({m: cc.gains(scores, m)[["vs source-only", "vs control"]] for m in METHODS}, axis=1).round(2)
 """),
 code("""
-# the issue's bar, on this seed (MiniCity only): MaxSquare above source-only on at least 3 of the 4 cities, and the
+# a check on this seed (MiniCity only): MaxSquare above source-only on at least 3 of the 4 cities, and the
 # controls beside it are real baselines (AdaBN above source-only on every city)
 if not RECIPE and list(CITIES) == list(cc.CITIES):
     own = table.loc[CITIES]

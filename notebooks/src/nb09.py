@@ -103,10 +103,11 @@ if {"source_only", "adabn", "oracle"} <= set(board.index):
 md("""
 **Reading it.** On MiniCity, AdaBN (no training at all) is the bar to clear, and every method should be read
 against its control: the λ = 0 runs train on source labels while target batches pass through the network, which
-moves the BatchNorm statistics and nothing else, and they recover a good part of what the methods gain over
-source-only. With three seeds the spread (1.5–4 points for most rows) is as large as most differences between
-methods; with target BN statistics the adaptation methods do clear AdaBN. The reported column ranks the methods at full scale; MiniCity's 64×128 synthetic cities are a teaching
-stand-in and do not reproduce those values.
+moves the BatchNorm statistics to the target's (`zoo.BN_STATS`) and nothing else, so they land on AdaBN. What a
+method gains over both is its own loss's work. One seed moves by a point or two, as much as many differences
+between methods: run more seeds (exercise 4) or read the five-seed table of notebooks 02–07
+(`benchmarks/results/minicity_table.csv`). The reported column ranks the methods at full scale; MiniCity's 64×128
+synthetic cities are a teaching stand-in and do not reproduce those values.
 
 ## Per class
 

@@ -357,7 +357,8 @@ def domain_definition(domain: str) -> tuple[Look, Scene]:
         return LOOKS[domain], SCENES[domain]
     if domain.startswith("target-") and domain != "target-":
         return compose(domain, tuple(domain[len("target-"):].split("+")))
-    raise ValueError(f"unknown MiniCity domain {domain!r}; choose one of {', '.join('minicity:' + d for d in DOMAINS)}, "
+    names = ", ".join("minicity:" + d for d in DOMAINS)
+    raise ValueError(f"unknown MiniCity domain {domain!r}; choose one of {names}, "
                      f"or minicity:target-<factor>[+<factor>...] with factors {', '.join(SHIFT_FACTORS)}")
 
 

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import IGNORE_INDEX, SourceBatch, TargetBatch
-from ..data.dataset import eval_loader
 from ..eval.evaluate import eval_mode, predict
 from ..losses import seg_loss
 from ..losses.self_training import (
@@ -153,7 +152,9 @@ class SelfTraining(Method):
         predictor = self.model
         if self.cfg.pseudo_label_bn == "target":
             predictor = copy.deepcopy(self.model)
-            adapt_batchnorm(predictor, eval_loader(target_dataset), device=device)
+            batches = ((torch.stack([target_dataset[i][0] for i in range(b, min(b + PREDICT_BATCH, n))]),)
+                       for b in range(0, n, PREDICT_BATCH))  # images only: target labels are never read
+            adapt_batchnorm(predictor, batches, device=device)
         elif self.cfg.pseudo_label_bn != "model":
             raise ValueError(f"pseudo_label_bn must be 'model' or 'target', got {self.cfg.pseudo_label_bn!r}")
 

@@ -266,3 +266,39 @@ def reported_table():
         per_class = dict(zip(CITYSCAPES_CLASSES, _GTA5_PER_CLASS.get(method, (math.nan,) * 19)))
         rows[method] = {"as reported": what, "source": where, "mIoU": miou, **per_class}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+BENCHMARK_TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "minicity_table.csv"
+
+
+def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike | None = None):
+    """The three-seed MiniCity table (``benchmarks/minicity_table.py`` writes it), as mean and std over seeds.
+
+    One line per row of :data:`udalib.zoo.MINICITY_ROWS` (``rows`` picks and orders them): mIoU % on target val as
+    trained and with target BatchNorm statistics, and, for an adaptation row, its margin over the better of its
+    AdaBN row and its lambda = 0 control (:data:`udalib.zoo.CONTROLS`), the gain that only its own loss can claim.
+    """
+    import pandas as pd
+
+    from ..zoo import CONTROLS
+
+    path = Path(path or BENCHMARK_TABLE)
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark table at {path}; run `python benchmarks/minicity_table.py` to write it")
+    df = pd.read_csv(path)
+    stats = df.groupby("method", sort=False).agg(
+        seeds=("seed", "nunique"), mean=("target_miou", "mean"), std=("target_miou", "std"),
+        target_bn=("target_miou_target_bn", "mean"))
+    means = stats["mean"]
+    stats["margin"] = [means[row] - max(means[c] for c in CONTROLS[row]) if row in CONTROLS else math.nan
+                       for row in stats.index]
+    stats["seeds ahead"] = pd.array([
+        int((df[df.method == row].set_index("seed").target_miou
+             > pd.concat([df[df.method == c].set_index("seed").target_miou for c in CONTROLS[row]], axis=1)
+             .max(axis=1)).sum()) if row in CONTROLS else None for row in stats.index], dtype="Int64")
+    missing = [r for r in rows or () if r not in stats.index]
+    if missing:
+        raise KeyError(f"{', '.join(missing)} not in {path}; run `python benchmarks/minicity_table.py` to add it")
+    out = stats.loc[list(rows)] if rows else stats
+    return out.rename(columns={"mean": "as trained", "std": "± std", "target_bn": "target BN",
+                               "margin": "vs max(AdaBN, control)"}).round(2)
