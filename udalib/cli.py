@@ -235,7 +235,9 @@ def _table(args) -> int:
 
     df = list_runs(args.runs, on_error=lambda message: print(f"warning: {message}", file=sys.stderr))
     if df.empty:
-        print(f"no finished runs under {args.runs or 'runs/'}: run `make tutorial` or `python -m udalib train`")
+        from . import paths
+
+        print(f"no finished runs under {args.runs or paths.runs_dir()}: run `make tutorial` or `python -m udalib train`")
         return 0
     main = df[df.evaluated_on == args.dataset]
     if main.empty:
