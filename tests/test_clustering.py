@@ -200,3 +200,43 @@ def test_a_model_without_feature_channels_is_a_clear_error():
         build_method("clustered_embeddings", Bare())
     with pytest.raises(ValueError, match="needs a model with feat_channels"):
         build_method("cbst", Bare())
+
+
+@pytest.mark.parametrize("use_source_gt", [False, True])
+def test_domains_of_different_sizes_are_assigned_on_their_own_feature_grids(use_source_gt):
+    # GTA5 1280x720 against Cityscapes 1024x512: the feature grids differ in size and aspect, and each domain's
+    # classes come from its own posterior resized to its own grid (the seed's per-domain feature processing)
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    src = SourceBatch(torch.randn(2, 3, 40, 72, generator=g), torch.randint(0, 19, (2, 40, 72), generator=g))
+    tgt = TargetBatch(torch.randn(2, 3, 32, 64, generator=g) * 1.5, torch.tensor([0, 1]))
+    method = fresh("clustered_embeddings", use_source_gt=use_source_gt)
+    method.eval()
+    with torch.no_grad():
+        out_s, out_t = method.model(src.image), method.model(tgt.image)
+        assert out_s["feat"].shape[-2:] != out_t["feat"].shape[-2:]
+        terms = method.embedding_losses(out_s, out_t, src)
+
+        rows = [feature_rows(out_s["feat"]), feature_rows(out_t["feat"])]
+        grids = [tuple(out_s["feat"].shape[-2:]), tuple(out_t["feat"].shape[-2:])]
+        probs = [F.softmax(out_s["out"], 1), F.softmax(out_t["out"], 1)]
+        # pass 1 (clustering): argmax of the posterior resized bilinearly to the domain's grid
+        bil = [F.interpolate(p, size=s, mode="bilinear", align_corners=True).argmax(1).reshape(-1)
+               for p, s in zip(probs, grids)]
+        # pass 2 (orthogonality, sparsity): the full-resolution argmax resized with nearest neighbour
+        near = [F.interpolate(p.argmax(1, keepdim=True).float(), size=s, mode="nearest").long().reshape(-1)
+                for p, s in zip(probs, grids)]
+        if use_source_gt:
+            gt = F.interpolate(src.label[:, None].float(), size=grids[0], mode="nearest").long().reshape(-1)
+            bil[0], near[0] = gt, gt
+        for r, b, n in zip(rows, bil, near):
+            assert len(r) == len(b) == len(n)
+        pull, push = clustering_loss(rows, bil, class_centroids(rows, bil, 19), method.cfg.cluster_norm_order)
+        mu = class_centroids(rows, near, 19)
+        seen = mu[torch.isfinite(mu).all(dim=1)]
+    assert torch.allclose(terms["cluster"], pull - push)
+    assert torch.allclose(terms["ortho"], orthogonality_loss(torch.cat(rows), seen, method.cfg.ortho_temp))
+    assert torch.allclose(terms["sparse"], sparsity_loss(seen, method.cfg.sparse_rho, method.cfg.sparse_norm_order))
+    method.train()
+    method.step(src, tgt)  # a whole step at the two sizes

@@ -82,18 +82,18 @@ class ClusteredEmbeddings(Method):
         """The three feature-space objectives of one source/target pair of outputs (the seed's two passes)."""
         c = self.cfg
         feats = [out_s["feat"], out_t["feat"]]
-        size = feats[0].shape[-2:]
+        sizes = [f.shape[-2:] for f in feats]  # each domain on its own feature grid (source and target sizes differ)
         rows = [feature_rows(f) for f in feats]
         probs = [F.softmax(out_s["out"], dim=1), F.softmax(out_t["out"], dim=1)]
         # pass 1: clustering, classes from the bilinearly resized posteriors
-        classes = [classes_at_feature_grid(p, size, "bilinear") for p in probs]
+        classes = [classes_at_feature_grid(p, size, "bilinear") for p, size in zip(probs, sizes)]
         if c.use_source_gt:
-            classes[0] = labels_at_feature_grid(src.label, size)
+            classes[0] = labels_at_feature_grid(src.label, sizes[0])
         pull, push = clustering_loss(rows, classes, self._centroids(rows, classes), c.cluster_norm_order)
         # pass 2: orthogonality and sparsity, classes from the nearest-resized argmax
-        classes = [classes_at_feature_grid(p, size, "nearest") for p in probs]
+        classes = [classes_at_feature_grid(p, size, "nearest") for p, size in zip(probs, sizes)]
         if c.use_source_gt:
-            classes[0] = labels_at_feature_grid(src.label, size)
+            classes[0] = labels_at_feature_grid(src.label, sizes[0])
         centroids = self._centroids(rows, classes)
         seen = centroids[torch.isfinite(centroids).all(dim=1)]
         return {"cluster": pull - push, "ortho": orthogonality_loss(torch.cat(rows), seen, c.ortho_temp),
