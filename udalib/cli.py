@@ -237,7 +237,8 @@ def _table(args) -> int:
     if df.empty:
         from . import paths
 
-        print(f"no finished runs under {args.runs or paths.runs_dir()}: run `make tutorial` or `python -m udalib train`")
+        where = args.runs or paths.runs_dir()
+        print(f"no finished runs under {where}: run `make tutorial` or `python -m udalib train`")
         return 0
     main = df[df.evaluated_on == args.dataset]
     if main.empty:

@@ -39,10 +39,11 @@ little): Rio is closest to the source, Taipei (haze) and Tokyo (dusk) are furthe
 
 **Named shift factors.** The target is composed of named factors (:data:`SHIFT_FACTORS`), each a change of
 the source's :class:`Look` or :class:`Scene` with the real-world shift it plays: ``photometry`` (item 3 and the
-haze), ``palette`` (item 1), ``texture`` (item 2), and four more that the composite does not use yet:
-``graded`` (the palette and texture shift varies from image to image, from none to full), ``prior`` (denser
-traffic and crowds: a label-prior shift), ``camera`` (a higher horizon) and ``converge`` (sidewalk paved like the
-road, dull foliage). ``minicity:target`` is ``photometry + palette + texture``; any other mix is a domain of its
+haze), ``palette`` (item 1), ``texture`` (item 2), and six more that the composite does not use yet:
+``exposure`` and ``exposure_mild`` (colour cast and exposure, no haze or desaturation), ``graded`` (the palette
+and texture shift varies from image to image, from none to full), ``prior`` (denser traffic and crowds: a
+label-prior shift), ``camera`` (a higher horizon) and ``converge`` (sidewalk paved like the road, dull foliage).
+``minicity:target`` is ``photometry + palette + texture``; any other mix is a domain of its
 own, ``minicity:target-<factor>[+<factor>...]`` (e.g. ``minicity:target-palette+graded``), generated on first use
 with the target's splits. Such a domain shares the target's streets image for image unless a factor changes the
 scene, so one factor can be seen, and measured, alone (``benchmarks/minicity_design_study.py``).
@@ -285,6 +286,12 @@ SHIFT_FACTORS: dict[str, ShiftFactor] = {
     # texture, noise and optics: high-frequency content the source model never saw
     "texture": ShiftFactor({"texture": 0.35, "noise": 0.035, "blur": 0.6, "shadow": 0.6},
                            {}, "real surfaces and sensors: foliage, facades, asphalt, noise, blur, shadows"),
+    # colour cast, exposure and tone curve alone: per-channel statistics that BatchNorm re-estimation absorbs,
+    # without the desaturation and haze of `photometry`, which remove colour contrast no statistic brings back
+    "exposure": ShiftFactor({"gain": (1.10, 1.0, 0.86), "brightness": (0.65, 1.0), "gamma": 1.1},
+                            {}, "another camera: warmer white balance, darker exposure"),
+    "exposure_mild": ShiftFactor({"gain": (1.05, 1.0, 0.93), "brightness": (0.8, 1.05), "gamma": 1.05},
+                                 {}, "another camera, closer to the source's"),
     # the palette and texture shift varies from image to image, from none to full: one set of BatchNorm
     # statistics fits no image exactly, while the source-like images anchor the rest
     "graded": ShiftFactor({"strength": (0.0, 1.0)}, {}, "weather, light and wear that change image to image"),
