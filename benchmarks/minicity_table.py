@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                             "train_seconds": result.scores[TARGET_EVAL].protocol.get("train_seconds"),
                             "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name})
             print(f"{name:24s} seed {seed}: {records[-1]['target_miou']:6.2f} mIoU", flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(records).to_csv(args.out, index=False)  # after every run: a kill loses one run at most
     df = pd.DataFrame(records)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
 
     table = df.pivot(index="method", columns="seed", values="target_miou")
     table["mean"] = table.mean(axis=1).round(2)

@@ -74,6 +74,20 @@ def test_bad_train_arguments_in_process(isolated_home, capsys):
     assert capsys.readouterr().err == "error: --model-arg expects key=value, got 'width:8'\n"
 
 
+def test_a_negative_count_names_the_option_minimum(isolated_home, capsys):
+    """``--batch-size -2`` must say "at least 1" (its minimum), not the "at least 0" of ``--steps``."""
+    for flag, value in (("--batch-size", "-2"), ("--batch-size", "0"), ("--num-classes", "-1")):
+        with pytest.raises(SystemExit) as info:
+            main(["train", flag, value, "--quiet"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: argument {flag}: expected an integer of at least 1, got {value} "), err
+        assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["train", "--steps", "-5", "--quiet"])
+    assert "expected an integer of at least 0, got -5" in capsys.readouterr().err
+
+
 def test_evaluate_without_a_model_is_an_error(isolated_home):
     with pytest.raises(SystemExit, match="give --run RUN_DIR or --checkpoint FILE"):
         main(["evaluate", "--quiet"])

@@ -540,3 +540,20 @@ def test_data_check_full_opens_every_file_and_the_quick_check_says_it_sampled(tm
     assert f"! {truncated}: " in text
     assert (f"! {folder / 'images' / f'{hidden[1]}.png'}: its label labels/{hidden[1]}.png holds ids [9] outside "
             "the 16-class train ids (and 255): raw dataset ids must be converted by the data script") in text
+
+
+def test_data_check_full_names_a_truncated_label_as_the_label(tmp_path, capsys):
+
+    folder = tmp_path / "synthia"
+    (folder / "lists").mkdir(parents=True)
+    for i in range(3):
+        save_png(folder / "images" / f"{i}.png", rgb(i, 6, 10))
+        save_png(folder / "labels" / f"{i}.png", np.full((6, 10), 10, np.uint8))
+    (folder / "lists" / "synthia_train.txt").write_text("".join(f"images/{i}.png labels/{i}.png\n" for i in range(3)))
+    (folder / "lists" / "synthia_val.txt").write_text("images/0.png labels/0.png\n")
+    label = folder / "labels" / "2.png"
+    label.write_bytes(label.read_bytes()[:45])
+    assert cli_main(["data", "check", str(tmp_path), "--dataset", "synthia", "--full",
+                     "--quiet"]) == 1
+    text = capsys.readouterr().out
+    assert f"! {folder / 'images' / '2.png'}: its label labels/2.png is unreadable (" in text

@@ -71,8 +71,11 @@ def _count(text: str) -> int:
 
 def _positive(text: str) -> int:
     """An integer of at least 1 (argparse ``type``)."""
-    value = _count(text)
-    if value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:  # negatives too: the message names this option's minimum, not _count's
         raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {value}")
     return value
 

@@ -198,7 +198,10 @@ def _check_files(folder: Path, row: list[str], size: tuple[int, int] | None, siz
             if lab.size != found or lab.mode not in ("L", "P"):
                 raise OSError(f"its label {row[1]} should be a {found[0]}x{found[1]} single-channel train-id "
                               f"PNG, found {lab.size[0]}x{lab.size[1]} {lab.mode}")
-            ids = np.unique(np.asarray(lab))
+            try:
+                ids = np.unique(np.asarray(lab))  # decodes every byte of the label
+            except (OSError, SyntaxError) as exc:
+                raise OSError(f"its label {row[1]} is unreadable ({exc})") from None
         bad = [int(i) for i in ids if not allowed[i]]
         if bad:
             raise OSError(f"its label {row[1]} holds ids {bad[:8]} outside the {classes}-class train ids (and 255): "

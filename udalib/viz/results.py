@@ -302,3 +302,98 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
     out = stats.loc[list(rows)] if rows else stats
     return out.rename(columns={"mean": "as trained", "std": "± std", "target_bn": "target BN",
                                "margin": "vs max(AdaBN, control)"}).round(2)
+
+
+ATLAS_TABLE = BENCHMARK_TABLE.with_name("minicity_atlas.csv")
+
+
+def control_margins(df, by: Sequence[str] = ()):
+    """Each adaptation method's margin over the better of its AdaBN row and its lambda = 0 control
+    (:data:`udalib.zoo.CONTROLS`), *per seed*: the gain that only its own loss can claim.
+
+    ``df``: long rows with columns ``method``, ``seed``, ``target_miou`` and the columns ``by`` (e.g. ``factor``);
+    the margin is taken within each ``by`` group and seed. Returns the rows of the methods whose method and
+    controls are all present, with a ``margin`` column.
+    """
+    import pandas as pd
+
+    from ..zoo import CONTROLS
+
+    keys = [*by, "seed"]
+    wide = df.pivot_table(index=keys, columns="method", values="target_miou")
+    out = []
+    for method, controls in CONTROLS.items():
+        if method not in wide.columns or not all(c in wide.columns for c in controls):
+            continue
+        part = wide[[method, *controls]].dropna()
+        margin = part[method] - part[list(controls)].max(axis=1)
+        out.append(pd.DataFrame({"method": method, "target_miou": part[method], "margin": margin}).reset_index())
+    if not out:
+        return pd.DataFrame(columns=[*keys, "method", "target_miou", "margin"])
+    return pd.concat(out, ignore_index=True)
+
+
+def atlas_margins(df=None):
+    """The atlas (``benchmarks/minicity_atlas.py``) as three method x factor tables: the mean margin over
+    max(AdaBN, control) over seeds, its standard deviation, and "seeds ahead / seeds" (strings)."""
+    import pandas as pd
+
+    from ..zoo import CONTROLS
+
+    if df is None:
+        if not ATLAS_TABLE.is_file():
+            raise FileNotFoundError(f"no atlas at {ATLAS_TABLE}; run `python benchmarks/minicity_atlas.py` to write it")
+        df = pd.read_csv(ATLAS_TABLE)
+    m = control_margins(df, by=("factor",))
+    order = [f for f in dict.fromkeys(df["factor"])]
+    methods = [c for c in CONTROLS if c in set(m["method"])]
+    g = m.groupby(["method", "factor"])["margin"]
+    mean = g.mean().unstack().reindex(index=methods, columns=order)
+    std = g.std().unstack().reindex(index=methods, columns=order)
+    ahead = (g.apply(lambda x: f"{int((x > 0).sum())}/{len(x)}").unstack().reindex(index=methods, columns=order))
+    return mean, std, ahead
+
+
+# Each seed paper's central claim on the MiniCity table: (claim, its paper, row that should win, row it should beat).
+CLAIMS = (
+    ("MaxSquare > MinEnt", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare", "minent"),
+    ("+IW > MaxSquare", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare_iw", "maxsquare"),
+    ("+Multi > +IW", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare_iw_multi", "maxsquare_iw"),
+    ("AdaptSegNet multi-level > single-level", "AdaptSegNet (Tsai et al., CVPR 2018)", "adaptsegnet_multi",
+     "adaptsegnet"),
+    ("SNR trained on source > source-only", "SNR (Jin et al., arXiv 2101.00588)", "snr", "source_only"),
+    ("SNR-MS > MaxSquare", "SNR (Jin et al., arXiv 2101.00588)", "snr_maxsquare", "maxsquare"),
+    ("clustering + orthogonality + sparsity > its IW-MaxSquare base", "Toldo et al. (WACV 2021)",
+     "clustered_embeddings", "maxsquare_iw"),
+    ("MLSL > CBST", "MLSL (Iqbal & Ali, WACV 2020)", "mlsl", "cbst"),
+)
+
+
+def claim_verdicts(df=None, claims=CLAIMS):
+    """Each paper's central claim checked on the MiniCity table (``benchmarks/results/minicity_table.csv``): the
+    two rows' mean ± std over seeds, the mean paired difference (same seed, same source model) with its standard
+    deviation, the seeds on which the claimed winner is ahead, and a verdict. The claim *holds on MiniCity* when
+    the winner is ahead on the mean and on at least all seeds but one; otherwise it *does not hold*. Rows missing
+    from the table are skipped."""
+    import pandas as pd
+
+    if df is None:
+        if not BENCHMARK_TABLE.is_file():
+            raise FileNotFoundError(f"no benchmark table at {BENCHMARK_TABLE}; "
+                                    "run `python benchmarks/minicity_table.py` to write it")
+        df = pd.read_csv(BENCHMARK_TABLE)
+    wide = df.pivot_table(index="seed", columns="method", values="target_miou")
+    out = {}
+    for claim, paper, a, b in claims:
+        if a not in wide.columns or b not in wide.columns:
+            continue
+        pair = wide[[a, b]].dropna()
+        diff = pair[a] - pair[b]
+        n, ahead = len(diff), int((diff > 0).sum())
+        holds = diff.mean() > 0 and ahead >= max(n - 1, 1)
+        out[claim] = {"paper": paper, "winner": a, "beaten": b,
+                      "winner mIoU": f"{pair[a].mean():.1f} ± {pair[a].std():.1f}",
+                      "beaten mIoU": f"{pair[b].mean():.1f} ± {pair[b].std():.1f}",
+                      "difference": round(diff.mean(), 2), "± std": round(diff.std(), 2),
+                      "seeds ahead": f"{ahead}/{n}", "verdict": "holds on MiniCity" if holds else "does not hold"}
+    return pd.DataFrame.from_dict(out, orient="index")

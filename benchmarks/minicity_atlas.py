@@ -1,0 +1,168 @@
+"""The mechanism atlas: where each method works and where it breaks, one shift factor at a time.
+
+For every adaptation method of ``udalib.zoo.CONTROLS``, with its AdaBN row and its lambda = 0 control, on each
+single shift factor of ``udalib.data.minicity.SHIFT_FACTORS`` (the source world with only that factor,
+``minicity:target-<factor>``: the same streets as the target, image for image) and on the composite
+``minicity:target``: the runs of the standard table (``udalib.zoo.MINICITY_ROWS``, notebook defaults), each
+adapting to that domain's unlabelled train images and scored on its val split. Source-only and SNR-on-source are
+the seed's source models scored on the domain (no training). One row per (factor, method, seed) is appended to
+``benchmarks/results/minicity_atlas.csv`` as soon as its run finishes; a rerun skips the rows already there, so the
+script can be stopped and started again at any point. Runs are cached by key (checkpoint-or-train), so the
+composite's rows reuse the standard table's runs.
+
+    python benchmarks/minicity_atlas.py                              # every factor, seeds 0 1 2
+    python benchmarks/minicity_atlas.py --factors palette converge --seeds 0
+    python benchmarks/minicity_atlas.py --shard 0/2 & python benchmarks/minicity_atlas.py --shard 1/2   # 2 processes
+    python benchmarks/minicity_atlas.py --summarize                  # the margins table (.md beside the CSV)
+
+The margin of a method on a factor is, per seed, its target mIoU minus the better of its AdaBN row and its control
+on that seed; ``udalib.viz.results.atlas_margins`` averages it over seeds and ``udalib.viz.plots.atlas_heatmap``
+draws it (notebook 09).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from udalib import zoo
+from udalib.experiment import Experiment, get_or_train
+from udalib.locks import hold
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "minicity_atlas.csv"
+# single factors that change something on their own (``graded`` only grades the palette and texture shifts, and
+# ``exposure_mild`` is a milder ``exposure``), then the composite
+FACTORS = ("photometry", "exposure", "palette", "texture", "converge", "prior", "camera", "composite")
+COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run")
+SOURCE_ROWS = ("source_only", "snr")  # trained on source: scored on the domain, no training
+
+
+def domain_of(factor: str) -> str:
+    return "target" if factor == "composite" else f"target-{factor}"
+
+
+def rows() -> list[str]:
+    """Every method of ``zoo.CONTROLS``, then the controls and AdaBN rows they need, then the source models."""
+    needed = list(zoo.CONTROLS)
+    for pair in zoo.CONTROLS.values():
+        needed += [r for r in pair if r not in needed]
+    return needed + list(SOURCE_ROWS)
+
+
+def experiment(row: str, factor: str, seed: int) -> Experiment:
+    """The standard table's ``row`` of ``seed``, adapting to (and scored on) the factor's domain."""
+    exp = zoo.MINICITY_ROWS[row](seed)
+    if factor == "composite":
+        return exp
+    domain = f"minicity:{domain_of(factor)}"
+    evaluate_on = ("minicity:source/val", f"{domain}/val")
+    if row in SOURCE_ROWS:  # the trained source model, scored on the domain: zero steps from its weights
+        return replace(exp, init=exp.name, steps=0, evaluate_on=evaluate_on, label=f"{exp.label or row} on {factor}")
+    assert exp.target == zoo.TARGET, row  # every other row adapts to the composite: retarget it
+    return replace(exp, target=domain, evaluate_on=evaluate_on)
+
+
+def done_rows(path: Path) -> set[tuple[str, str, int]]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {(r["factor"], r["method"], int(r["seed"])) for r in csv.DictReader(f)}
+
+
+def append(path: Path, record: dict) -> None:
+    """Append one row under a lock (two shards may write the same file); the header goes with the first row."""
+    with hold(path.with_name(path.name + ".lock"), what=str(path), wait=60):
+        new = not path.is_file() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow(record)
+
+
+def summarize(path: Path) -> str:
+    import pandas as pd
+
+    from udalib.viz.results import atlas_margins
+
+    df = pd.read_csv(path)
+    mean, std, ahead = atlas_margins(df)
+    factors = [f for f in FACTORS if f in mean.columns]
+    seeds = " ".join(map(str, sorted(df.seed.unique())))
+    lines = [f"# The MiniCity atlas: margin over max(AdaBN, λ=0 control), mIoU points, mean ± std over seeds {seeds}",
+             "", "Cell: mean ± std (seeds ahead / seeds).", "",
+             "| method | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
+    for method in mean.index:
+        cells = [f"{mean.loc[method, f]:+.1f} ± {std.loc[method, f]:.1f} ({ahead.loc[method, f]})"
+                 if f in mean.columns and mean.loc[method, f] == mean.loc[method, f] else "" for f in factors]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    base = df[df.method.isin(["source_only", "adabn"])].pivot_table(index="method", columns="factor",
+                                                                      values="target_miou")
+    lines += ["", "Source-only and AdaBN (mIoU %, mean over seeds):", "",
+              "| row | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
+    for row in base.index:
+        lines.append(f"| {row} | " + " | ".join(f"{base.loc[row, f]:.1f}" if f in base.columns else ""
+                                                for f in factors) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--factors", nargs="+", choices=FACTORS, default=list(FACTORS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=rows(), help="rows to run (default: every method and its "
+                   "controls); the controls a method needs are always added")
+    p.add_argument("--shard", default="0/1", help="K/N: run every N-th (factor, seed) pair from the K-th, so N "
+                   "processes share the work (default 0/1: all)")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--summarize", action="store_true", help="print the margins table and write it beside the CSV")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.summarize:
+        if not out.is_file():
+            p.error(f"no atlas at {out}; run python benchmarks/minicity_atlas.py first")
+        text = summarize(out)
+        out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        p.error(f"--shard {args.shard!r}: give K/N with 0 <= K < N, e.g. 0/2")
+    wanted = rows()
+    if args.methods:
+        chosen = set(args.methods)
+        for m in args.methods:
+            chosen.update(zoo.CONTROLS.get(m, ()))
+        wanted = [r for r in wanted if r in chosen]
+    pairs = [(f, s) for s in args.seeds for f in args.factors][k::n]
+    finished = done_rows(out)
+    for factor, seed in pairs:
+        todo = [r for r in wanted if (factor, r, seed) not in finished]
+        if not todo:
+            continue
+        for source_row in ("source_only", "snr"):  # the models every row of this seed starts from
+            get_or_train(zoo.MINICITY_ROWS[source_row](seed), progress=False)
+        for row in todo:
+            start = time.perf_counter()
+            exp = experiment(row, factor, seed)
+            run = get_or_train(exp, progress=False)
+            target = f"minicity:{domain_of(factor)}/val"
+            append(out, {"factor": factor, "domain": domain_of(factor), "method": row, "seed": seed,
+                         "target_miou": round(run.miou(target), 2), "seconds": round(time.perf_counter() - start, 1),
+                         "run": run.name})
+            print(f"{factor:11s} seed {seed} {row:22s} {run.miou(target):6.2f}", flush=True)
+    if not args.methods and os.environ.get("ATLAS_NO_SUMMARY") is None and out.is_file():
+        print(summarize(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

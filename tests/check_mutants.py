@@ -1,0 +1,88 @@
+"""Do the objective tests notice a wrong method? Apply one hand-made edit at a time (a flipped sign, a dropped
+weight, a swapped head) to the methods' code, run ``tests/test_method_objectives.py``, and expect it to fail.
+
+    python tests/check_mutants.py            # every mutant; exits 1 if any survives
+
+Each file is restored after its run (also on Ctrl-C). Not part of ``make test``: it edits the package's sources.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+M = "udalib/methods/"
+L = "udalib/losses/"
+
+# (file, text, replacement): each must occur in the file
+MUTANTS = [
+    (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg - c.lambda_target * l_ent"),
+    (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg + l_ent"),
+    (M + "minent.py", 'c.lambda_seg * seg_loss(out_s["aux"]', 'seg_loss(out_s["aux"]'),
+    (M + "minent.py", 'entropy_loss(out_t["out"]', 'entropy_loss(out_t["aux"]'),
+    (M + "maxsquare.py", 'maxsquare_loss(out_t["out"])', 'maxsquare_loss(out_t["aux"])'),
+    (M + "maxsquare.py", "l_seg + c.lambda_target * l_target", "l_seg - c.lambda_target * l_target"),
+    (M + "maxsquare.py", "iw_maxsquare_loss(out_t[\"out\"], c.iw_ratio)", "iw_maxsquare_loss(out_t[\"out\"])"),
+    (M + "maxsquare.py", "loss + c.lambda_seg * c.lambda_target * l_guide", "loss + c.lambda_target * l_guide"),
+    (M + "maxsquare.py", 'seg_loss(out_t["aux"], pseudo)', 'seg_loss(out_t["out"], pseudo)'),
+    (M + "maxsquare.py", 'self_produced_guidance(out_t["out"], out_t["aux"]', 'self_produced_guidance(out_t["out"], '
+                                                                            'out_t["out"]'),
+    (M + "maxsquare.py", 'self.cfg.lambda_seg * seg_loss(out["aux"]', 'seg_loss(out["aux"]'),
+    (L + "maxsquare.py", "per_class.gather(1, pred)", "per_class.gather(1, pred).pow(0.5)"),
+    (M + "adaptsegnet.py", "self.lambda_adv[k] * l_adv[k]", "l_adv[k]"),
+    (M + "adaptsegnet.py", "disc[k](out_t[k].softmax(dim=1))", "disc[k](out_t[k])"),
+    (M + "adaptsegnet.py", "disc[k](out_s[k].detach().softmax(dim=1)),\n                                     "
+                           "disc[k](out_t[k].detach().softmax(dim=1))",
+     "disc[k](out_t[k].detach().softmax(dim=1)),\n                                     "
+     "disc[k](out_s[k].detach().softmax(dim=1))"),
+    (M + "adaptsegnet.py", 'c.lambda_seg * seg_loss(out_s["aux"]', 'seg_loss(out_s["aux"]'),
+    (M + "adaptsegnet.py", 'LAMBDA_ADV = {"aux": "lambda_adv_target1", "out": "lambda_adv_target2"}',
+     'LAMBDA_ADV = {"aux": "lambda_adv_target2", "out": "lambda_adv_target1"}'),
+    (L + "adversarial.py", "return 0.5 * (gan_loss(d_source", "return (gan_loss(d_source"),
+    (L + "adversarial.py", "return gan_loss(d_target, SOURCE, kind)", "return gan_loss(d_target, TARGET, kind)"),
+    (M + "snr.py", "loss + method.cfg.lambda_causality * (l_caus + l_cls)", "loss + (l_caus + l_cls)"),
+    (M + "snr.py", "loss + method.cfg.lambda_causality * (l_caus + l_cls)",
+     "loss + method.cfg.lambda_causality * (l_caus - l_cls)"),
+    (M + "snr.py", "seg_loss(head(feats.enhanced.detach()), small)", "seg_loss(head(feats.normalized.detach()), small)"),
+    (M + "clustering.py", "c.lambda_cluster * terms[\"cluster\"]", "c.lambda_cluster * -terms[\"cluster\"]"),
+    (M + "clustering.py", '"cluster": pull - push', '"cluster": pull + push'),
+    (M + "clustering.py", 'c.lambda_sparse * terms["sparse"]', 'c.lambda_ortho * terms["sparse"]'),
+    (M + "clustering.py", "c.lambda_entropy * l_ent", "c.lambda_cluster * l_ent"),
+    (M + "clustering.py", "iw_maxsquare_loss(out_t[\"out\"], c.iw_ratio)", "iw_maxsquare_loss(out_t[\"aux\"], c.iw_ratio)"),
+    (M + "self_training.py", "l_src + c.lambda_target * l_tgt", "l_src + l_tgt"),
+    (M + "self_training.py", 'self._seg(out_t["out"], pseudo)', 'seg_loss(out_t["out"], pseudo)'),
+    (M + "self_training.py", 'self._seg(out_s["out"], src.label)', 'seg_loss(out_s["out"], src.label)'),
+    (M + "self_training.py", "self._weak(out_s, src.label) + self._weak(out_t, pseudo)",
+     "self._weak(out_s, src.label)"),
+    (M + "self_training.py", "c.lambda_seg * seg_loss(out_s[\"aux\"], src.label)",
+     "c.lambda_seg * seg_loss(out_s[\"out\"], src.label)"),
+]
+
+
+def main() -> int:
+    survivors = []
+    for path, old, new in MUTANTS:
+        file = ROOT / path
+        text = file.read_text()
+        if old not in text:
+            print(f"?? {path}: {old!r} not found (update the mutant list)")
+            survivors.append((path, old))
+            continue
+        try:
+            file.write_text(text.replace(old, new, 1))
+            rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                 "tests/test_method_objectives.py"], cwd=ROOT, capture_output=True).returncode
+        finally:
+            file.write_text(text)
+        status = "killed" if rc != 0 else "SURVIVED"
+        print(f"{status:8s} {path}: {old.splitlines()[0]!r} -> {new.splitlines()[0]!r}", flush=True)
+        if rc == 0:
+            survivors.append((path, old))
+    print(f"{len(MUTANTS) - len(survivors)}/{len(MUTANTS)} mutants killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The mechanism atlas and the claims: which runs the atlas trains for a factor, the per-seed margin over the better
+of AdaBN and the lambda = 0 control, the verdict rule, and the heat map."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from udalib import zoo
+from udalib.viz import plots
+from udalib.viz.results import CLAIMS, atlas_margins, claim_verdicts, control_margins
+
+matplotlib.use("Agg")
+SHARED = ("evaluate_on", "steps", "batch_size", "seed", "init", "bn_stats", "model", "size", "flip", "num_classes",
+          "source", "method", "method_args", "adabn")
+
+
+def _atlas():
+    path = Path(__file__).parents[1] / "benchmarks" / "minicity_atlas.py"
+    spec = importlib.util.spec_from_file_location("minicity_atlas", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_atlas_runs_every_method_with_its_controls_on_every_factor():
+    atlas = _atlas()
+    rows = atlas.rows()
+    assert set(zoo.CONTROLS) <= set(rows)
+    assert {c for pair in zoo.CONTROLS.values() for c in pair} <= set(rows)
+    assert len([f for f in atlas.FACTORS if f != "composite"]) >= 6
+
+
+@pytest.mark.parametrize("row", ["maxsquare", "control_lambda0", "adabn", "adaptsegnet_multi", "snr_maxsquare",
+                                 "adabn_snr", "cbst"])
+def test_a_factor_row_is_the_standard_row_retargeted_and_nothing_else(row):
+    atlas = _atlas()
+    standard = zoo.MINICITY_ROWS[row](1)
+    moved = atlas.experiment(row, "converge", 1)
+    assert moved.target == "minicity:target-converge" and standard.target == zoo.TARGET
+    assert moved.evaluate_on == ("minicity:source/val", "minicity:target-converge/val")
+    for field in SHARED:
+        if field != "evaluate_on":
+            assert getattr(moved, field) == getattr(standard, field), (row, field)
+    assert moved.key() != standard.key()
+    assert atlas.experiment(row, "composite", 1) == standard  # the composite's rows are the standard table's
+
+
+def test_source_models_are_scored_on_a_factor_without_training():
+    atlas = _atlas()
+    for row in ("source_only", "snr"):
+        standard = zoo.MINICITY_ROWS[row](2)
+        moved = atlas.experiment(row, "palette", 2)
+        assert moved.init == standard.name and moved.steps == 0 and moved.model == standard.model
+        assert "minicity:target-palette/val" in moved.evaluate_on
+
+
+def _long(values: dict, factor: str = "f") -> pd.DataFrame:
+    return pd.DataFrame([{"factor": factor, "method": m, "seed": s, "target_miou": v}
+                         for m, per_seed in values.items() for s, v in enumerate(per_seed)])
+
+
+def test_margins_are_over_the_better_control_on_each_seed_not_on_the_means():
+    # seed 0: AdaBN is the better control, seed 1: the control is; the mean-of-max differs from max-of-means
+    df = _long({"maxsquare": [45.0, 44.0], "control_lambda0": [40.0, 43.5], "adabn": [42.0, 41.0]})
+    m = control_margins(df, by=("factor",)).set_index("seed")
+    assert m.loc[0, "margin"] == pytest.approx(3.0) and m.loc[1, "margin"] == pytest.approx(0.5)
+    mean, std, ahead = atlas_margins(df)
+    assert mean.loc["maxsquare", "f"] == pytest.approx(1.75)  # max of the means would give 2.25
+    assert std.loc["maxsquare", "f"] == pytest.approx(np.std([3.0, 0.5], ddof=1))
+    assert ahead.loc["maxsquare", "f"] == "2/2"
+    # a method without its own control (AdaptSegNet's trains the discriminator) gets no margin
+    both = control_margins(pd.concat([df, _long({"adaptsegnet": [50.0, 50.0]})]), by=("factor",))
+    assert set(both["method"]) == {"maxsquare"}
+
+
+def test_each_method_is_measured_against_its_own_controls():
+    df = _long({"snr_maxsquare": [40.0], "control_snr_maxsquare": [39.0], "adabn_snr": [41.0],
+                "control_lambda0": [10.0], "adabn": [10.0]})
+    m = control_margins(df, by=("factor",)).set_index("method")
+    assert m.loc["snr_maxsquare", "margin"] == pytest.approx(-1.0)  # against SNR's AdaBN (41), not the plain model's
+
+
+def test_claims_hold_only_when_the_winner_is_ahead_on_the_mean_and_all_seeds_but_one():
+    df = _long({"maxsquare": [41, 42, 40, 43, 39], "minent": [40, 41, 41, 42, 38],  # ahead 4 of 5: holds
+                "maxsquare_iw": [40, 43, 39, 44, 38],  # vs maxsquare: ahead 2 of 5 although +0.0 mean
+                "mlsl": [50, 50, 50, 50, 50], "cbst": [49, 49, 49, 51, 51]})  # ahead 3 of 5: does not hold
+    v = claim_verdicts(df)
+    assert v.loc["MaxSquare > MinEnt", "verdict"] == "holds on MiniCity"
+    assert v.loc["MaxSquare > MinEnt", "difference"] == pytest.approx(0.6)
+    assert v.loc["MaxSquare > MinEnt", "seeds ahead"] == "4/5"
+    assert v.loc["+IW > MaxSquare", "verdict"] == "does not hold"
+    assert v.loc["MLSL > CBST", "verdict"] == "does not hold"
+    assert "+Multi > +IW" not in v.index  # maxsquare_iw_multi is not in the table
+    assert all(len(c) == 4 for c in CLAIMS)
+
+
+def test_the_atlas_heat_map_is_centred_at_zero_and_labels_every_cell():
+    df = pd.concat([_long({"maxsquare": [45.0, 44.0], "control_lambda0": [40.0, 43.5], "adabn": [42.0, 41.0]}, "a"),
+                    _long({"maxsquare": [40.0, 40.0], "control_lambda0": [44.0, 43.0], "adabn": [42.0, 41.0]}, "b")])
+    mean, std, ahead = atlas_margins(df)
+    fig = plots.atlas_heatmap(mean, std, ahead)
+    ax = fig.axes[0]
+    image = ax.get_images()[0]
+    lo, hi = image.get_clim()
+    assert lo == -hi and hi == pytest.approx(3.5)  # symmetric around 0: the larger magnitude (-3.5 on b)
+    texts = [t.get_text() for t in ax.texts]
+    assert "+1.8±1.8\n2/2" in texts and "-3.5±0.7\n0/2" in texts
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
