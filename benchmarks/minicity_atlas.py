@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas.csv"
 # single factors that change something on their own (``graded`` only grades the palette and texture shifts, and
 # ``exposure_mild`` is a milder ``exposure``), then the composite
-FACTORS = ("photometry", "exposure", "palette", "texture", "converge", "prior", "camera", "composite")
+FACTORS = ("palette", "texture", "photometry", "converge", "exposure", "prior", "camera", "composite")
 COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run")
 SOURCE_ROWS = ("source_only", "snr")  # trained on source: scored on the domain, no training
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.methods:
             chosen.update(zoo.CONTROLS.get(m, ()))
         wanted = [r for r in wanted if r in chosen]
-    pairs = [(f, s) for s in args.seeds for f in args.factors][k::n]
+    pairs = [(f, s) for f in args.factors for s in args.seeds][k::n]  # factor by factor: whole columns first
     finished = done_rows(out)
     for factor, seed in pairs:
         todo = [r for r in wanted if (factor, r, seed) not in finished]

@@ -208,3 +208,31 @@ def test_generate_refuses_a_non_minicity_folder_and_writes_nothing(tmp_path):
         minicity.generate(tmp_path / "mine", spec, workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no .partial folder
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_poles_and_signs_are_drawn_wider_than_a_cell_of_the_stride_8_output_grid():
+    """Version 1 drew poles 2 pixels wide and signs 3 across at 64 x 128, below the output grid of a stride-8 model:
+    the oracle scored 0 on them. Every pole is now at least 4.8 pixels wide and every sign at least 6 across."""
+    import numpy as np
+
+    widths, signs = [], []
+    for i in range(40):
+        layout = minicity.sample_layout(np.random.default_rng(i), 64, 128)
+        for k, cls in enumerate(layout.objects):
+            mask = layout.obj == k
+            if not mask.any() or cls not in (minicity.POLE, minicity.SIGN):
+                continue
+            per_row = mask.sum(axis=1)
+            (widths if cls == minicity.POLE else signs).append(np.median(per_row[per_row > 0]))
+    assert len(widths) >= 40 and len(signs) >= 30
+    assert np.median(widths) >= 5 and np.mean(np.array(widths) >= 4) >= 0.8  # some are cut by the frame or a car
+    assert np.median(signs) >= 6 and np.mean(np.array(signs) >= 5) >= 0.8
+
+
+def test_version_1_composite_stays_reachable_by_name():
+    look, _ = minicity.domain_definition("target-" + "+".join(minicity.V1_TARGET_FACTORS))
+    assert minicity.V1_TARGET_FACTORS == ("photometry", "palette", "texture")
+    assert look.saturation == 0.75 and look.haze == 0.15 and look.palette == minicity.TARGET_PALETTE
+    assert look.texture == 0.35
+    assert "photometry" not in minicity.TARGET_FACTORS and minicity.TARGET_LOOK.haze == 0.0
+    assert minicity.GENERATOR_VERSION == 2

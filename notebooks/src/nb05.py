@@ -210,7 +210,23 @@ channel's style.
 SNR-MS adapts further, but its $\\lambda=0$ control and SNR + AdaBN get most of the way there: the gap that
 notebooks 02–04 close with target images, SNR closes mostly without them, and what is left for MaxSquare to do
 is small. The source score drops, partly because of the shorter training.
+"""),
+md("""
+## The paper's claims, on five seeds
 
+Each claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,
+their paired difference (same seed, same source model) and the seeds on which the claimed winner is ahead. A claim
+*holds on MiniCity* when the winner is ahead on the mean and on every seed but at most one. Notebook 09 lists every
+paper's claim; `benchmarks/RESULTS.md` gives the reason found where one does not hold.
+"""),
+code("""
+claims = viz.results.claim_verdicts().loc[['SNR trained on source > source-only', 'SNR-MS > MaxSquare']]
+for claim, c in claims.iterrows():
+    print(f"{claim}: {c['winner mIoU']} vs {c['beaten mIoU']}, difference {c['difference']:+.1f} ± {c['± std']:.1f}, "
+          f"ahead on {c['seeds ahead']} seeds: {c['verdict']}")
+claims.drop(columns=["paper"])
+"""),
+md("""
 ## Summary
 
 * Style, to a first approximation, is the per-channel mean and variance of a feature map; instance normalization

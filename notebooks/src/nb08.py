@@ -130,7 +130,7 @@ code("""
 cc.city_table(scores, target_bn=True).round(1)
 """),
 md("""
-**Reading it honestly.** Three seeds (`python benchmarks/crosscity_table.py`, mIoU % on each city's val after
+**Reading it honestly.** Three seeds, measured on generator version 1 (`python benchmarks/crosscity_table.py`, mIoU % on each city's val after
 adapting to that city, 20 steps; written to `benchmarks/results/crosscity_summary.txt`):
 
 | city | source-only | AdaBN | control | MaxSquare | MaxSquare+IW | MaxSquare vs source-only | MaxSquare vs control |

@@ -127,6 +127,40 @@ as_reported = results.reported_table()[list(CITYSCAPES_CLASSES)].dropna()
 viz.plots.iou_heatmap(as_reported, title="GTA5 → Cityscapes per-class IoU (%), as reported (not reproduced)");
 """),
 md("""
+## Each paper's central claim, on MiniCity
+
+Every paper claims that its addition beats what it builds on. `results.claim_verdicts` checks each claim on
+the five-seed table (`benchmarks/results/minicity_table.csv`): both rows' mean ± std, the paired difference (same
+seed, same source model) and on how many seeds the claimed winner is ahead. A claim *holds on MiniCity* when the
+winner is ahead on the mean and on every seed but at most one; otherwise it *does not hold*. `benchmarks/RESULTS.md`
+gives the reason found for each claim that does not hold; notebooks 03–07 show each claim beside its method.
+"""),
+code("""
+claims = results.claim_verdicts()
+claims.drop(columns=["winner", "beaten"])
+"""),
+md("""
+## Where each method works and where it breaks: the atlas
+
+One number per method hides *which* shift a method's loss can act on. `benchmarks/minicity_atlas.py` runs every
+method with its AdaBN row and its λ = 0 control on each **single shift factor** of MiniCity (notebook 00:
+`minicity:target-<factor>`, the same streets under one change) and on the composite, three seeds each. The heat
+map shows each method's margin over the better of its two controls, per seed and then averaged: blue where the
+method's own loss adds something, red where it does worse than simply training on target batches or re-estimating
+BatchNorm statistics. Each cell reads mean ± std and the seeds on which the method is ahead.
+"""),
+code("""
+atlas_mean, atlas_std, atlas_ahead = results.atlas_margins()
+viz.plots.atlas_heatmap(atlas_mean, atlas_std, atlas_ahead);
+"""),
+code("""
+import pandas as pd
+
+single = atlas_mean.drop(columns="composite", errors="ignore")
+pd.DataFrame({"works best on": single.idxmax(axis=1), "margin": single.max(axis=1).round(1),
+              "worst on": single.idxmin(axis=1), "margin there": single.min(axis=1).round(1)})
+"""),
+md("""
 ## Explore: per-class IoU over methods, seeds and class sets
 
 Pick methods (ctrl/shift-click), seeds and the class set; the table and the bars update. The table has the mean

@@ -276,11 +276,11 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
 
     One line per row of :data:`udalib.zoo.MINICITY_ROWS` (``rows`` picks and orders them): mIoU % on target val as
     trained and with target BatchNorm statistics, and, for an adaptation row, its margin over the better of its
-    AdaBN row and its lambda = 0 control (:data:`udalib.zoo.CONTROLS`), the gain that only its own loss can claim.
+    AdaBN row and its lambda = 0 control (:data:`udalib.zoo.CONTROLS`), the gain that only its own loss can claim:
+    :func:`control_margins`, per seed, averaged over seeds.
     """
     import pandas as pd
 
-    from ..zoo import CONTROLS
 
     path = Path(path or BENCHMARK_TABLE)
     if not path.is_file():
@@ -289,13 +289,9 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
     stats = df.groupby("method", sort=False).agg(
         seeds=("seed", "nunique"), mean=("target_miou", "mean"), std=("target_miou", "std"),
         target_bn=("target_miou_target_bn", "mean"))
-    means = stats["mean"]
-    stats["margin"] = [means[row] - max(means[c] for c in CONTROLS[row]) if row in CONTROLS else math.nan
-                       for row in stats.index]
-    stats["seeds ahead"] = pd.array([
-        int((df[df.method == row].set_index("seed").target_miou
-             > pd.concat([df[df.method == c].set_index("seed").target_miou for c in CONTROLS[row]], axis=1)
-             .max(axis=1)).sum()) if row in CONTROLS else None for row in stats.index], dtype="Int64")
+    margins = control_margins(df).groupby("method")["margin"]  # per seed, then the mean over seeds
+    stats["margin"] = margins.mean().reindex(stats.index)
+    stats["seeds ahead"] = margins.apply(lambda m: int((m > 0).sum())).reindex(stats.index).astype("Int64")
     missing = [r for r in rows or () if r not in stats.index]
     if missing:
         raise KeyError(f"{', '.join(missing)} not in {path}; run `python benchmarks/minicity_table.py` to add it")
