@@ -27,24 +27,22 @@ import csv
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from udalib import zoo
-from udalib.experiment import Experiment, get_or_train
+from udalib.experiment import get_or_train
 from udalib.locks import hold
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas.csv"
-# single factors that change something on their own (``graded`` only grades the palette and texture shifts, and
-# ``exposure_mild`` is a milder ``exposure``), then the composite
-FACTORS = ("palette", "texture", "photometry", "converge", "exposure", "prior", "camera", "composite")
+# the single factors (``udalib.zoo.ATLAS_FACTORS``), then the composite
+FACTORS = (*zoo.ATLAS_FACTORS, "composite")
 COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run")
-SOURCE_ROWS = ("source_only", "snr")  # trained on source: scored on the domain, no training
+SOURCE_ROWS = zoo.SOURCE_TRAINED_ROWS  # trained on source: scored on the domain, no training
 
 
 def domain_of(factor: str) -> str:
-    return "target" if factor == "composite" else f"target-{factor}"
+    return zoo.factor_domain_name(factor).split(":", 1)[1]
 
 
 def rows() -> list[str]:
@@ -55,17 +53,7 @@ def rows() -> list[str]:
     return needed + list(SOURCE_ROWS)
 
 
-def experiment(row: str, factor: str, seed: int) -> Experiment:
-    """The standard table's ``row`` of ``seed``, adapting to (and scored on) the factor's domain."""
-    exp = zoo.MINICITY_ROWS[row](seed)
-    if factor == "composite":
-        return exp
-    domain = f"minicity:{domain_of(factor)}"
-    evaluate_on = ("minicity:source/val", f"{domain}/val")
-    if row in SOURCE_ROWS:  # the trained source model, scored on the domain: zero steps from its weights
-        return replace(exp, init=exp.name, steps=0, evaluate_on=evaluate_on, label=f"{exp.label or row} on {factor}")
-    assert exp.target == zoo.TARGET, row  # every other row adapts to the composite: retarget it
-    return replace(exp, target=domain, evaluate_on=evaluate_on)
+experiment = zoo.factor_experiment  # (row, factor, seed) -> the Experiment; "composite": the standard row
 
 
 def done_rows(path: Path) -> set[tuple[str, str, int]]:

@@ -112,3 +112,53 @@ def test_the_atlas_heat_map_is_centred_at_zero_and_labels_every_cell():
     texts = [t.get_text() for t in ax.texts]
     assert "+1.8±1.8\n2/2" in texts and "-3.5±0.7\n0/2" in texts
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+
+
+def test_works_and_breaks_picks_the_single_factors_with_the_largest_and_smallest_margin():
+    from udalib.viz.results import works_and_breaks
+
+    mean = pd.DataFrame({"palette": [2.0, 1.0], "converge": [-1.5, 3.0], "composite": [9.0, -9.0]},
+                        index=["minent", "cbst"])
+    assert works_and_breaks("minent", mean) == {"works": ("palette", 2.0), "breaks": ("converge", -1.5)}
+    assert works_and_breaks("cbst", mean) == {"works": ("converge", 3.0), "breaks": ("palette", 1.0)}  # not composite
+    with pytest.raises(KeyError, match="minicity_atlas.py --methods mlsl"):
+        works_and_breaks("mlsl", mean)
+
+
+def test_a_case_table_has_per_class_iou_the_miou_and_the_margin_over_the_better_control():
+    from udalib.viz.results import case_table
+
+    class FakeScores:
+        def __init__(self, iou):
+            self.iou = iou
+
+        def table(self):
+            return pd.DataFrame({"IoU (%)": self.iou})
+
+    class FakeRun:
+        def __init__(self, iou):
+            self.scores = {"d": FakeScores(iou)}
+
+        def miou(self, dataset):
+            return float(np.nanmean(list(self.scores[dataset].iou.values())))
+
+    runs = {"source-only": FakeRun({"road": 50.0, "pole": 0.0}), "AdaBN": FakeRun({"road": 60.0, "pole": 10.0}),
+            "control": FakeRun({"road": 62.0, "pole": 8.0}), "minent": FakeRun({"road": 65.0, "pole": 9.0})}
+    t = case_table(runs, "d")
+    assert list(t.columns) == ["source-only", "AdaBN", "control", "minent", "margin"]
+    assert t.loc["road", "margin"] == 3.0 and t.loc["pole", "margin"] == -1.0  # over 62 (control), over 10 (AdaBN)
+    assert t.loc["mIoU", "minent"] == 37.0 and t.loc["mIoU", "margin"] == 2.0  # 37 - max(35, 35)
+
+
+def test_case_runs_are_the_atlas_runs_of_the_method_and_its_own_controls():
+    seen = []
+    original = zoo.get_or_train
+    try:
+        zoo.get_or_train = lambda exp, **kw: seen.append(exp) or exp
+        runs = zoo.case_runs("snr_maxsquare", "converge", 2)
+    finally:
+        zoo.get_or_train = original
+    assert list(runs) == ["source-only", "AdaBN", "control", "snr_maxsquare"]
+    expected = [zoo.factor_experiment(r, "converge", 2) for r in ("snr", "adabn_snr", "control_snr_maxsquare",
+                                                                   "snr_maxsquare")]
+    assert seen == expected

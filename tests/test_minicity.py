@@ -236,3 +236,27 @@ def test_version_1_composite_stays_reachable_by_name():
     assert look.texture == 0.35
     assert "photometry" not in minicity.TARGET_FACTORS and minicity.TARGET_LOOK.haze == 0.0
     assert minicity.GENERATOR_VERSION == 2
+
+
+def test_each_city_differs_from_the_target_in_its_streets_not_only_its_light():
+    """Label shares over 60 images: Rome has more people and fewer trees, Rio more vegetation, Tokyo more cars and
+    people, Taipei more cars and a higher horizon (more road and less sky) than the target."""
+    import numpy as np
+
+    def shares(domain):
+        counts = np.zeros(256)
+        for i in range(60):
+            counts += np.bincount(make_sample(domain, "val", i, 0, 32, 64)[1].ravel(), minlength=256)
+        return counts / counts.sum()
+
+    target, rome, rio, tokyo, taipei = (shares(d) for d in ("target", "rome", "rio", "tokyo", "taipei"))
+    assert rome[minicity.PERSON] > 1.3 * target[minicity.PERSON]
+    assert rome[minicity.VEGETATION] < target[minicity.VEGETATION]
+    assert rio[minicity.VEGETATION] > 1.3 * target[minicity.VEGETATION]
+    assert tokyo[minicity.CAR] > 1.3 * target[minicity.CAR] and tokyo[minicity.PERSON] > 1.3 * target[minicity.PERSON]
+    assert taipei[minicity.CAR] > 1.1 * target[minicity.CAR] and taipei[minicity.SKY] < 0.85 * target[minicity.SKY]
+    # Rome's sidewalks are paved like the road: their colours are the road's, not the target's sidewalk colours
+    rome_look = minicity.CITY_LOOKS["rome"]
+    walk = np.asarray(rome_look.palette[minicity.SIDEWALK]).mean(0)
+    assert np.abs(walk - np.asarray(minicity.TARGET_PALETTE[minicity.ROAD]).mean(0)).max() < 0.05
+    assert set(minicity.CITY_ANALOGUES) == set(minicity.CITIES)

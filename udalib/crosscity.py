@@ -62,10 +62,15 @@ def minicity_source(seed: int = 0, steps: int = SOURCE_STEPS, batch_size: int = 
 
 def minicity_base(seed: int = 0, steps: int = ADAPT_STEPS, source: Experiment | None = None) -> Experiment:
     """The MiniCity adaptation template: MaxSquare (MiniCity preset) from ``source`` (default
-    :func:`minicity_source`), targeted at a city; :class:`CrossCity` replaces the city."""
+    :func:`minicity_source`), targeted at a city; :class:`CrossCity` replaces the city. Like every MiniCity
+    adaptation run it keeps BatchNorm running statistics of target batches only (:data:`udalib.zoo.BN_STATS`), so
+    the lambda = 0 control lands on AdaBN and a method's margin over both is its own loss's work."""
+    from .zoo import BN_STATS
+
     source = source or minicity_source(seed)
     city = source.evaluate_on[0].split(":")[1].split("/")[0]
-    return replace(source, method="maxsquare", init=source.name, steps=steps, target=f"minicity:{city}", label="")
+    return replace(source, method="maxsquare", init=source.name, steps=steps, target=f"minicity:{city}", label="",
+                   bn_stats=BN_STATS)
 
 
 @dataclass

@@ -131,3 +131,42 @@ CONTROLS = {
     "adaptsegnet_multi": ("control_adaptsegnet", "adabn"),
     "snr_maxsquare": ("control_snr_maxsquare", "adabn_snr"),
 }
+
+
+# The atlas (benchmarks/minicity_atlas.py, notebook 09 and the "where it works, where it breaks" runs of notebooks
+# 02-07): the standard rows on each single shift factor of MiniCity (the source world with only that factor,
+# minicity:target-<factor>, the same streets as the target) and on the composite. `graded` only grades the palette
+# and texture shifts, and `exposure_mild` is a milder `exposure`: neither is a factor of its own here.
+ATLAS_FACTORS = ("palette", "texture", "photometry", "converge", "exposure", "prior", "camera")
+SOURCE_TRAINED_ROWS = ("source_only", "snr")  # rows trained on source alone: scored on a factor, never retrained
+
+
+def factor_domain_name(factor: str) -> str:
+    """``"composite"`` -> ``"minicity:target"``; a factor -> ``"minicity:target-<factor>"``."""
+    return TARGET if factor == "composite" else f"{TARGET}-{factor}"
+
+
+def factor_experiment(row: str, factor: str, seed: int = 0) -> Experiment:
+    """The standard row ``row`` of :data:`MINICITY_ROWS` for ``seed``, adapting to (and scored on) the domain of one
+    shift factor; ``factor="composite"`` gives the standard row itself. A row trained on source alone
+    (:data:`SOURCE_TRAINED_ROWS`) becomes its trained model scored on the factor's val split (zero steps)."""
+    exp = MINICITY_ROWS[row](seed)
+    if factor == "composite":
+        return exp
+    domain = factor_domain_name(factor)
+    evaluate_on = ("minicity:source/val", f"{domain}/val")
+    if row in SOURCE_TRAINED_ROWS:
+        return replace(exp, init=exp.name, steps=0, evaluate_on=evaluate_on, label=f"{exp.label or row} on {factor}")
+    if exp.target != TARGET:
+        raise ValueError(f"row {row!r} does not adapt to {TARGET}; it has no factor variant")
+    return replace(exp, target=domain, evaluate_on=evaluate_on)
+
+
+def case_runs(row: str, factor: str, seed: int = 0, **train_kwargs) -> dict[str, Run]:
+    """Source-only, AdaBN, the lambda = 0 control and the method ``row`` on one factor (checkpoint-or-train):
+    the four runs a "where it works, where it breaks" case compares, keyed by their table names."""
+    control, adabn = CONTROLS[row]
+    source = "snr" if row == "snr_maxsquare" else "source_only"
+    train_kwargs.setdefault("progress", False)
+    return {name: get_or_train(factor_experiment(r, factor, seed), **train_kwargs)
+            for name, r in (("source-only", source), ("AdaBN", adabn), ("control", control), (row, row))}

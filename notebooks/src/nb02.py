@@ -167,7 +167,38 @@ md("""
 
 With a large $\\lambda_{target}$ the cheapest way to lower the entropy is to predict the dominant classes
 everywhere: rare classes vanish and mIoU drops. Try `LAMBDA_TARGET = 20` (exercise 1).
+"""),
+md("""
+## Where it works, where it breaks
 
+One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
+MinEnt with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
+the factor on which MinEnt's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
+it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
+class; the last column is MinEnt's margin over the better control on each class.
+"""),
+code("""
+ROW = "minent"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
+cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
+for case, (factor, margin) in cases.items():
+    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
+case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
+tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
+          for case, (factor, _) in cases.items()}
+pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+"""),
+md("""
+**Reading it.** Under `palette` the classes keep their shapes and places but take other colours, several of them
+another class's source colour. The source model with target statistics is partly right, and confident where it is
+right, so sharpening its target predictions pulls the unsure pixels toward what the context supports: road,
+sidewalk, building, vegetation and car gain most over the control. Under `converge` the shift makes two pairs of
+classes look alike (sidewalk paved like the road, foliage dulled toward building). There the model is confidently
+*wrong*, and entropy minimisation sharpens those errors: sidewalk and vegetation lose against the control and
+no class gains more than a fraction of a point. MinEnt rests on "confident target pixels are mostly right"; `converge` is the shift that breaks it.
+The atlas (notebook 09) shows the rest: on the shifts that AdaBN absorbs (`photometry`, `exposure`) or that leave
+the source model at the oracle's level (`texture`, `prior`, `camera`), the entropy term has nothing to add.
+"""),
+md("""
 ## Summary
 
 * MinEnt sharpens target predictions; it relies on confident pixels being mostly right.

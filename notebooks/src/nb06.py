@@ -177,6 +177,34 @@ the model's own, often wrong, predictions. The feature-space pictures above do c
 the features the way it is designed to is not the same as it improving the segmentation.
 """),
 md("""
+## Where it works, where it breaks
+
+One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
+the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
+the factor on which the clustered embeddings's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
+it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
+class; the last column is the clustered embeddings's margin over the better control on each class.
+"""),
+code("""
+ROW = "clustered_embeddings"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
+cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
+for case, (factor, margin) in cases.items():
+    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
+case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
+tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
+          for case, (factor, _) in cases.items()}
+pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+"""),
+md("""
+**Reading it.** Under `palette` the class centroids shared by the two domains do what they are designed for: the
+target features of a class whose colour moved are pulled to that class's source centroid, and vegetation, road and
+sidewalk gain most. Under `camera` there is nothing to adapt: the source model is already as good on the higher
+horizon as AdaBN and the control are (compare the first three columns), so every extra loss term (clustering,
+orthogonality, sparsity, the image-wise max-square term) can only move a model that was right, and each class
+loses a little. A method's margin needs a shift that its loss can see; the atlas (notebook 09) shows which shifts
+those are for each method.
+"""),
+md("""
 ## The paper's claim, on five seeds
 
 The claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,

@@ -210,6 +210,34 @@ model's confident errors (target sky taken for building, road for sidewalk) are 
 again. That failure mode, not the headline number, is the lesson of this notebook.
 """),
 md("""
+## Where it works, where it breaks
+
+One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
+CBST with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
+the factor on which CBST's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
+it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
+class; the last column is CBST's margin over the better control on each class.
+"""),
+code("""
+ROW = "cbst"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
+cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
+for case, (factor, margin) in cases.items():
+    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
+case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
+tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
+          for case, (factor, _) in cases.items()}
+pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+"""),
+md("""
+**Reading it.** Under `palette` self-training's class-balanced thresholds keep the confident pixels of every class,
+and the pseudo-labels it trains on are mostly right: sidewalk, road and vegetation gain most. Under `camera` the
+horizon is higher in every target image, and the cause we suspect is CBST's spatial prior (each class's frequency at each
+position, counted on *source* labels), which still expects the source's horizon: it lowers the scores of correct target pixels that
+sit where the source had another class, so poles, buildings and people lose a little. The atlas also shows where
+self-training does better than the entropy family: under `converge`, where the classes look alike, the thresholds
+leave the doubtful pixels out instead of sharpening them, and CBST and MLSL stay ahead of their control.
+"""),
+md("""
 ## The paper's claim, on five seeds
 
 The claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,

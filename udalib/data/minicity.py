@@ -34,8 +34,9 @@ assumption every method here makes. The appearance (:class:`Look`) differs in fo
 Because the geometry is shared and the classes remain separable by shape and context, a model can be
 right on the target without target labels: this is the gap that entropy minimisation, adversarial
 alignment and self-training are meant to close. Item 3 alone is what AdaBN fixes, which is why every
-MiniCity table reports AdaBN beside each method. The four cities add their own light, haze and colour cast
-(and the palette a little): Rio is closest to the source, Taipei (haze) and Tokyo (dusk) are furthest.
+MiniCity table reports AdaBN beside each method. The four cities add their own light, streets and materials to
+the target (:data:`CITY_ANALOGUES`): Rome's grey-paved sidewalks and crowds, Rio's greenery, Tokyo's dusk traffic,
+Taipei's haze, traffic and higher camera.
 
 Every class is drawn at a size that a stride-8 model resolves at 64 x 128 (poles 5 to 11 pixels wide, signs 6 to
 19 pixels across): in generator version 1 they were thinner than one cell of the output grid, and not even the
@@ -352,14 +353,37 @@ def _city(name: str, scene: dict, **changes) -> tuple[Look, Scene]:
     return Look(**look_fields), Scene(**{**asdict(TARGET_SCENE), **scene})
 
 
-# The four cities: the composite target in another light (scenes as the target's; `_city` takes scene changes too)
+# The four cities: the composite target in a city's own light, streets and materials. Each differs from the target
+# in more than photometry (CrossCity's question is what a method adds once BatchNorm statistics have absorbed the
+# light): its own building materials (and Tokyo's cars), and its own streets: Rome paves its sidewalks like its roads
+# and fills them with people, Rio is green, Tokyo's dusk streets are crowded with cars and people, Taipei is hazy,
+# busy and seen from a taller vehicle (a higher horizon).
 CITY_DOMAINS = {
-    "rome": _city("rome", {}, gain=(1.12, 1.0, 0.84), gamma=1.0, haze=0.1, haze_color=(0.95, 0.88, 0.75)),
-    "rio": _city("rio", {}, saturation=1.05, gamma=1.0, sky_top=(0.40, 0.60, 0.95), haze=0.05, texture=0.3,
-                 palette={**TARGET_PALETTE, SKY: ((0.70, 0.82, 0.97),),
-                          VEGETATION: ((0.20, 0.55, 0.20), (0.28, 0.60, 0.18))}),
-    "tokyo": _city("tokyo", {}, gamma=1.5, gain=(0.85, 0.92, 1.15), brightness=(0.6, 0.9), noise=0.05),
-    "taipei": _city("taipei", {}, haze=0.55, haze_color=(0.82, 0.82, 0.78), saturation=0.6, blur=0.9),
+    "rome": _city("rome", {"people": 3.5, "trees": 1.0}, gain=(1.12, 1.0, 0.84), gamma=1.0, haze=0.1,
+                  haze_color=(0.95, 0.88, 0.75),
+                  palette={**TARGET_PALETTE, SIDEWALK: ((0.47, 0.45, 0.46), (0.52, 0.49, 0.47)),
+                           BUILDING: ((0.80, 0.58, 0.38), (0.86, 0.72, 0.52), (0.72, 0.46, 0.34))}),
+    "rio": _city("rio", {"trees": 4.5}, saturation=1.05, gamma=1.0, sky_top=(0.40, 0.60, 0.95), haze=0.05,
+                 texture=0.3, palette={**TARGET_PALETTE, SKY: ((0.70, 0.82, 0.97),),
+                                       VEGETATION: ((0.20, 0.55, 0.20), (0.28, 0.60, 0.18)),
+                                       BUILDING: ((0.95, 0.85, 0.55), (0.55, 0.80, 0.75), (0.90, 0.62, 0.62))}),
+    "tokyo": _city("tokyo", {"cars": 4.5, "people": 4.0}, gamma=1.5, gain=(0.85, 0.92, 1.15),
+                   brightness=(0.6, 0.9), noise=0.05,
+                   palette={**TARGET_PALETTE, BUILDING: ((0.45, 0.50, 0.58), (0.36, 0.39, 0.44), (0.62, 0.66, 0.72)),
+                            CAR: ((0.86, 0.86, 0.88), (0.74, 0.75, 0.79), (0.15, 0.15, 0.18))}),
+    "taipei": _city("taipei", {"cars": 3.5, "horizon": (0.28, 0.42)}, haze=0.55, haze_color=(0.82, 0.82, 0.78),
+                    saturation=0.6, blur=0.9,
+                    palette={**TARGET_PALETTE, BUILDING: ((0.80, 0.80, 0.74), (0.62, 0.53, 0.45), (0.70, 0.72, 0.70))}),
+}
+# what each city plays (notebook 08)
+CITY_ANALOGUES = {
+    "rome": "a historic centre in warm evening light: ochre and terracotta plaster, cobbled sidewalks as grey as the "
+            "road, crowds, few trees",
+    "rio": "a tropical city in strong sun: painted facades (yellow, teal, pink), blue sky, green foliage, many trees",
+    "tokyo": "a city at dusk: glass and steel towers, white and silver cars, streets dense with cars and people; "
+             "dark, blue-cast, noisy images",
+    "taipei": "a humid city: haze, white and brown tiled facades, dense scooter and car traffic, a camera on a taller "
+              "vehicle (higher horizon)",
 }
 CITY_LOOKS = {name: look for name, (look, _) in CITY_DOMAINS.items()}
 LOOKS = {"source": SOURCE_LOOK, "target": TARGET_LOOK, **CITY_LOOKS}

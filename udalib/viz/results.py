@@ -393,3 +393,27 @@ def claim_verdicts(df=None, claims=CLAIMS):
                       "difference": round(diff.mean(), 2), "± std": round(diff.std(), 2),
                       "seeds ahead": f"{ahead}/{n}", "verdict": "holds on MiniCity" if holds else "does not hold"}
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def works_and_breaks(row: str, mean=None) -> dict[str, tuple[str, float]]:
+    """From the atlas (:func:`atlas_margins`, single factors only): ``{"works": (factor, margin), "breaks":
+    (factor, margin)}``, the factor with the method's largest mean margin over max(AdaBN, control) and the one with
+    its smallest."""
+    if mean is None:
+        mean = atlas_margins()[0]
+    if row not in mean.index:
+        raise KeyError(f"{row} is not in the atlas; run `python benchmarks/minicity_atlas.py --methods {row}`")
+    single = mean.drop(columns="composite", errors="ignore").loc[row].dropna()
+    return {"works": (single.idxmax(), float(single.max())), "breaks": (single.idxmin(), float(single.min()))}
+
+
+def case_table(runs: Mapping[str, Run], dataset: str):
+    """Per-class IoU (%) of a case's runs (:func:`udalib.zoo.case_runs`) on ``dataset``, the mIoU as the last row,
+    and the last run's margin over the better of ``"AdaBN"`` and ``"control"``, class by class."""
+    import pandas as pd
+
+    table = pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
+    table.loc["mIoU"] = [r.miou(dataset) for r in runs.values()]
+    method = list(runs)[-1]
+    table["margin"] = table[method] - table[["AdaBN", "control"]].max(axis=1)
+    return table.round(1)
