@@ -112,6 +112,11 @@ def test_the_atlas_heat_map_is_centred_at_zero_and_labels_every_cell():
     texts = [t.get_text() for t in ax.texts]
     assert "+1.8±1.8\n2/2" in texts and "-3.5±0.7\n0/2" in texts
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    # one extreme cell does not set the scale: it is capped, and its text still gives the value
+    mean.loc["maxsquare", "b"] = -9.8
+    capped = plots.atlas_heatmap(mean, std, ahead, cap=5.0).axes[0]
+    assert capped.get_images()[0].get_clim() == (-5.0, 5.0)
+    assert any(t.get_text().startswith("-9.8") for t in capped.texts)
 
 
 def test_works_and_breaks_picks_the_single_factors_with_the_largest_and_smallest_margin():

@@ -570,28 +570,32 @@ def confusion_matrix_plot(cm, class_names: Sequence[str] = CITYSCAPES_CLASSES, *
     return fig
 
 
-def atlas_heatmap(mean, std, ahead=None, *, title: str = "margin over max(AdaBN, λ=0 control), mIoU points") -> Figure:
+def atlas_heatmap(mean, std, ahead=None, *, title: str = "margin over max(AdaBN, λ=0 control), mIoU points",
+                  cap: float = 5.0) -> Figure:
     """Method x factor heat map of the atlas (:func:`udalib.viz.results.atlas_margins`): colour is the mean margin
     on a diverging scale centred at 0 (red: the method loses to its controls, blue: it gains), symmetric around 0
-    so that equal gains and losses look equally strong; each cell reads "mean ± std" and, if given, seeds ahead."""
+    so that equal gains and losses look equally strong, and capped at ``cap`` points so that one extreme cell does
+    not wash out the rest (the colour bar's arrows mark cells beyond it; their text gives the value). Each cell reads
+    "mean ± std" and, if given, seeds ahead."""
     mean = mean.astype(float)
     std = std.reindex_like(mean).astype(float)
     values = mean.to_numpy()
-    lim = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+    lim = min(cap, max(1.0, float(np.nanmax(np.abs(values))))) if np.isfinite(values).any() else 1.0
     fig, ax = plt.subplots(figsize=(1.25 * mean.shape[1] + 3, 0.5 * mean.shape[0] + 1.6))
     im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(mean.shape[0]):
         for j in range(mean.shape[1]):
             if not np.isfinite(values[i, j]):
                 continue
-            text = f"{values[i, j]:+.1f}±{std.iat[i, j]:.1f}"
+            text = f"{round(values[i, j], 1) + 0.0:+.1f}±{std.iat[i, j]:.1f}"  # + 0.0: no "-0.0"
             if ahead is not None:
                 text += f"\n{ahead.iat[i, j]}"
             strong = abs(values[i, j]) > 0.6 * lim
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if strong else "black")
     ax.set_xticks(range(mean.shape[1]), list(mean.columns), rotation=30, ha="right")
     ax.set_yticks(range(mean.shape[0]), list(mean.index))
-    fig.colorbar(im, ax=ax, label="mean margin (points)", shrink=0.8)
+    beyond = np.isfinite(values) & (np.abs(values) > lim)
+    fig.colorbar(im, ax=ax, label="mean margin (points)", shrink=0.8, extend="both" if beyond.any() else "neither")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
