@@ -167,3 +167,30 @@ def test_case_runs_are_the_atlas_runs_of_the_method_and_its_own_controls():
     expected = [zoo.factor_experiment(r, "converge", 2) for r in ("snr", "adabn_snr", "control_snr_maxsquare",
                                                                    "snr_maxsquare")]
     assert seen == expected
+
+
+def test_factor_cases_shows_the_best_and_worst_factor_with_their_four_runs(monkeypatch):
+    from udalib.viz import results
+
+    cases = {"works": ("palette", 2.5), "breaks": ("camera", -9.4)}
+    monkeypatch.setattr(results, "works_and_breaks", lambda row: cases)
+    asked = []
+    monkeypatch.setattr(zoo, "case_runs", lambda row, factor, seed, **kw: asked.append((row, factor, seed)) or factor)
+    monkeypatch.setattr(results, "case_table", lambda runs, dataset: pd.DataFrame({"mIoU": [len(dataset)]}))
+    out = results.factor_cases("adaptsegnet_multi", 3)
+    assert asked == [("adaptsegnet_multi", "palette", 3), ("adaptsegnet_multi", "camera", 3)]
+    assert list(out.columns.get_level_values(0)) == ["works: palette (atlas +2.5)", "breaks: camera (atlas -9.4)"]
+    assert out[("works: palette (atlas +2.5)", "mIoU")].iloc[0] == len("minicity:target-palette/val")
+
+
+def test_claims_report_gives_each_named_claim_with_its_verdict(monkeypatch):
+    from udalib.viz import results
+
+    df = _long({"maxsquare": [41, 42, 40, 43, 39], "minent": [40, 41, 41, 42, 38]})
+    monkeypatch.setattr(results, "claim_verdicts", lambda: claim_verdicts(df))
+    table = results.claims_report(["MaxSquare > MinEnt"])
+    assert list(table.index) == ["MaxSquare > MinEnt"] and "paper" not in table.columns
+    row = table.loc["MaxSquare > MinEnt"]
+    assert (row["winner mIoU"], row["beaten mIoU"], row["seeds ahead"]) == ("41.0 ± 1.6", "40.4 ± 1.5", "4/5")
+    assert row["difference"] == pytest.approx(0.6) and row["± std"] == pytest.approx(0.89, abs=0.01)
+    assert row["verdict"] == "holds on MiniCity"

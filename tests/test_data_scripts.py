@@ -36,7 +36,7 @@ LABEL_TRAIN_IDS = np.array([[0, 1, 2, 3, 4, 5, 6, 7],
                             [8, 9, 10, 11, 12, 13, 14, 15],
                             [16, 17, 18, 255, 255, 255, 255, 255],
                             [255, 255, 255, 255, 255, 255, 255, 255]], dtype=np.uint8)
-# SYNTHIA-RAND-CITYSCAPES class ids 0-22 (spec §6.1) and their train ids
+# SYNTHIA-RAND-CITYSCAPES class ids 0-22 (the dataset's README) and their train ids
 SYNTHIA_IDS = np.array([[0, 1, 2, 3, 4, 5, 6, 7],
                         [8, 9, 10, 11, 12, 13, 14, 15],
                         [16, 17, 18, 19, 20, 21, 22, 3],

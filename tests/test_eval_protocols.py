@@ -1,4 +1,5 @@
-"""The two named evaluation protocols on a hand-made case where they disagree (seeds spec §7).
+"""The two named evaluation protocols on a hand-made case where they disagree (MaxSquare tools/evaluate.py against
+AdaptSegNet compute_iou.py).
 
 Labels at 2048x1024: class 1 on odd columns, class 0 on even ones; the model predicts class 1 everywhere.
 * AdaptSegNet's protocol scores at 2048x1024: class 1 has IoU 1/2, class 0 has IoU 0, mIoU 25 %.

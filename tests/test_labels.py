@@ -1,4 +1,5 @@
-"""Label tables, class subsets and palettes against the seeds spec §6.1 (values, not shapes)."""
+"""Label tables, class subsets and palettes against Cityscapes' ``labels.py`` and the SYNTHIA class list (values, not
+shapes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from udalib.data import labels as L
 from udalib.data.batch import IGNORE_INDEX
 
-# seeds spec §6.1: trainId -> (name, Cityscapes labelId)
+# Cityscapes labels.py: trainId -> (name, Cityscapes labelId)
 SPEC_19 = [
     (0, "road", 7), (1, "sidewalk", 8), (2, "building", 11), (3, "wall", 12), (4, "fence", 13),
     (5, "pole", 17), (6, "traffic light", 19), (7, "traffic sign", 20), (8, "vegetation", 21),
@@ -18,7 +19,7 @@ SPEC_19 = [
 ]
 SPEC_IGNORED_LABEL_IDS = [0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30]
 
-# seeds spec §6.1: SYNTHIA raw id -> 19 trainId
+# SYNTHIA-RAND-CITYSCAPES class list: raw id -> 19 trainId
 SPEC_SYNTHIA = {1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11, 11: 18,
                 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3}
 SPEC_SYNTHIA_IGNORED = [0, 13, 14, 22]

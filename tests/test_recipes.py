@@ -1,7 +1,7 @@
 """Every full-scale recipe loads strictly, and every seed README command has a recipe with the same values.
 
 The expected values below are written from the seed READMEs (each command is quoted above its entry; flags a
-command does not pass take the seed script's default, cited from the spec), not read from the recipes, so a
+command does not pass take the seed script's default, cited from its argparse), not read from the recipes, so a
 recipe that drifts from its command fails here.
 """
 
@@ -19,7 +19,8 @@ from udalib.recipes import available, data_parallel_summary, load_recipe
 IMAGENET_INIT = "DeepLab_resnet_pretrained_init-f81d91e8.pth"  # MaxSquare README: "the model pretrained on ImageNet"
 # MaxSquare solve_gta5.py: iter_max = num_iterations (len(Cityscapes train) + 1) x epoch_each_round (2) x round_num
 MAXSQUARE_ROUND = 2 * 2976
-UDACLUSTERING_ROUND = 2 * 2476  # the same formula over UDAclustering's 2475-image Cityscapes train list (spec §4)
+UDACLUSTERING_ROUND = 2 * 2476  # the same formula over UDAclustering's 2475-image Cityscapes
+# train list (LTTM/UDAclustering datasets/)
 
 # MaxSquare's train_source.py/solve_gta5.py defaults the commands rely on: --batch_size_per_gpu 1 (B = 1 with
 # --gpu "0"), --crop_size "1280,720" (source), --target_crop_size "1024,512", --backbone deeplabv2_multi,
@@ -96,7 +97,7 @@ CASES = [
         pretrained=IMAGENET_INIT), id="maxsquare:source-cityscapes13"),
 
     # ---- AdaptSegNet README (seeds/001), "Train the GTA5-to-Cityscapes model". Flags the commands do not pass are
-    # train_gta2cityscapes_multi.py defaults (spec §2): --learning-rate 2.5e-4, --learning-rate-D 1e-4,
+    # train_gta2cityscapes_multi.py defaults: --learning-rate 2.5e-4, --learning-rate-D 1e-4,
     # --num-steps 250000, --num-steps-stop 150000, --input-size 1280,720, --input-size-target 1024,512,
     # --batch-size 1, --restore-from the ImageNet init; BN affine frozen (DeeplabMulti)
     # (single-level): --lambda-seg 0.0 --lambda-adv-target1 0.0 --lambda-adv-target2 0.001
@@ -173,7 +174,7 @@ CASES = [
         id="udaclustering:synthia-vgg16"),
 
     # ---- MLSL README (seeds/004), "MLSL(SISC)": issegm/solve_AO.py --num-round 6 --batch-images 2
-    #   --init-tgt-port 0.15 --kc-policy cb --with-prior True ... (spec §5: +0.05 per round up to 0.5, epr = 2
+    #   --init-tgt-port 0.15 --kc-policy cb --with-prior True ... (MLSL solve_AO.py: +0.05 per round up to 0.5, epr = 2
     #   epochs per round; OHEM loss; 25 SI patches of 512x512; flip-averaged target predictions (method.flip));
     #   evaluate.py --test-flipping (exp.flip).
     # udalib: DeepLab-v2 at its lr for ResNet-38, epochs over the 2975 Cityscapes train images

@@ -2,7 +2,8 @@
 
 Each checkpoint has the reference's names and shapes (``tests/reference/keys_*.txt``) and a distinct constant in
 every tensor, so a load that put a tensor under the wrong name would show. It is saved in its family's container
-(seeds spec §0.4): MaxSquare, SNR and UDAclustering save ``{"state_dict": {"module.<key>": ...}, "optimizer",
+(their training scripts' torch.save calls): MaxSquare, SNR and UDAclustering save ``{"state_dict": {"module.<key>":
+...}, "optimizer",
 "epoch", "iteration", "best_MIou"}``; AdaptSegNet saves a raw state_dict from before PyTorch 0.4 (no
 ``num_batches_tracked``). The models are built through ``build_model`` by their registry names.
 """

@@ -50,7 +50,8 @@ def test_class_balanced_thresholds_on_a_hand_built_score_set():
     # k = floor(5 * 0.4) = 2 -> the 2nd largest, 0.8; empty class -> 1; k = floor(3 * 0.4) = 1 -> 0.99
     assert np.allclose(thr, [0.8, 1.0, 0.99])
     assert np.allclose(class_balanced_thresholds(lists, 0.0), [1.0, 1.0, 1.0])  # portion 0: nothing selected
-    # portion 1: the seed's extra zero becomes the threshold, 0 -> 1: nothing selected (kept quirk, spec §10 row 18)
+    # portion 1: the seed's extra zero becomes the threshold, 0 -> 1: nothing selected (kept quirk of MLSL
+    # issegm/solve_ST1.py)
     assert np.allclose(class_balanced_thresholds(lists, 1.0), [1.0, 1.0, 1.0])
     # without the extra zero, portion 1 keeps every predicted pixel: the smallest confidence
     no_zero = [x[1:] for x in lists]

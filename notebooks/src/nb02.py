@@ -171,21 +171,13 @@ everywhere: rare classes vanish and mIoU drops. Try `LAMBDA_TARGET = 20` (exerci
 md("""
 ## Where it works, where it breaks
 
-One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
-MinEnt with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
-the factor on which MinEnt's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
-it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
-class; the last column is MinEnt's margin over the better control on each class.
+The atlas (notebook 09) ran MinEnt with its controls on each single shift factor of notebook 00, three seeds.
+`viz.results.factor_cases` reads its best and worst factor from it and shows the four runs of seed `SEED` on each
+(found, or trained now), class by class, with the margin over the better control in the last column.
 """),
 code("""
 ROW = "minent"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
-for case, (factor, margin) in cases.items():
-    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
-case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
-tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
-          for case, (factor, _) in cases.items()}
-pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+viz.results.factor_cases(ROW, SEED) if not RECIPE else "the atlas is MiniCity's"
 """),
 md("""
 **Reading it.** Under `palette` the classes keep their shapes and places but take other colours, several of them

@@ -94,7 +94,7 @@ print("H+ < H_IN = H-         :", round(losses.dual_causality_loss(uniform, shar
 print("H+ > H_IN (wrong order):", round(losses.dual_causality_loss(sharp, uniform, sharp).item(), 3))
 """),
 md("""
-**What we corrected from the released code** (spec §3). The seed's segmentation code defines the causality loss
+**What we corrected from the released code** (`microsoft/SNR`, `segmentation/`). The seed's segmentation code defines the causality loss
 but never calls it (and it would crash if called), and leaves the IN and gate parameters out of every optimizer
 group, so the gates stay at their random initialisation. `MODE = "paper"` trains the SNR blocks and adds the
 causality loss, with a design of ours for segmentation (a 1×1-conv pixel classifier per block, trained on
@@ -214,21 +214,13 @@ is small. The source score drops, partly because of the shorter training.
 md("""
 ## Where it works, where it breaks
 
-One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
-SNR-MS with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
-the factor on which SNR-MS's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
-it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
-class; the last column is SNR-MS's margin over the better control on each class.
+The atlas (notebook 09) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
+`viz.results.factor_cases` reads its best and worst factor from it and shows the four runs of seed `SEED` on each
+(found, or trained now), class by class, with the margin over the better control in the last column.
 """),
 code("""
 ROW = "snr_maxsquare"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
-for case, (factor, margin) in cases.items():
-    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
-case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
-tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
-          for case, (factor, _) in cases.items()}
-pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+viz.results.factor_cases(ROW, SEED) if not RECIPE else "the atlas is MiniCity's"
 """),
 md("""
 **Reading it.** SNR-MS is MaxSquare on the SNR model, and the atlas row reads like MaxSquare's: it works where the
@@ -240,17 +232,11 @@ max-square term: instance normalisation and target BatchNorm statistics have alr
 md("""
 ## The paper's claims, on five seeds
 
-Each claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,
-their paired difference (same seed, same source model) and the seeds on which the claimed winner is ahead. A claim
-*holds on MiniCity* when the winner is ahead on the mean and on every seed but at most one. Notebook 09 lists every
-paper's claim; `benchmarks/RESULTS.md` gives the reason found where one does not hold.
+Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+`benchmarks/RESULTS.md`.
 """),
 code("""
-claims = viz.results.claim_verdicts().loc[['SNR trained on source > source-only', 'SNR-MS > MaxSquare']]
-for claim, c in claims.iterrows():
-    print(f"{claim}: {c['winner mIoU']} vs {c['beaten mIoU']}, difference {c['difference']:+.1f} ± {c['± std']:.1f}, "
-          f"ahead on {c['seeds ahead']} seeds: {c['verdict']}")
-claims.drop(columns=["paper"])
+viz.results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxSquare'])
 """),
 md("""
 ## Summary

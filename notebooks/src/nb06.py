@@ -92,7 +92,7 @@ print("sparsity of [1, .5, 0]:", round(clustering.sparsity_loss(torch.tensor([[1
 md("""
 Two passes per step, as in the seed: the clustering centroids use classes from the **bilinearly** resized
 posteriors; orthogonality and sparsity recompute them from the **nearest**-resized argmax. The seed calls its
-output-space term "entropy", but it is the IW-MaxSquare loss of notebook 03 (spec §4): with the three feature
+output-space term "entropy", but it is the IW-MaxSquare loss of notebook 03 (`LTTM/UDAclustering` `tools/train_UDA.py`): with the three feature
 weights at 0 the method *is* MaxSquare+IW, which makes it the right comparison for what the embedding objectives
 add.
 """),
@@ -179,21 +179,13 @@ the features the way it is designed to is not the same as it improving the segme
 md("""
 ## Where it works, where it breaks
 
-One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
-the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
-the factor on which the clustered embeddings's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
-it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
-class; the last column is the clustered embeddings's margin over the better control on each class.
+The atlas (notebook 09) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
+`viz.results.factor_cases` reads its best and worst factor from it and shows the four runs of seed `SEED` on each
+(found, or trained now), class by class, with the margin over the better control in the last column.
 """),
 code("""
 ROW = "clustered_embeddings"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
-for case, (factor, margin) in cases.items():
-    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
-case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
-tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
-          for case, (factor, _) in cases.items()}
-pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+viz.results.factor_cases(ROW, SEED) if not RECIPE else "the atlas is MiniCity's"
 """),
 md("""
 **Reading it.** Under `palette` the class centroids shared by the two domains do what they are designed for: the
@@ -207,17 +199,11 @@ those are for each method.
 md("""
 ## The paper's claim, on five seeds
 
-The claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,
-their paired difference (same seed, same source model) and the seeds on which the claimed winner is ahead. A claim
-*holds on MiniCity* when the winner is ahead on the mean and on every seed but at most one. Notebook 09 lists every
-paper's claim; `benchmarks/RESULTS.md` gives the reason found where one does not hold.
+Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+`benchmarks/RESULTS.md`.
 """),
 code("""
-claims = viz.results.claim_verdicts().loc[['clustering + orthogonality + sparsity > its IW-MaxSquare base']]
-for claim, c in claims.iterrows():
-    print(f"{claim}: {c['winner mIoU']} vs {c['beaten mIoU']}, difference {c['difference']:+.1f} ± {c['± std']:.1f}, "
-          f"ahead on {c['seeds ahead']} seeds: {c['verdict']}")
-claims.drop(columns=["paper"])
+viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSquare base'])
 """),
 md("""
 ## Summary

@@ -212,21 +212,13 @@ again. That failure mode, not the headline number, is the lesson of this noteboo
 md("""
 ## Where it works, where it breaks
 
-One composite hides *which* shift a loss can act on. The atlas (`benchmarks/minicity_atlas.py`, notebook 09) runs
-CBST with its controls on each single shift factor of notebook 00, three seeds each. Read from it at run time:
-the factor on which CBST's margin over the better of AdaBN and its λ = 0 control is largest, and the one on which
-it is smallest. Then the four runs of seed `SEED` on each (the atlas's own runs: found, or trained now), class by
-class; the last column is CBST's margin over the better control on each class.
+The atlas (notebook 09) ran CBST with its controls on each single shift factor of notebook 00, three seeds.
+`viz.results.factor_cases` reads its best and worst factor from it and shows the four runs of seed `SEED` on each
+(found, or trained now), class by class, with the margin over the better control in the last column.
 """),
 code("""
 ROW = "cbst"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-cases = {} if RECIPE else viz.results.works_and_breaks(ROW)  # the atlas is MiniCity's
-for case, (factor, margin) in cases.items():
-    print(f"{case}: {factor}, {margin:+.1f} points over max(AdaBN, control) (atlas, mean over seeds)")
-case_runs = {case: zoo.case_runs(ROW, factor, SEED) for case, (factor, _) in cases.items()}
-tables = {f"{case}: {factor}": viz.results.case_table(case_runs[case], f"{zoo.factor_domain_name(factor)}/val")
-          for case, (factor, _) in cases.items()}
-pd.concat(tables, axis=1) if tables else "full scale: no atlas"
+viz.results.factor_cases(ROW, SEED) if not RECIPE else "the atlas is MiniCity's"
 """),
 md("""
 **Reading it.** Under `palette` self-training's class-balanced thresholds keep the confident pixels of every class,
@@ -240,17 +232,11 @@ leave the doubtful pixels out instead of sharpening them, and CBST and MLSL stay
 md("""
 ## The paper's claim, on five seeds
 
-The claim checked on the five-seed table (`viz.results.claim_verdicts`, read at run time): both rows' mean ± std,
-their paired difference (same seed, same source model) and the seeds on which the claimed winner is ahead. A claim
-*holds on MiniCity* when the winner is ahead on the mean and on every seed but at most one. Notebook 09 lists every
-paper's claim; `benchmarks/RESULTS.md` gives the reason found where one does not hold.
+Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+`benchmarks/RESULTS.md`.
 """),
 code("""
-claims = viz.results.claim_verdicts().loc[['MLSL > CBST']]
-for claim, c in claims.iterrows():
-    print(f"{claim}: {c['winner mIoU']} vs {c['beaten mIoU']}, difference {c['difference']:+.1f} ± {c['± std']:.1f}, "
-          f"ahead on {c['seeds ahead']} seeds: {c['verdict']}")
-claims.drop(columns=["paper"])
+viz.results.claims_report(['MLSL > CBST'])
 """),
 md("""
 ## Summary

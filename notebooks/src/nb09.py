@@ -84,8 +84,8 @@ md("""
 mIoU (%) on `DATASET` over the class set, **mean and sample standard deviation over the seeds found**, as trained
 and with BatchNorm statistics re-estimated on target images (*target BN*; empty for runs that never saw a target
 image), the gain over source-only, and beside it the number the seed papers **report** for GTA5 → Cityscapes
-with DeepLab-v2 ResNet-101 (ResNet-38 for CBST and MLSL). Those come from the papers and READMEs (seeds spec §1
-and §8): they are *as reported*, not reproduced, and on a different benchmark, so compare orderings, not values.
+with DeepLab-v2 ResNet-101 (ResNet-38 for CBST and MLSL). Those come from the papers and READMEs (the MaxSquare and
+AdaptSegNet READMEs, `engrjavediqbal/udass-leaderboard`): they are *as reported*, not reproduced, and on a different benchmark, so compare orderings, not values.
 """),
 code("""
 board = results.leaderboard(rows, DATASET, class_set=CLASS_SET, baseline=baseline)
@@ -262,7 +262,7 @@ numbers reported by the seed papers.
 
 ## References
 
-* Seeds spec §1 and §8 (`engrjavediqbal/udass-leaderboard`, the MaxSquare and AdaptSegNet READMEs): the reported
+* `engrjavediqbal/udass-leaderboard`, the MaxSquare and AdaptSegNet READMEs: the reported
   numbers.
 * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss*. ICCV 2019.
 * Y.-H. Tsai et al. *Learning to Adapt Structured Output Space for Semantic Segmentation*. CVPR 2018.

@@ -7,7 +7,8 @@ This module is the contract between ``data_scripts/`` (which writes the prepared
     <DATA_ROOT>/<dataset>/prepare.json                  settings of the run that wrote it (size, finished)
 
 ``python -m udalib data check ROOT`` runs :func:`check_root` and prints :func:`format_report`. The expected
-image counts are those of the complete downloads and the seeds' splits (seeds spec §6.2); a different count is
+image counts are those of the complete downloads and the seeds' splits (their READMEs and list files); a different
+count is
 reported as a note, not an error, because a partial copy (``--partial``) is a legitimate choice.
 """
 
@@ -30,7 +31,7 @@ class ListSpec:
     """One list file of a prepared dataset: ``lists/<name>.txt``."""
 
     name: str  # "<domain>_<split>", e.g. "gta5_train"
-    expected: int  # number of images in the complete download (seeds spec §6.2)
+    expected: int  # number of images in the complete download (the seeds' list files)
     labelled: bool
     full_resolution: bool = False  # images and labels kept at the native size (AdaptSegNet's protocol)
     hint: str = ""  # extra option the script needs to write this list

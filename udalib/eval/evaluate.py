@@ -1,4 +1,5 @@
-"""Run a segmentation model over a labelled loader and score it (seeds spec §1.3, §2.3, §7).
+"""Run a segmentation model over a labelled loader and score it (MaxSquare ``tools/evaluate.py``, AdaptSegNet
+``evaluate_cityscapes.py`` and ``compute_iou.py``).
 
 The seeds disagree on *how* they score, so every choice is an explicit argument and ends up in
 ``Scores.protocol``:
@@ -153,7 +154,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, *, device: st
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """One of the field's named scoring protocols (seeds spec §7), applied by :func:`evaluate_protocol`."""
+    """One of the field's named scoring protocols, applied by :func:`evaluate_protocol`."""
 
     name: str
     input_size: tuple[int, int]  # (H, W) the images are fed at

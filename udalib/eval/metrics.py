@@ -1,6 +1,7 @@
 """Segmentation metrics from a confusion matrix: per-class IoU, mIoU, pixel and mean accuracy.
 
-All seeds score the same way (seeds spec §1.3, §2.3, §5.4): accumulate a C x C confusion matrix
+All seeds score the same way (MaxSquare ``utils/eval.py``, AdaptSegNet ``compute_iou.py``,
+MLSL ``issegm/evaluate.py``): accumulate a C x C confusion matrix
 over the whole evaluation set (rows = ground truth, columns = prediction), then
 
 .. math:: \\mathrm{IoU}_c = \\frac{TP_c}{TP_c + FP_c + FN_c}
@@ -86,7 +87,7 @@ class Scores:
     ``mean_acc`` is the mean per-class recall over classes present in the labels.
     ``extra`` holds secondary means, e.g. ``{"miou13": ...}`` when the class set is "16".
     ``protocol`` records how the number was produced (label resolution, class set, flip, absent
-    policy, model selection), because the seeds' protocols differ (seeds spec §7).
+    policy, model selection), because the seeds' protocols differ.
     """
 
     iou: list[float]

@@ -1,7 +1,8 @@
 """SNR's dual causality loss (Jin et al., arXiv 2101.00588, Sec. 3.2, Eq. 4-5), for segmentation.
 
 The reference segmentation code defines it (``PixelWiseCausalityLoss``) but never calls it, and its ``forward``
-would raise (spec §3.2, §10 row 13). The classification code (``PACS/model_resnet.py``) is what actually runs:
+would raise (``microsoft/SNR`` ``segmentation/``). The classification code (``PACS/model_resnet.py``) is what
+actually runs:
 classify globally pooled features with a per-stage linear layer, compare entropies. udalib's segmentation
 version ("paper mode", our design, labelled as such) classifies every pixel with a per-stage 1x1 conv and uses
 the pixel-mean entropy.

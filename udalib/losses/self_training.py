@@ -1,5 +1,5 @@
 r"""Self-training: CBST's class-balanced pseudo-labels (Zou et al., ECCV 2018) and MLSL's spatially independent and
-semantically consistent labels (Iqbal & Ali, WACV 2020; ``engrjavediqbal/MLSL``, spec §5).
+semantically consistent labels (Iqbal & Ali, WACV 2020; ``engrjavediqbal/MLSL``).
 
 Pure functions on posteriors and labels. The round structure that uses them is in
 :mod:`udalib.methods.self_training`.
@@ -28,7 +28,8 @@ def class_confidences(probs: Iterable[Tensor], num_classes: int, *, every: int =
 
     For each image ``(C, H, W)`` and class ``c``: the maximum probability of the pixels predicted as ``c``, every
     ``every``-th value in row-major order (``[0::4]`` in the seed). ``extra_zero`` reproduces the seed's lists,
-    which all start with one extra ``0.0`` (spec §5.2 and §10 row 18); it matters only at ``portion = 1`` (see
+    which all start with one extra ``0.0`` (``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py``, ``_val_impl``); it
+    matters only at ``portion = 1`` (see
     :func:`class_balanced_thresholds`). A class never predicted has an empty list (with the extra zero: ``[0.0]``).
     """
     lists: list[list[np.ndarray]] = [[np.zeros(1)] if extra_zero else [] for _ in range(num_classes)]
@@ -56,7 +57,8 @@ def class_balanced_thresholds(confidences: list[np.ndarray], portion: float) -> 
 
     where :math:`n_c` counts the class's list (0 for a class never predicted). A threshold of 0 becomes 1, so a
     class with no pixels (or :math:`k_c = 0`) selects nothing: as the seed, which writes 0 and replaces it by 1.0.
-    Quirk kept from the seed (spec §10 row 18): with the extra 0.0 in every list, ``portion = 1`` gives
+    Quirk kept from ``engrjavediqbal/MLSL`` (``issegm/solve_ST1.py``): with the extra 0.0 in every list, ``portion
+    = 1`` gives
     :math:`\theta_c = 0 \to 1`, selecting nothing; without it, every predicted pixel.
 
     Returns ``(C,)`` float thresholds in (0, 1].
@@ -87,7 +89,8 @@ def random_patch_boxes(height: int, width: int, size: tuple[int, int], count: in
                        generator: torch.Generator) -> list[tuple[int, int]]:
     """Top-left corners of MLSL's spatially independent patches: ``startRow ~ U{0..H - h - 1}`` and
     ``startCol ~ U{0..W - w - 1}`` (the seed's ``randint(0, H - 512)``, whose last row and column are never a start;
-    spec §10 row 19), drawn from a seeded generator instead of the global numpy RNG."""
+    ``engrjavediqbal/MLSL`` ``issegm/data.py``, ``FileIter._read``), drawn from a seeded generator instead of the
+    global numpy RNG."""
     ph, pw = size
     rows = torch.randint(0, max(height - ph, 1), (count,), generator=generator).tolist()
     cols = torch.randint(0, max(width - pw, 1), (count,), generator=generator).tolist()

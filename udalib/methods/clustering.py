@@ -1,7 +1,8 @@
 """Orthogonal and clustered embeddings -- Toldo, Michieli, Zanuttigh, WACV 2021 (``LTTM/UDAclustering``).
 
 One step (the seed's ``train_UDA.py``): source CE; IW-MaxSquare on the target output (the seed calls it its
-"entropy" loss, spec §4 / §10 row 16: it is the MaxSquare family's IW loss); then, on the features of both
+"entropy" loss in ``LTTM/UDAclustering`` ``tools/train_UDA.py``: it is the MaxSquare family's IW loss); then, on
+the features of both
 batches, centroids shared by the domains and three objectives:
 
 * clustering (centroids from the bilinearly resized posteriors): pull features to their class centroid, push the

@@ -2,7 +2,7 @@
 2101.00588): a backbone with SNR blocks (:mod:`udalib.models.snr`), trained on source alone (``snr``: domain
 generalization, no target image at all) or with MaxSquare on target (``snr_maxsquare``: the seed's "SNR-MS").
 
-Two modes, because the released segmentation code does not do what the paper says (spec §3, §10 row 13):
+Two modes, because the released segmentation code does not do what the paper says (``microsoft/SNR`` ``segmentation/``):
 
 * ``mode="paper"`` (default): the SNR blocks are optimised (backbone group, 1x lr) and the dual causality loss
   (:func:`udalib.losses.dual_causality_loss`) is added on source images, one term per block. The segmentation

@@ -13,7 +13,8 @@ Architecture, in brief:
 * ASPP heads (:class:`ClassifierModule`): ``layer5`` on ``layer3`` (auxiliary) and ``layer6`` on
   ``layer4`` (main) in the multi-level model; ``layer5`` on ``layer4`` in the single-level model.
 
-Two reference bugs are reproduced knowingly or fixed, each behind a flag (spec §10, rows 1 and 2):
+Two reference bugs are reproduced knowingly or fixed, each behind a flag (the ``Pytorch-Deeplab`` model file that
+``wasidennis/AdaptSegNet`` ``model/deeplab_multi.py`` and its copies share):
 
 * ``legacy_aspp=True`` keeps the ASPP early-return bug (only rates 6 and 12 are summed), because
   every released checkpoint was trained that way;
@@ -87,7 +88,8 @@ def make_stage(inplanes: int, planes: int, blocks: int, stride: int = 1,
 class ClassifierModule(nn.Module):
     """DeepLab-v2 ASPP head: parallel 3x3 convs with dilation 6, 12, 18, 24, outputs summed.
 
-    **Reference bug (spec §10 row 1).** In the reference ``forward`` the ``return`` statement sits
+    **Reference bug (``model/deeplab_multi.py``, ``Classifier_Module.forward``).** In the reference ``forward`` the
+    ``return`` statement sits
     inside the loop over branches, so the head returns ``branch0(x) + branch1(x)``: rates 18 and 24
     exist in the state_dict but never see data or receive a gradient. All released checkpoints
     (AdaptSegNet, MaxSquare, SNR, UDAclustering) were trained this way, so ``legacy_aspp=True`` (the
@@ -129,7 +131,7 @@ def param_groups(backbone: Iterable[nn.Module], heads: Iterable[nn.Module], lr: 
 
     The reference ``get_1x_lr_params_NOscale`` walks ``module.modules()`` and then calls the
     recursive ``.parameters()`` on each, so every tensor is listed once per ancestor (3x, or 4x in
-    ``downsample``) and SGD applies its update that many times (spec §0.1, pytorch#40967). Here each
+    ``downsample``) and SGD applies its update that many times (``get_1x_lr_params_NOscale``, pytorch#40967). Here each
     tensor appears once. Frozen tensors (``requires_grad=False``) are left out.
 
     Each group carries ``lr_mult`` so that a poly schedule can set ``lr = base_lr(i) * lr_mult``.
@@ -165,7 +167,7 @@ class DeepLabV2(nn.Module):
         freeze_bn_affine: set ``requires_grad=False`` on every BatchNorm weight and bias, as
             AdaptSegNet does. MaxSquare, SNR and UDAclustering freeze only the stem ``bn1``, which is
             frozen here in every case. Either way BN stays in train mode (batch statistics) unless
-            the caller switches it off; that is the reference behaviour (spec §10 row 10).
+            the caller switches it off; that is the reference behaviour (AdaptSegNet ``train_gta2cityscapes_multi.py``).
         blocks: bottlenecks per stage; (3, 4, 23, 3) is ResNet-101. Fewer blocks give a cheap model
             with the same key pattern, for tests.
 

@@ -135,7 +135,8 @@ class DeepLabV2SNR(DeepLabV2):
     State-dict keys, order and shapes equal the reference's ``ResNetMulti_SNR`` (the DeepLab-v2 multi keys, then
     ``IN1``-``IN3``, then ``style_reid_laye1``-``3``).
 
-    **Corrected from the reference (spec §3.3, §10 row 13).** The reference's ``optim_parameters`` leaves the IN
+    **Corrected from the reference (``microsoft/SNR`` ``segmentation/``).** The reference's ``optim_parameters``
+    leaves the IN
     and gate parameters out of every optimizer group, so they never train (gates stay near 0.5, IN at
     gamma 1, beta 0). Here :meth:`optim_groups` puts them in the backbone (1x) group; ``train_snr=False``
     reproduces the reference. A checkpoint without SNR keys (``GTA5_source.pth``) loads with

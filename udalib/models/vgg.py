@@ -9,7 +9,7 @@ Two dilated 3x3 convs replace the fully connected layers: fc6 (``features.29``, 
 The layer list is built here (not taken from torchvision), so no weights are downloaded; use
 :func:`load_torchvision_vgg16` to copy an ImageNet ``vgg16`` state_dict into it.
 
-**Input mismatch in UDAclustering (spec §10 row 15):** it initialises from torchvision's
+**Input mismatch in UDAclustering (``LTTM/UDAclustering``, its ``DeeplabVGG``):** it initialises from torchvision's
 ``vgg16-397923af.pth`` (trained on RGB in [0, 1] normalised by ImageNet mean/std) but feeds BGR,
 mean-subtracted 0..255 images. Reproduce that knowingly or fix the preprocessing; the model does not
 care which.

@@ -5,8 +5,9 @@ Every training run writes a run folder (:mod:`udalib.experiment`), whoever start
 :func:`group_runs` puts it next to its other seeds. The comparison widgets (:mod:`udalib.viz.widgets`) and
 notebook 09 read these tables.
 
-The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs (seeds spec §1
-and §8), not reproduced here.
+The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs
+(``ZJULearning/MaxSquareLoss``,
+``wasidennis/AdaptSegNet``, ``engrjavediqbal/udass-leaderboard``), not reproduced here.
 """
 
 from __future__ import annotations
@@ -227,10 +228,10 @@ def class_iou_table(groups: Groups, dataset: str = "minicity:target/val", *, cla
 
 
 # ------------------------------------------------------------------------------------------ reported numbers
-# Seeds spec §8 (per class, from engrjavediqbal/udass-leaderboard and AdaptSegNet's tables) and §1 (MaxSquare
+# Per class, from engrjavediqbal/udass-leaderboard and AdaptSegNet's tables, and the MaxSquare README (MaxSquare
 # README). GTA5 -> Cityscapes val, 19 classes, DeepLab-v2 ResNet-101 unless the backbone says otherwise.
 # Keys are udalib method names (the rows of benchmarks/minicity_table.py); SNR and UDAclustering publish no numbers
-# in their repositories (seeds spec §8), so they have none here.
+# in their repositories, so they have none here.
 _GTA5_PER_CLASS = {
     "source_only": (75.8, 16.8, 77.2, 12.5, 21.0, 25.5, 30.1, 20.1, 81.3, 24.6, 70.3, 53.8, 26.4, 49.9, 17.2, 25.9,
                     6.5, 25.3, 36.0),
@@ -417,3 +418,24 @@ def case_table(runs: Mapping[str, Run], dataset: str):
     method = list(runs)[-1]
     table["margin"] = table[method] - table[["AdaBN", "control"]].max(axis=1)
     return table.round(1)
+
+
+def claims_report(names: Sequence[str]):
+    """Notebooks 03-07: the rows of :func:`claim_verdicts` for the claims ``names`` (without the paper column)."""
+    return claim_verdicts().loc[list(names)].drop(columns=["paper"])
+
+
+def factor_cases(row: str, seed: int = 0, **train_kwargs):
+    """Notebooks 02-07, "where it works, where it breaks": the atlas's best and worst single factor for ``row``
+    (:func:`works_and_breaks`), and for each the four runs of ``seed`` (:func:`udalib.zoo.case_runs`: found, or
+    trained now) as a :func:`case_table`, side by side; each column group is named by the case, the factor and its
+    atlas margin (mean over seeds)."""
+    import pandas as pd
+
+    from .. import zoo
+
+    tables = {}
+    for case, (factor, margin) in works_and_breaks(row).items():
+        runs = zoo.case_runs(row, factor, seed, **train_kwargs)
+        tables[f"{case}: {factor} (atlas {margin:+.1f})"] = case_table(runs, f"{zoo.factor_domain_name(factor)}/val")
+    return pd.concat(tables, axis=1)
