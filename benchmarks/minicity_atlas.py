@@ -30,14 +30,19 @@ import time
 from pathlib import Path
 
 from udalib import zoo
-from udalib.experiment import get_or_train
+from udalib.data.labels import CITYSCAPES_CLASSES
+from udalib.data.minicity import MINICITY_TRAINIDS
+from udalib.experiment import get_or_train, load_run
 from udalib.locks import hold
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas.csv"
 # the single factors (``udalib.zoo.ATLAS_FACTORS``), then the composite
 FACTORS = (*zoo.ATLAS_FACTORS, "composite")
-COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run")
+# per-class IoU (%) on the domain's val split, one column per MiniCity class (``iou_traffic_sign``, ...): what
+# notebooks 02-07 read for "where it works, where it breaks"
+CLASS_COLUMNS = tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
+COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run", *CLASS_COLUMNS)
 SOURCE_ROWS = zoo.SOURCE_TRAINED_ROWS  # trained on source: scored on the domain, no training
 
 
@@ -72,6 +77,35 @@ def append(path: Path, record: dict) -> None:
             if new:
                 w.writeheader()
             w.writerow(record)
+
+
+def class_ious(run, dataset: str) -> dict[str, float]:
+    """``{"iou_road": 87.31, ...}``: the run's per-class IoU (%) on ``dataset``, rounded to 2 decimals."""
+    iou = run.scores[dataset].table()["IoU (%)"]
+    return {f"iou_{name.replace(' ', '_')}": round(float(iou[name]), 2)
+            for name in (CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS)}
+
+
+def backfill_classes(path: Path, runs_dir: Path) -> int:
+    """Rewrite ``path`` with the per-class columns filled from each row's run folder (rows written before the
+    columns existed); returns how many rows were filled. A row whose run folder is missing keeps empty cells."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    filled = 0
+    for col in CLASS_COLUMNS:
+        if col not in df:
+            df[col] = float("nan")
+    for i, r in df.iterrows():
+        if df.loc[i, list(CLASS_COLUMNS)].notna().all() or not (runs_dir / r["run"]).is_dir():
+            continue
+        ious = class_ious(load_run(runs_dir / r["run"]), f"minicity:{r['domain']}/val")
+        for col, v in ious.items():
+            df.loc[i, col] = v
+        filled += 1
+    with hold(path.with_name(path.name + ".lock"), what=str(path), wait=60):
+        df[list(COLUMNS)].to_csv(path, index=False)
+    return filled
 
 
 def summarize(path: Path) -> str:
@@ -110,8 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                    "processes share the work (default 0/1: all)")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--summarize", action="store_true", help="print the margins table and write it beside the CSV")
+    p.add_argument("--backfill-classes", action="store_true",
+                   help="fill the per-class columns of rows written without them, from their run folders")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.backfill_classes:
+        from udalib import paths
+
+        if not out.is_file():
+            p.error(f"no atlas at {out}; run python benchmarks/minicity_atlas.py first")
+        print(f"filled the per-class columns of {backfill_classes(out, paths.runs_dir())} rows of {out}")
+        return 0
     if args.summarize:
         if not out.is_file():
             p.error(f"no atlas at {out}; run python benchmarks/minicity_atlas.py first")
@@ -145,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             target = f"minicity:{domain_of(factor)}/val"
             append(out, {"factor": factor, "domain": domain_of(factor), "method": row, "seed": seed,
                          "target_miou": round(run.miou(target), 2), "seconds": round(time.perf_counter() - start, 1),
-                         "run": run.name})
+                         "run": run.name, **class_ious(run, target)})
             print(f"{factor:11s} seed {seed} {row:22s} {run.miou(target):6.2f}", flush=True)
     if not args.methods and os.environ.get("ATLAS_NO_SUMMARY") is None and out.is_file():
         print(summarize(out))

@@ -194,3 +194,85 @@ def test_claims_report_gives_each_named_claim_with_its_verdict(monkeypatch):
     assert (row["winner mIoU"], row["beaten mIoU"], row["seeds ahead"]) == ("41.0 ± 1.6", "40.4 ± 1.5", "4/5")
     assert row["difference"] == pytest.approx(0.6) and row["± std"] == pytest.approx(0.89, abs=0.01)
     assert row["verdict"] == "holds on MiniCity"
+
+
+def _case_rows(values: dict[str, list[tuple[float, float]]], factor: str = "palette") -> pd.DataFrame:
+    """Atlas rows with two classes: ``{method: [(road, pole) of seed 0, (road, pole) of seed 1, ...]}``; the mIoU
+    column is their mean."""
+    rows = []
+    for method, per_seed in values.items():
+        for seed, (road, pole) in enumerate(per_seed):
+            rows.append({"factor": factor, "method": method, "seed": seed, "target_miou": (road + pole) / 2,
+                         "iou_road": road, "iou_pole": pole})
+    return pd.DataFrame(rows)
+
+
+def test_an_atlas_case_averages_each_class_over_seeds_and_takes_the_margin_seed_by_seed():
+    from udalib.viz.results import atlas_case_table
+
+    df = _case_rows({"source_only": [(50, 0), (52, 2)], "adabn": [(60, 10), (70, 10)],
+                     "control_lambda0": [(64, 8), (62, 12)], "minent": [(65, 9), (71, 14)],
+                     "maxsquare": [(0, 0), (0, 0)]})
+    df = pd.concat([df, _case_rows({"minent": [(99, 99), (99, 99)]}, factor="camera")])  # another factor: unused
+    t = atlas_case_table("minent", "palette", df)
+    assert list(t.columns) == ["source-only", "AdaBN", "control", "minent", "margin"]
+    assert list(t.index) == ["road", "pole", "mIoU"]
+    assert t.loc["road", "source-only"] == 51.0 and t.loc["pole", "minent"] == 11.5
+    # road: seed 0 65 - max(60, 64) = 1, seed 1 71 - max(70, 62) = 1 -> 1 (on the means it would be 68 - 65 = 3)
+    assert t.loc["road", "margin"] == 1.0
+    assert t.loc["pole", "margin"] == 0.5  # 9 - 10 = -1 and 14 - 12 = 2
+    # mIoU: seed 0 37 - max(35, 36) = 1, seed 1 42.5 - max(40, 37) = 2.5 -> 1.75
+    assert t.loc["mIoU", "margin"] == pytest.approx(1.8) and t.loc["mIoU", "control"] == 36.5
+
+
+def test_an_atlas_case_of_snr_ms_starts_from_the_snr_model_and_refuses_missing_class_columns():
+    from udalib.viz.results import atlas_case_table
+
+    df = _case_rows({"source_only": [(1, 1)], "snr": [(40, 20)], "adabn_snr": [(50, 20)],
+                     "control_snr_maxsquare": [(52, 18)], "snr_maxsquare": [(55, 21)]})
+    t = atlas_case_table("snr_maxsquare", "palette", df)
+    assert t.loc["road", "source-only"] == 40.0 and t.loc["road", "margin"] == 3.0
+    with pytest.raises(ValueError, match="backfill-classes"):
+        atlas_case_table("snr_maxsquare", "palette", df.assign(iou_pole=np.nan))
+
+
+def test_factor_cases_without_a_seed_reads_both_cases_from_the_atlas(monkeypatch):
+    from udalib.viz import results
+
+    cases = {"works": ("palette", 2.5), "breaks": ("camera", -9.4)}
+    monkeypatch.setattr(results, "works_and_breaks", lambda row: cases)
+    monkeypatch.setattr(zoo, "case_runs", lambda *a, **k: pytest.fail("nothing is trained without a seed"))
+    monkeypatch.setattr(results, "atlas_case_table", lambda row, factor: pd.DataFrame({"m": [len(factor)]}))
+    out = results.factor_cases("cbst")
+    assert list(out.columns) == [("works: palette (atlas +2.5)", "m"), ("breaks: camera (atlas -9.4)", "m")]
+    assert list(out.iloc[0]) == [len("palette"), len("camera")]
+
+
+def test_the_atlas_script_records_per_class_iou_and_backfills_old_rows(tmp_path):
+    atlas = _atlas()
+    assert atlas.CLASS_COLUMNS[:2] == ("iou_road", "iou_sidewalk") and "iou_traffic_sign" in atlas.CLASS_COLUMNS
+
+    class FakeScores:
+        def table(self):
+            names = [c.removeprefix("iou_").replace("_", " ") for c in atlas.CLASS_COLUMNS]
+            return pd.DataFrame({"IoU (%)": [10.0 + i + 0.123 for i in range(len(names))]}, index=names)
+
+    class FakeRun:
+        scores = {"minicity:target-palette/val": FakeScores()}
+
+    assert atlas.class_ious(FakeRun(), "minicity:target-palette/val")["iou_sidewalk"] == 11.12
+    path = tmp_path / "atlas.csv"
+    pd.DataFrame([{"factor": "palette", "domain": "target-palette", "method": "minent", "seed": 0,
+                   "target_miou": 50.0, "seconds": 1.0, "run": "r0"},
+                  {"factor": "palette", "domain": "target-palette", "method": "adabn", "seed": 0,
+                   "target_miou": 40.0, "seconds": 1.0, "run": "gone"}]).to_csv(path, index=False)
+    (tmp_path / "runs" / "r0").mkdir(parents=True)
+    original = atlas.load_run
+    atlas.load_run = lambda folder: FakeRun()
+    try:
+        assert atlas.backfill_classes(path, tmp_path / "runs") == 1
+    finally:
+        atlas.load_run = original
+    out = pd.read_csv(path)
+    assert tuple(out.columns) == atlas.COLUMNS and out.loc[0, "iou_car"] == round(10.0 + 8 + 0.123, 2)
+    assert out.loc[1, list(atlas.CLASS_COLUMNS)].isna().all() and out.loc[1, "target_miou"] == 40.0

@@ -31,6 +31,7 @@ MODE: str = "paper"  # "paper": SNR blocks trained + causality loss; "reference"
 RECIPE: str = ""  # full scale: "gta5_snr" (source, generalization) or "gta5_snr_maxsquare" (SNR-MS)
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
+CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (3 seeds); a seed: train its runs now
 """, tags=["parameters"]),
 md("""
 ## Setup
@@ -215,12 +216,14 @@ md("""
 ## Where it works, where it breaks
 
 The atlas (notebook 09) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
-`viz.results.factor_cases` reads its best and worst factor from it and shows the four runs of seed `SEED` on each
-(found, or trained now), class by class, with the margin over the better control in the last column.
+`viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
+AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
+method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
+to a seed, the same table comes from that seed's four runs of each case, found or trained now (about a minute).
 """),
 code("""
 ROW = "snr_maxsquare"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, SEED) if not RECIPE else "the atlas is MiniCity's"
+viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 """),
 md("""
 **Reading it.** SNR-MS is MaxSquare on the SNR model, and the atlas row reads like MaxSquare's: it works where the

@@ -425,17 +425,55 @@ def claims_report(names: Sequence[str]):
     return claim_verdicts().loc[list(names)].drop(columns=["paper"])
 
 
-def factor_cases(row: str, seed: int = 0, **train_kwargs):
+def atlas_case_table(row: str, factor: str, df=None):
+    """Per-class IoU (%) of one case read from the atlas (``benchmarks/minicity_atlas.py``'s per-class columns):
+    source-only, AdaBN, the lambda = 0 control and ``row`` on ``factor``, each the mean over the atlas's seeds; the
+    mIoU as the last row; and ``margin``, the method minus the better of AdaBN and the control, taken per seed and
+    then averaged (so the mIoU row's margin is the atlas's margin)."""
+    import pandas as pd
+
+    from ..zoo import CONTROLS
+
+    if df is None:
+        if not ATLAS_TABLE.is_file():
+            raise FileNotFoundError(f"no atlas at {ATLAS_TABLE}; run `python benchmarks/minicity_atlas.py` to write it")
+        df = pd.read_csv(ATLAS_TABLE)
+    control, adabn = CONTROLS[row]
+    names = {"snr" if row == "snr_maxsquare" else "source_only": "source-only", adabn: "AdaBN", control: "control",
+             row: row}
+    classes = [c for c in df.columns if c.startswith("iou_")]
+    cases = df[(df.factor == factor) & df.method.isin(list(names))]
+    if cases.empty or cases[classes].isna().any().any():
+        raise ValueError(f"the atlas has no per-class rows of {row} on {factor}; run `python "
+                         f"benchmarks/minicity_atlas.py --backfill-classes` (or the atlas itself) first")
+    values = cases.set_index(["method", "seed"])[[*classes, "target_miou"]]
+    values.columns = [c.removeprefix("iou_").replace("_", " ") for c in classes] + ["mIoU"]
+    seeds = sorted(set.intersection(*(set(values.loc[m].index) for m in names)))
+    per_seed = {names[m]: values.loc[m].loc[seeds] for m in names}
+    table = pd.DataFrame({name: v.mean() for name, v in per_seed.items()})
+    table["margin"] = (per_seed[row] - np.maximum(per_seed["AdaBN"], per_seed["control"])).mean()
+    table.index.name = "class"
+    return table.round(1)
+
+
+def factor_cases(row: str, seed: int | None = None, **train_kwargs):
     """Notebooks 02-07, "where it works, where it breaks": the atlas's best and worst single factor for ``row``
-    (:func:`works_and_breaks`), and for each the four runs of ``seed`` (:func:`udalib.zoo.case_runs`: found, or
-    trained now) as a :func:`case_table`, side by side; each column group is named by the case, the factor and its
-    atlas margin (mean over seeds)."""
+    (:func:`works_and_breaks`), each as a per-class table of source-only, AdaBN, the lambda = 0 control and the
+    method, side by side; each column group is named by the case, the factor and its atlas margin.
+
+    ``seed=None`` reads the tables from the atlas (:func:`atlas_case_table`, mean over its seeds); a seed trains (or
+    finds) that seed's four runs of each case now (:func:`udalib.zoo.case_runs`) and shows them (:func:`case_table`).
+    """
     import pandas as pd
 
     from .. import zoo
 
     tables = {}
     for case, (factor, margin) in works_and_breaks(row).items():
-        runs = zoo.case_runs(row, factor, seed, **train_kwargs)
-        tables[f"{case}: {factor} (atlas {margin:+.1f})"] = case_table(runs, f"{zoo.factor_domain_name(factor)}/val")
+        name = f"{case}: {factor} (atlas {margin:+.1f})"
+        if seed is None:
+            tables[name] = atlas_case_table(row, factor)
+        else:
+            runs = zoo.case_runs(row, factor, seed, **train_kwargs)
+            tables[name] = case_table(runs, f"{zoo.factor_domain_name(factor)}/val")
     return pd.concat(tables, axis=1)
