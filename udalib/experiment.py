@@ -396,9 +396,11 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         return Run(run_dir, exp)
     scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
-    if target is not None and not exp.adabn:
+    if target is not None and not exp.adabn and exp.bn_stats != "target":
         # the same weights with BatchNorm statistics of the target alone: training alternates source and target
-        # batches, so the running statistics are a mixture of both domains (see notebook 02)
+        # batches, so the running statistics are a mixture of both domains (see notebook 02). Under
+        # bn_stats="target" the running statistics already are the target's, and re-estimating them would only
+        # repeat the evaluation (a quarter of a MiniCity run's time)
         target_images = eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp))
         adapt_batchnorm(method.model, target_images, device=device)
         scores |= {spec + TARGET_BN: score(ds, "last checkpoint, target BN statistics")

@@ -103,8 +103,9 @@ md("""
 a model as trained carries a *mixture* of the two domains' statistics. The MiniCity runs keep the running
 statistics of target batches only (`zoo.BN_STATS = "target"`; source batches are normalised with their own batch
 statistics): the model as trained then has the target's statistics, as AdaBN does, the control lands on AdaBN, and
-what MinEnt adds over both is the entropy term's own work. Each run is also scored with statistics re-estimated on
-target images after training ("target BN"), which now changes little.
+what MinEnt adds over both is the entropy term's own work. A run under the seeds' policy is also scored with
+statistics re-estimated on target images after training ("target BN"); a run that kept target statistics already
+holds them, and has no such score.
 """),
 code("""
 if RECIPE:  # full scale: the seed's recipe on the real data

@@ -134,10 +134,6 @@ if not RECIPE and list(CITIES) == list(cc.CITIES):
     assert (own[METHODS[0]] > own["source-only"]).sum() >= 3, own
     assert (own["AdaBN"] > own["source-only"]).all(), own
 """),
-code("""
-# the same weights with BatchNorm statistics of the city alone (training leaves a mixture of source and city)
-cc.city_table(scores, target_bn=True).round(1)
-"""),
 md("""
 **Reading it honestly.** One seed moves by a point or two. Three seeds, read at run time from
 `benchmarks/results/crosscity_scores.csv` (`python benchmarks/crosscity_table.py`: mIoU % on each city's val after
