@@ -14,7 +14,7 @@ EPILOG = """examples:
   python -m udalib train --source minicity:target/oracle      # target-supervised oracle
   python -m udalib train --init RUN --steps 0 --adabn --target minicity:target   # AdaBN control
   python -m udalib evaluate --run runs/RUN --dataset minicity:rome/val --flip
-  python -m udalib table                                      # every finished run, one table
+  python -m udalib table                                      # every finished run, mean over seeds
   python -m udalib crosscity --seeds 0 1 2                    # MiniCity CrossCity: 4 cities x methods x controls
   python -m udalib data check /data/prepared                  # which real datasets are ready, and the fixes
   python -m udalib run source_gta5 --data-root /data/prepared --device cuda   # a full-scale recipe
@@ -396,7 +396,7 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--quiet", action="store_true")
     cc.set_defaults(func=_crosscity)
 
-    tb = sub.add_parser("table", help="results table of every finished run")
+    tb = sub.add_parser("table", help="results table of every finished run: one row per experiment, mean over seeds")
     tb.add_argument("--runs", default=None, help="runs folder (default: runs/)")
     tb.add_argument("--dataset", default="minicity:target/val", help="evaluation set to tabulate")
     tb.add_argument("--out", default=None, help="also save the summary as CSV")
