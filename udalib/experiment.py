@@ -486,8 +486,10 @@ def group_key(exp: Experiment, runs: Mapping[str, Experiment] | None = None, *, 
     of seeds 0, 1, 2 from the source runs of seeds 0, 1, 2 share a key; an init of another seed than the run's
     adds that seed (runs of seeds 1, 2 from the source run of seed 0 share another key). The init run is looked up
     by its folder name in ``runs`` (run folder name -> Experiment, e.g. a whole run store), else read from the
-    ``config.json`` of the folder ``init`` names; other inits (a weights file, a run that is gone) enter as
-    written. Run names and keys (:meth:`Experiment.key`) are not affected: they still name the folders.
+    ``config.json`` of the folder ``init`` names, else, for a run folder that is gone, found as another seed of a
+    run in ``runs`` (its name hashes its config, so the match is checked); other inits (a weights file, a gone run
+    with no other seed at hand) enter as written. Run names and keys (:meth:`Experiment.key`) are not affected:
+    they still name the folders.
     """
     d = identity(exp)
     d.pop("seed", None)
