@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from udalib import zoo
-from udalib.experiment import TARGET_BN, get_or_train
+from udalib.experiment import get_or_train
 
 TARGET_EVAL = "minicity:target/val"
 
@@ -41,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             start = time.perf_counter()
             result = get_or_train(ROWS[name](seed), progress=False)
-            bn = TARGET_EVAL + TARGET_BN
+            bn = result.scores_on(TARGET_EVAL, target_bn=True)
             records.append({"method": name, "seed": seed, "target_miou": round(result.miou(TARGET_EVAL), 2),
-                            "target_miou_target_bn": round(result.scores[bn].miou, 2) if bn in result.scores
-                            else None,
+                            "target_miou_target_bn": round(bn.miou, 2) if bn is not None else None,
                             "train_seconds": result.scores[TARGET_EVAL].protocol.get("train_seconds"),
                             "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name})
             print(f"{name:24s} seed {seed}: {records[-1]['target_miou']:6.2f} mIoU", flush=True)

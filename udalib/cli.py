@@ -14,7 +14,7 @@ EPILOG = """examples:
   python -m udalib train --source minicity:target/oracle      # target-supervised oracle
   python -m udalib train --init RUN --steps 0 --adabn --target minicity:target   # AdaBN control
   python -m udalib evaluate --run runs/RUN --dataset minicity:rome/val --flip
-  python -m udalib table                                      # every finished run, one table
+  python -m udalib table                                      # every finished run, mean over seeds
   python -m udalib crosscity --seeds 0 1 2                    # MiniCity CrossCity: 4 cities x methods x controls
   python -m udalib data check /data/prepared                  # which real datasets are ready, and the fixes
   python -m udalib run source_gta5 --data-root /data/prepared --device cuda   # a full-scale recipe
@@ -234,7 +234,7 @@ def _data_check(args) -> int:
 
 
 def _table(args) -> int:
-    from .experiment import TARGET_BN, list_runs
+    from .experiment import list_runs
 
     df = list_runs(args.runs, on_error=lambda message: print(f"warning: {message}", file=sys.stderr))
     if df.empty:
@@ -243,17 +243,23 @@ def _table(args) -> int:
         where = args.runs or paths.runs_dir()
         print(f"no finished runs under {where}: run `make tutorial` or `python -m udalib train`")
         return 0
-    main = df[df.evaluated_on == args.dataset]
-    if main.empty:
-        print(f"no run was evaluated on {args.dataset}; evaluation sets present: {sorted(df.evaluated_on.unique())}")
+    found = sorted(set(df.evaluated_on))
+    df = df[df.evaluated_on == args.dataset]
+    if df.empty:
+        print(f"no run was evaluated on {args.dataset}; pass --dataset with one of the evaluation sets present: "
+              f"{found}")
         return 0
-    # one row per experiment (its runs differ only in the seed), named by its label; two experiments that share a
-    # label are told apart by their key
-    names = df.groupby("experiment").label.first()
-    shared = names[names.duplicated(keep=False)]
-    names.loc[shared.index] = [f"{label} [{key}]" for key, label in shared.items()]
+    # one row per experiment (its runs differ only in the seed), named by its label; experiments that share a
+    # label are told apart by their target domain, else by their key
+    first = df.groupby("experiment")[["label", "target"]].first()
+    names = first.label.copy()
+    for label, part in first.groupby("label"):
+        if part.target.nunique(dropna=False) > 1:
+            names[part.index] = [f"{label} -> {t if isinstance(t, str) else 'no target'}" for t in part.target]
+    shared = names.duplicated(keep=False)
+    names[shared] = [f"{name} [{key}]" for key, name in names[shared].items()]
     df = df.assign(row=df.experiment.map(names))
-    main = df[df.evaluated_on == args.dataset]
+    main = df[~df.target_bn]
     summary = main.groupby("row").agg(mean=("miou", "mean"), std=("miou", "std"), count=("seed", "nunique"))
     runs_per_row = main.groupby("row").run.nunique()
     if (runs_per_row > summary["count"]).any():  # the same seed twice (e.g. two folders of one run): say so
@@ -262,7 +268,7 @@ def _table(args) -> int:
               file=sys.stderr)
         summary["mean"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").mean()
         summary["std"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").std()
-    bn = df[df.evaluated_on == args.dataset + TARGET_BN].groupby("row").miou.mean()
+    bn = df[df.target_bn].groupby("row").miou.mean()
     summary["target BN mean"] = bn
     summary["train s"] = main.groupby("row").seconds.mean()
     summary.index.name = "label"
@@ -390,7 +396,7 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--quiet", action="store_true")
     cc.set_defaults(func=_crosscity)
 
-    tb = sub.add_parser("table", help="results table of every finished run")
+    tb = sub.add_parser("table", help="results table of every finished run: one row per experiment, mean over seeds")
     tb.add_argument("--runs", default=None, help="runs folder (default: runs/)")
     tb.add_argument("--dataset", default="minicity:target/val", help="evaluation set to tabulate")
     tb.add_argument("--out", default=None, help="also save the summary as CSV")

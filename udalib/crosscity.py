@@ -130,12 +130,10 @@ class CrossCity:
         """Long table: one row per (row, adapted_to, evaluated_on) with mIoU as trained and with target BN."""
         import pandas as pd
 
-        from .experiment import TARGET_BN
-
         records = []
         for (row, adapted), run in runs.items():
             for city, spec in zip(self.cities, self.eval_specs()):
-                bn = run.scores.get(spec + TARGET_BN)
+                bn = run.scores_on(spec, target_bn=True)
                 records.append({"seed": run.config.seed, "row": row,
                                 "adapted_to": adapted, "evaluated_on": city, "miou": run.miou(spec),
                                 "miou_target_bn": run.miou(spec) if run.config.adabn else (bn.miou if bn else None)})

@@ -18,7 +18,8 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,16 @@ import torch
 from . import paths
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
-TARGET_BN = " | target BN"  # suffix of the scores taken after re-estimating BatchNorm statistics on the target
+# in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
+# go through Run.scores_on / split_target_bn rather than matching it
+TARGET_BN = " | target BN"
+
+
+def split_target_bn(key: str) -> tuple[str, bool]:
+    """A ``scores.json`` key -> ``(dataset spec, whether BatchNorm statistics were re-estimated on the target)``."""
+    if key.endswith(TARGET_BN):
+        return key[: -len(TARGET_BN)], True
+    return key, False
 
 
 @dataclass
@@ -131,12 +141,19 @@ class Run:
     def name(self) -> str:
         return self.dir.name
 
+    def scores_on(self, dataset: str, target_bn: bool = False):
+        """The run's scores on ``dataset`` as stored, or None: ``target_bn``, the ones taken after re-estimating
+        BatchNorm statistics on target images (written for every run with a target but AdaBN runs)."""
+        return self.scores.get(dataset + TARGET_BN if target_bn else dataset)
+
     def miou(self, dataset: str = "minicity:target/val", target_bn: bool = False) -> float:
         """mIoU (%) on ``dataset``; ``target_bn``: after re-estimating BatchNorm statistics on target images
         (for an AdaBN run, whose statistics already are the target's, both are the same number)."""
-        if target_bn and not self.config.adabn:
-            dataset += TARGET_BN
-        return self.scores[dataset].miou
+        scores = self.scores_on(dataset, target_bn and not self.config.adabn)
+        if scores is None:
+            raise KeyError(f"run {self.name} has no scores on {dataset!r}{' with target BN' if target_bn else ''}; "
+                           f"it has: {', '.join(self.scores)}")
+        return scores.miou
 
     def model(self, device: str = "cpu") -> torch.nn.Module:
         """The trained model, in eval mode."""
@@ -424,7 +441,7 @@ def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kw
 def find_run(exp: Experiment, run_dir: str | os.PathLike | None = None) -> Run | None:
     """The finished run of ``exp`` (weights and scores on every ``exp.evaluate_on`` set), or None: never trains."""
     folder = run_dir_for(exp, run_dir)
-    if (folder / SCORES).exists() and (folder / MODEL).exists():
+    if is_finished(folder):
         done = load_run(folder)
         if done.config.key() == exp.key() and set(exp.evaluate_on) <= set(done.scores):
             return done
@@ -440,7 +457,7 @@ def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = N
     import pandas as pd
 
     def target_bn(r: Run) -> float | None:
-        has = r.config.adabn or (dataset + TARGET_BN) in r.scores
+        has = r.config.adabn or r.scores_on(dataset, target_bn=True) is not None
         return r.miou(dataset, target_bn=True) if has else None
 
     rows = {}
@@ -463,38 +480,89 @@ def per_class_iou(runs: dict[str, Run], dataset: str = "minicity:target/val"):
     return pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
 
 
-def group_key(exp: Experiment) -> str:
-    """A short hash of the experiment without its seed: the runs that are seeds of one another share it."""
+def group_key(exp: Experiment, runs: Mapping[str, Experiment] | None = None, *, _seen: frozenset = frozenset()
+              ) -> str:
+    """A short hash of the experiment without its seed: the runs that are seeds of one another share it.
+
+    An ``init`` that is another run enters as that run's own seed-free key (recursively), so the adaptation runs
+    of seeds 0, 1, 2 from the source runs of seeds 0, 1, 2 share a key; an init of another seed than the run's
+    adds that seed (runs of seeds 1, 2 from the source run of seed 0 share another key). The init run is looked up
+    by its folder name in ``runs`` (run folder name -> Experiment, e.g. a whole run store), else read from the
+    ``config.json`` of the folder ``init`` names, else, for a run folder that is gone, found as another seed of a
+    run in ``runs`` (its name hashes its config, so the match is checked); other inits (a weights file, a gone run
+    with no other seed at hand) enter as written. Run names and keys (:meth:`Experiment.key`) are not affected:
+    they still name the folders.
+    """
     d = identity(exp)
     d.pop("seed", None)
+    if exp.init is not None:
+        parent = _init_experiment(exp.init, runs or {})
+        if parent is not None and exp.init not in _seen:
+            d["init"] = {"run": group_key(parent, runs, _seen=_seen | {exp.init})}
+            if parent.seed != exp.seed:
+                d["init"]["seed"] = parent.seed
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
 
 
-def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
-    """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set).
+def _init_experiment(init: str, runs: Mapping[str, Experiment]) -> Experiment | None:
+    """The Experiment of the run that ``init`` names, or None: a folder name in ``runs``, a run folder, or a run
+    named ``<method>-s<seed>-<key>`` that is not there but is another seed of a run in ``runs`` (its name, which
+    hashes its whole config, is checked, so the match is exact)."""
+    name = Path(init).name
+    for candidate in (init, name):
+        if candidate in runs:
+            return runs[candidate]
+    try:
+        if (Path(init) / CONFIG).is_file():
+            return read_config(Path(init) / CONFIG)
+    except (ValueError, OSError):
+        return None
+    method, sep, rest = name.rpartition("-s")
+    seed, _, key = rest.partition("-")
+    if not sep or not seed.isdigit() or len(key) != 10:
+        return None
+    for exp in runs.values():
+        if exp.method == method:
+            other = replace(exp, seed=int(seed))
+            with contextlib.suppress(TypeError, ValueError, KeyError):  # a method or parameter that is gone
+                if other.name == name:
+                    return other
+    return None
 
-    Finished means ``model.pt`` and ``scores.json`` are written. ``experiment`` is :func:`group_key`: rows that
-    share it are seeds of one experiment. A folder whose files cannot be read is skipped, and ``on_error`` (default:
-    a warning) gets a one-line message naming it.
+
+def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
+    """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set, BatchNorm statistics).
+
+    Finished means :func:`is_finished`. ``experiment`` is :func:`group_key` with the runs under ``root`` as the
+    inits it looks up: rows that share it are seeds of one experiment. ``evaluated_on`` is the dataset spec and
+    ``target_bn`` says whether the scores were taken after re-estimating BatchNorm statistics on target images;
+    ``target`` is the run's target training set (None without one). A folder whose files cannot be read is
+    skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
     """
     import warnings
 
     import pandas as pd
 
     root = Path(root) if root is not None else paths.runs_dir()
-    rows = []
+    runs = []
     for cfg in sorted(root.glob(f"**/{CONFIG}")):
         if not is_finished(cfg.parent):
             continue
         try:
-            r = load_run(cfg.parent)
-            group = group_key(r.config)
+            runs.append(load_run(cfg.parent))
         except (ValueError, TypeError, OSError) as exc:
             message = f"skipped {cfg.parent}: {' '.join(str(exc).split())}"
             on_error(message) if on_error is not None else warnings.warn(message, stacklevel=2)
-            continue
-        for spec, s in r.scores.items():
+    by_name = {r.name: r.config for r in runs}
+    rows = []
+    for r in runs:
+        group = group_key(r.config, by_name)
+        for key, s in r.scores.items():
+            spec, target_bn = split_target_bn(key)
             rows.append({"run": r.name, "method": r.config.method, "label": r.config.label or r.config.method,
-                         "seed": r.config.seed, "steps": r.config.steps, "evaluated_on": spec, "miou": s.miou,
+                         "seed": r.config.seed, "steps": r.config.steps, "target": r.config.target,
+                         "evaluated_on": spec, "target_bn": target_bn, "miou": s.miou,
                          "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group})
-    return pd.DataFrame(rows)
+    columns = ["run", "method", "label", "seed", "steps", "target", "evaluated_on", "target_bn", "miou", "seconds",
+               "dir", "experiment"]
+    return pd.DataFrame(rows, columns=columns)

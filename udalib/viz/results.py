@@ -12,21 +12,19 @@ The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .. import paths
 from ..data.labels import CITYSCAPES_CLASSES, get_class_set
-from ..experiment import CONFIG, SCORES, TARGET_BN, Run, load_run
+from ..experiment import CONFIG, Run, group_key, is_finished, load_run
 
 Groups = Mapping[str, Sequence[Run]]  # display name -> the runs of one experiment, one per seed
 
@@ -47,15 +45,15 @@ def is_stale(run: Run) -> bool:
 
 
 def load_runs(root: str | os.PathLike | None = None, *, stale: bool = False) -> list[Run]:
-    """Every finished run folder (``config.json`` and ``scores.json``) under ``root`` (default: ``runs/``), without
-    the :func:`is_stale` ones unless ``stale``."""
+    """Every finished run folder (:func:`udalib.experiment.is_finished`) with a ``config.json`` under ``root``
+    (default: ``runs/``), without the :func:`is_stale` ones unless ``stale``."""
     root = Path(root) if root is not None else paths.runs_dir()
     if not root.is_dir():
         raise FileNotFoundError(f"runs folder {root} does not exist: train something first (the notebooks, or "
                                 "`python -m udalib train`), or point UDALIB_RUNS at the folder that holds the runs")
     runs, unreadable = [], []
     for cfg in sorted(root.glob(f"**/{CONFIG}")):
-        if (cfg.parent / SCORES).exists():
+        if is_finished(cfg.parent):
             try:
                 runs.append(load_run(cfg.parent))
             except (TypeError, ValueError, KeyError) as exc:  # written by another udalib version
@@ -67,17 +65,9 @@ def load_runs(root: str | os.PathLike | None = None, *, stale: bool = False) -> 
 
 
 def seed_free_key(run: Run, by_name: Mapping[str, Run]) -> str:
-    """A hash of everything in the run's config but the seed: the seeds of one experiment share it.
-
-    An ``init`` that names another run of the store (the source model of an adaptation run, itself trained with
-    the same seed) enters as that run's own seed-free key, so adaptation runs group over seeds too.
-    """
-    cfg = run.config
-    init = cfg.init
-    if init in by_name and by_name[init] is not run:
-        init = "run:" + seed_free_key(by_name[init], by_name)
-    d = asdict(replace(cfg, seed=0, init=init, device="cpu"))
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
+    """:func:`udalib.experiment.group_key` of the run, with the runs ``by_name`` (folder name -> Run) as the inits
+    it looks up: the seeds of one experiment share it, adaptation runs from the source run of their own seed too."""
+    return group_key(run.config, {name: r.config for name, r in by_name.items()})
 
 
 def _settings(run: Run, by_name: Mapping[str, Run]) -> dict[str, str]:
@@ -111,11 +101,12 @@ def group_runs(runs: Sequence[Run], *, exclude: Sequence[Run] = ()) -> dict[str,
     e.g. the ones a notebook already shows under its own names.
     """
     by_name = {r.name: r for r in runs}
+    configs = {name: r.config for name, r in by_name.items()}
     skip = {Path(r.dir).resolve() for r in exclude}
     families: dict[str, list[Run]] = {}
     for r in runs:
         if Path(r.dir).resolve() not in skip:
-            families.setdefault(seed_free_key(r, by_name), []).append(r)
+            families.setdefault(group_key(r.config, configs), []).append(r)
     by_label: dict[str, list[list[Run]]] = {}
     for rs in families.values():
         by_label.setdefault(rs[0].config.label or rs[0].config.method, []).append(rs)
@@ -139,9 +130,7 @@ def class_set_miou(scores, class_set: str | int = "19") -> float:
 
 def _scores_for(run: Run, dataset: str, target_bn: bool):
     """The run's scores on ``dataset`` (with target BatchNorm statistics if asked and available), or None."""
-    if target_bn and not run.config.adabn:  # an AdaBN run's statistics already are the target's
-        dataset += TARGET_BN
-    return run.scores.get(dataset)
+    return run.scores_on(dataset, target_bn and not run.config.adabn)  # an AdaBN run's already are the target's
 
 
 def _select(runs: Sequence[Run], seeds: Sequence[int] | None) -> list[Run]:

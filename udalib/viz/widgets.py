@@ -227,7 +227,9 @@ class IoUExplorer(widgets.VBox):
                  baseline: str | None = None, class_set: str = "19"):
         names = [n for n, runs in groups.items() if any(dataset in r.scores for r in runs)]
         if not names:
-            found = sorted({d for runs in groups.values() for r in runs for d in r.scores})
+            from ..experiment import split_target_bn
+
+            found = sorted({split_target_bn(d)[0] for runs in groups.values() for r in runs for d in r.scores})
             raise ValueError(f"no run has scores on {dataset!r}; the runs were evaluated on: {found}")
         for what, value in (("selected", selected or ()), ("baseline", [baseline] if baseline else ())):
             unknown = [v for v in value if v not in names]
