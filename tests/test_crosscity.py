@@ -106,6 +106,11 @@ def test_city_table_gains_and_cross_matrix_by_hand():
     assert g.loc["rome", "vs source-only"] == pytest.approx(((45 - 40) + (48 - 42)) / 2)
     assert g.loc["rio", "vs control"] == pytest.approx(((49 - 51) + (52 - 49)) / 2)
     assert g.loc["rio", "seeds ahead of control"] == 1 and g.loc["rome", "seeds ahead of source-only"] == 2
+    assert "vs max(AdaBN, control)" not in g  # no AdaBN row: no margin over both
+    adabn = s[s.row == "control"].assign(row="AdaBN", miou=lambda d: d.miou + [1, -3, 0, 0][: len(d)])
+    g = cc.gains(pd.concat([s, adabn]), "maxsquare")
+    # rome: seed 0 45 - max(45, 44) = 0, seed 1 48 - max(43, 46) = 2 -> 1; one seed strictly ahead
+    assert g.loc["rome", "vs max(AdaBN, control)"] == pytest.approx(1.0) and g.loc["rome", "seeds ahead of both"] == 1
     m = cc.cross_matrix(s, "maxsquare")
     assert m.loc["rome", "rio"] == 47 and m.loc["rio", "rome"] == 41 and m.loc["rio", "rio"] == 50.5
 
