@@ -23,7 +23,8 @@ patches) by the same factor.
 Per family: seconds per step after ``--warmup`` untimed steps, images per second (source and target images of a
 step), peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident set size), and
 whether every logged loss of every step was finite. Each family runs in a fresh process (its own peak memory);
-its row is appended to the CSV as soon as it finishes, so an interrupted run keeps the rows it has.
+its row is appended to the CSV as soon as it finishes, so an interrupted run keeps the rows it has (``--jobs``
+runs several at a time, for a quick CPU check only: they share the processors, so their timings are not figures).
 
     python benchmarks/method_families.py --device cuda          # full sizes, 3 warm-up + 30 timed steps
     python benchmarks/method_families.py --size 0.05 --steps 1 --warmup 1   # a CPU check of the plumbing
@@ -41,6 +42,7 @@ import math
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="synthetic target images, all pseudo-labelled by a self-training pass (default 4)")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), metavar="FAMILY",
                    help=f"which families, in this order (default: all of {', '.join(FAMILIES)})")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="families run at a time (default 1: a timing run on one GPU must not share it; more only to "
+                        "check the plumbing quickly on a CPU)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--only", help=argparse.SUPPRESS)  # internal: one family, in a child process
     args = p.parse_args(argv)
@@ -224,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
     args.size = args.size if args.size is not None else (1.0 if on_cuda else 0.125)
     args.workers = args.workers if args.workers is not None else (4 if on_cuda else 0)
-    if min(args.steps, args.warmup, args.target_images) < 1 or not 0 < args.size <= 2 or args.workers < 0:
-        p.error("--steps, --warmup and --target-images must be at least 1, --size in (0, 2], --workers at least 0")
+    if min(args.steps, args.warmup, args.target_images, args.jobs) < 1 or not 0 < args.size <= 2 or args.workers < 0:
+        p.error("--steps, --warmup, --target-images and --jobs must be at least 1, --size in (0, 2], "
+                "--workers at least 0")
     if args.only:
         print("RESULT " + json.dumps(measure(args.only, args)))
         return 0
@@ -235,18 +241,24 @@ def main(argv: list[str] | None = None) -> int:
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         csv.DictWriter(f, COLUMNS).writeheader()
     rows = []
-    for family in args.families:
-        print(f"-- {family} ({FAMILIES[family][0]})", flush=True)
-        row = launch(args, family)
-        rows.append(row)
-        with open(stem.with_suffix(".csv"), "a", newline="") as f:  # each row as soon as its family finishes
-            csv.DictWriter(f, COLUMNS).writerow(row)
-        header = (f"Method families at {args.size:g} x their recipe sizes, {rows[0]['device'] or args.device}, torch "
-                  f"{torch.__version__}: synthetic images, {INIT}; {args.warmup} warm-up + {args.steps} timed steps"
-                  f"{', bf16 autocast' if on_cuda else ', fp32'}; memory: {rows[0]['memory_measure'] or '-'}")
-        stem.with_suffix(".md").write_text(header + "\n\n" + markdown(rows) + "\n")
-        print(f"   {row['status']}: {row['seconds_per_step']} s/step, {row['peak_memory_mb']} MB, "
-              f"losses finite: {row['losses_finite']}", flush=True)
+    header = (f"Method families at {args.size:g} x their recipe sizes, torch {torch.__version__}: synthetic images, "
+              f"{INIT}; {args.warmup} warm-up + {args.steps} timed steps{', bf16 autocast' if on_cuda else ', fp32'}")
+    with ThreadPoolExecutor(args.jobs) as pool:  # one child process per family, --jobs of them at a time
+        futures = {}
+        for family in args.families:
+            print(f"-- {family} ({FAMILIES[family][0]})", flush=True)
+            futures[pool.submit(launch, args, family)] = family
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            with open(stem.with_suffix(".csv"), "a", newline="") as f:  # each row as soon as its family finishes
+                csv.DictWriter(f, COLUMNS).writerow(row)
+            rows.sort(key=lambda r: args.families.index(r["family"]))
+            device = next((r["device"] for r in rows if r["device"]), args.device)
+            memory = next((r["memory_measure"] for r in rows if r["memory_measure"]), "-")
+            stem.with_suffix(".md").write_text(f"{header}; {device}; memory: {memory}\n\n{markdown(rows)}\n")
+            print(f"   {row['family']} {row['status']}: {row['seconds_per_step']} s/step, {row['peak_memory_mb']} MB, "
+                  f"losses finite: {row['losses_finite']}", flush=True)
     print("\n" + stem.with_suffix(".md").read_text())
     print(f"wrote {stem}.csv and {stem}.md")
     return 0 if all(r["status"] == "ok" and r["losses_finite"] is True for r in rows) else 1
