@@ -41,10 +41,10 @@ def adapted_runs(seed: int, args, precision: str):
     amp = precision == "bf16"
     source_exp = replace(zoo.source_experiment(seed, steps=args.source_steps), device=args.device,
                          label=f"source_only, {precision}")
-    source = get_or_train(source_exp, folder / source_exp.name, amp=amp, progress=False)
+    source = get_or_train(source_exp, folder / source_exp.name, amp=amp, progress=False, workers=args.workers)
     adapt_exp = replace(zoo.adaptation_experiment(args.method, source_exp, steps=args.adapt_steps),
                         init=str(source.dir), device=args.device, label=f"{args.method}, {precision}")
-    return source, get_or_train(adapt_exp, folder / adapt_exp.name, amp=amp, progress=False)
+    return source, get_or_train(adapt_exp, folder / adapt_exp.name, amp=amp, progress=False, workers=args.workers)
 
 
 def bf16_inference_miou(run, device: str) -> float:
@@ -61,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="maxsquare", help="adaptation method (MiniCity preset)")
     p.add_argument("--source-steps", type=int, default=zoo.SOURCE_STEPS)
     p.add_argument("--adapt-steps", type=int, default=zoo.ADAPT_STEPS)
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers of the training runs (default 0; on a GPU a few keep it fed)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"mIoU points the bf16 mean may differ from the fp32 mean (default {TOLERANCE}; a smoke run "
                         "of a few steps, whose models are near chance, can pass a large value to check the plumbing)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if not args.tolerance >= 0:
-        p.error(f"--tolerance {args.tolerance} must be at least 0 (mIoU points)")
+    if not args.tolerance >= 0 or args.workers < 0:
+        p.error(f"--tolerance ({args.tolerance}) and --workers ({args.workers}) must be at least 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no GPU: run on a GPU machine (on CPU, bf16 is emulated and slow)")
 

@@ -283,14 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         print(activation_estimate(args))
         return 0
 
-    rows = [launch(args, path) for path in ("plain", "fast", *(("compile",) if args.compile else ()))]
-    columns = ("images_per_second", "seconds_per_step", "peak_memory_mb")
-    table = markdown(rows, "plain", columns)
-    first = rows[0]
-    header = (f"Training throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, one "
-              f"MaxSquare step on {first['source_size']} (source) + {first['target_size']} (target), batch 1, "
-              f"{args.warmup} warm-up + {args.steps} timed steps; memory: {first['memory_measure']}")
-    write_results(rows, header, table, args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}")
+    rows, stem = [], args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}"
+    for path in ("plain", "fast", *(("compile",) if args.compile else ())):
+        rows.append(launch(args, path))
+        first = rows[0]
+        header = (f"Training throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, one "
+                  f"MaxSquare step on {first['source_size']} (source) + {first['target_size']} (target), batch 1, "
+                  f"{args.warmup} warm-up + {args.steps} timed steps; memory: {first['memory_measure']}")
+        # the table so far after each path: a later path that fails or is killed leaves the earlier ones written
+        write_results(rows, header, markdown(rows, "plain", ("images_per_second", "seconds_per_step",
+                                                             "peak_memory_mb")), stem)
     return 0
 
 
