@@ -44,15 +44,16 @@ if [[ $DRY_RUN == 1 ]]; then
   TRAIN=(--size 0.05 --steps 1 --warmup 1 --workers 0)  # no --compile: inductor's build alone exceeds the budget
   EVAL=(--size 0.05 --images 2 --warmup 1 --batch 1 --workers 0)  # plain and udalib (CPU bf16 is emulated)
   BF16=(--seeds 0 --source-steps 2 --adapt-steps 2 --tolerance 100)  # near-chance models: the plumbing only
-  FAMILIES=(--size 0.0625 --steps 1 --warmup 1 --workers 0 --target-images 2 --jobs 2)
-  LIMITS=(60 120 60 120 120 30)   # environment, train, eval, bf16, families, hours (seconds)
+  FAMILIES=(--size 0.0625 --steps 1 --warmup 1 --workers 0 --target-images 2 --in-process)
+  LIMITS=(60 180 120 180 240 60)  # environment, train, eval, bf16, families, hours (s): room for a CPU shared with
+                                  # other work; unshared, the whole dry run takes about a minute and a half
 else
   DEVICE=cuda
   TRAIN=(--compile)                 # full size, 5 warm-up + 20 timed steps, plain + fast + compile (inductor)
   EVAL=()                           # 1024x512 with flip, 16 warm-up + 96 timed images, plain + udalib + fast
   BF16=(--seeds 0 1 2 --workers 4)  # MiniCity source 300 + MaxSquare 60 steps, two precisions
   FAMILIES=(--steps 30 --warmup 3)  # full recipe sizes, one family at a time
-  LIMITS=(10 160 45 135 145 10)     # 505 s, + at most 5 s per step to kill one that ignores SIGTERM: under 9 min
+  LIMITS=(20 155 45 130 145 15)     # 510 s, + at most 5 s per step to kill one that ignores SIGTERM: 9 min
 fi
 
 printf 'step\tstatus\texit_code\tseconds\tlimit_s\n' > "$SUMMARY"
@@ -83,7 +84,7 @@ run_step() {
 }
 
 run_step environment "${LIMITS[0]}" "$PY" - "$OUTDIR/environment.json" "$DEVICE" "$DRY_RUN" <<'EOF'
-import json, platform, subprocess, sys, time
+import json, os, platform, subprocess, sys, time
 import torch
 path, device, dry_run = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 if device == "cuda" and not torch.cuda.is_available():
@@ -94,7 +95,7 @@ except OSError:
     commit = ""
 env = {"device": device, "dry_run": dry_run, "torch": torch.__version__, "python": platform.python_version(),
        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "git_commit": commit,
-       "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "cpu_count": __import__("os").cpu_count(),
+       "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "cpu_count": os.cpu_count(),
        "gpu_name": torch.cuda.get_device_name() if device == "cuda" else "",
        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if device == "cuda" else 0}
 open(path, "w").write(json.dumps(env, indent=1) + "\n")

@@ -168,8 +168,31 @@ def measure(family: str, args) -> dict:
     }
 
 
+def failed_row(args, family: str, status: str) -> dict:
+    recipe, description = FAMILIES[family]
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(family=family, description=description, recipe=recipe, status=status, seconds_per_step=float("nan"),
+               images_per_second=float("nan"), peak_memory_mb=float("nan"), losses_finite=False,
+               size_fraction=args.size, init=INIT)
+    return row
+
+
+def in_process(args, family: str) -> dict:
+    """``measure`` in this process (``--in-process``); an exception gives a failed row."""
+    try:
+        row = measure(family, args)
+    except Exception as exc:  # noqa: BLE001 -- reported in the row, as a crashed child would be
+        print(f"{family} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return failed_row(args, family, f"failed ({type(exc).__name__})")
+    if not args.device.startswith("cuda"):  # CUDA's peak is reset for each family
+        row["memory_measure"] += ", running maximum over the families so far (--in-process)"
+    return row
+
+
 def launch(args, family: str) -> dict:
     """Run ``family`` in a fresh interpreter (its own peak memory) and return its row; a crash gives a failed row."""
+    if args.in_process:
+        return in_process(args, family)
     cmd = [sys.executable, __file__, "--only", family, "--device", args.device, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--size", str(args.size), "--workers", str(args.workers),
            "--target-images", str(args.target_images)]
@@ -180,12 +203,7 @@ def launch(args, family: str) -> dict:
         return json.loads(lines[-1][len("RESULT "):])
     print(f"{family} failed (exit {proc.returncode}) after {time.perf_counter() - t0:.0f} s:\n{proc.stderr[-3000:]}",
           file=sys.stderr)
-    recipe, description = FAMILIES[family]
-    row = dict.fromkeys(COLUMNS, "")
-    row.update(family=family, description=description, recipe=recipe, status=f"failed (exit {proc.returncode})",
-               seconds_per_step=float("nan"), images_per_second=float("nan"), peak_memory_mb=float("nan"),
-               losses_finite=False, size_fraction=args.size, init=INIT)
-    return row
+    return failed_row(args, family, f"failed (exit {proc.returncode})")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -216,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="families run at a time (default 1: a timing run on one GPU must not share it; more only to "
                         "check the plumbing quickly on a CPU)")
+    p.add_argument("--in-process", action="store_true",
+                   help="every family in this process, one after the other (no interpreter start per family, for a "
+                        "quick CPU check; on CPU the peak RSS is then the running maximum)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--only", help=argparse.SUPPRESS)  # internal: one family, in a child process
     args = p.parse_args(argv)
@@ -243,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     header = (f"Method families at {args.size:g} x their recipe sizes, torch {torch.__version__}: synthetic images, "
               f"{INIT}; {args.warmup} warm-up + {args.steps} timed steps{', bf16 autocast' if on_cuda else ', fp32'}")
-    with ThreadPoolExecutor(args.jobs) as pool:  # one child process per family, --jobs of them at a time
+    # one child process per family, --jobs of them at a time (--in-process: one family at a time, here)
+    with ThreadPoolExecutor(1 if args.in_process else args.jobs) as pool:
         futures = {}
         for family in args.families:
             print(f"-- {family} ({FAMILIES[family][0]})", flush=True)

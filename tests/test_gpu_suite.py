@@ -32,7 +32,7 @@ def suite_env() -> dict:
 def dry_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gpu_suite")
     proc = subprocess.run(["bash", str(SUITE), "--dry-run", str(out)], env=suite_env(), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for step in STEPS:  # each step is announced before it runs
         assert f"step {step} (limit" in proc.stdout
