@@ -8,8 +8,8 @@
 #   5. project_hours.py: hours per recipe on one GPU and on four, from step 4
 #
 #   bash benchmarks/gpu_suite.sh [OUTDIR]             # OUTDIR: default $OUT, else runs/gpu_suite
-#   bash benchmarks/gpu_suite.sh --dry-run [OUTDIR]   # the same steps at tiny sizes on the CPU, about 1.5 minutes on
-#                                                     # 2 cores (without torch.compile, and the eval's bf16 path)
+#   bash benchmarks/gpu_suite.sh --dry-run [OUTDIR]   # the same steps at tiny sizes on the CPU (without torch.compile
+#                                                     # and the eval's bf16 path): about 75 s of CPU time
 #   python benchmarks/collect_gpu_suite.py OUTDIR     # then: into benchmarks/results/*_cuda.*, and RESULTS.md's text
 #
 # Each step runs under its own `timeout` (the limits add up to under 9 minutes), prints its name when it starts,
@@ -41,12 +41,12 @@ export PYTHONUNBUFFERED=1
 if [[ $DRY_RUN == 1 ]]; then
   DEVICE=cpu
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-  TRAIN=(--size 0.05 --steps 1 --warmup 1 --workers 0)  # no --compile: inductor's build alone exceeds the budget
+  TRAIN=(--size 0.05 --steps 1 --warmup 1 --workers 0)  # no --compile: tracing R101 alone doubles this step
   EVAL=(--size 0.05 --images 2 --warmup 1 --batch 1 --workers 0)  # plain and udalib (CPU bf16 is emulated)
   BF16=(--seeds 0 --source-steps 2 --adapt-steps 2 --tolerance 100)  # near-chance models: the plumbing only
   FAMILIES=(--size 0.0625 --steps 1 --warmup 1 --workers 0 --target-images 2 --in-process)
-  LIMITS=(60 180 120 180 240 60)  # environment, train, eval, bf16, families, hours (s): room for a CPU shared with
-                                  # other work; unshared, the whole dry run takes about a minute and a half
+  LIMITS=(60 180 120 180 240 60)  # environment, train, eval, bf16, families, hours (s): room for a CPU shared
+                                  # with other work (2 cores at load 5: about 2 min 15 s in all)
 else
   DEVICE=cuda
   TRAIN=(--compile)                 # full size, 5 warm-up + 20 timed steps, plain + fast + compile (inductor)
