@@ -114,12 +114,13 @@ def data(args) -> tuple[Dataset, Dataset]:
 
 
 def run_fast(args, device: torch.device, compiled: bool = False) -> dict:
-    """The library's path: ``fit`` with ``build_method("maxsquare")`` (the paper's hyper-parameters)."""
+    """The library's path: ``fit`` with ``build_method("maxsquare")`` (the paper's hyper-parameters);
+    ``compiled``: with ``torch.compile`` on the model's forward (``--compile-backend``, default inductor)."""
     torch.manual_seed(0)
     model = build_model("deeplabv2_multi", NUM_CLASSES)
     method = build_method("maxsquare", model, lr=LR, lambda_target=LAMBDA_TARGET)
     if compiled:
-        model.compile()  # in place: state_dict keys unchanged, so checkpoints still load
+        model.compile(backend=args.compile_backend)  # in place: state_dict keys unchanged, so checkpoints still load
     stamps = []
 
     def clock(i, _method, _logs):
@@ -215,6 +216,7 @@ def child(args) -> None:
         "torch": torch.__version__, "source_size": "x".join(map(str, scaled(SOURCE_SIZE, args.size))),
         "target_size": "x".join(map(str, scaled(TARGET_SIZE, args.size))), "batch": 1,
         "warmup_steps": args.warmup, "timed_steps": args.steps, "workers": args.workers,
+        "compile_backend": args.compile_backend if args.only == "compile" else "",
         "bf16_autocast": fast_cuda, "channels_last": fast_cuda, "cudnn_benchmark": device.type == "cuda",
         "seconds_per_step": round(result["seconds_per_step"], 4),
         "images_per_second": round(2 / result["seconds_per_step"], 3),
@@ -225,7 +227,8 @@ def child(args) -> None:
 def launch(args, path: str) -> dict:
     """Run ``path`` in a fresh interpreter (clean peak memory) and return its result."""
     cmd = [sys.executable, __file__, "--only", path, "--device", args.device, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--size", str(args.size), "--workers", str(args.workers)]
+           "--warmup", str(args.warmup), "--size", str(args.size), "--workers", str(args.workers),
+           "--compile-backend", args.compile_backend]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of the full 1280x720 + 1024x512 (default: 1 on CUDA, 0.25 on CPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 4 on CUDA, 0 on CPU)")
     p.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of --compile (default inductor; 'eager' traces without code "
+                        "generation: a quick check of the compiled path, e.g. on a CPU, not a speed figure)")
     p.add_argument("--activations", action="store_true",
                    help="instead of timing: the saved-for-backward memory of both paths (bf16 under autocast)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -277,14 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         print(activation_estimate(args))
         return 0
 
-    rows = [launch(args, path) for path in ("plain", "fast", *(("compile",) if args.compile else ()))]
-    columns = ("images_per_second", "seconds_per_step", "peak_memory_mb")
-    table = markdown(rows, "plain", columns)
-    first = rows[0]
-    header = (f"Training throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, one "
-              f"MaxSquare step on {first['source_size']} (source) + {first['target_size']} (target), batch 1, "
-              f"{args.warmup} warm-up + {args.steps} timed steps; memory: {first['memory_measure']}")
-    write_results(rows, header, table, args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}")
+    rows, stem = [], args.out / f"train_throughput_{'cuda' if on_cuda else 'cpu'}"
+    for path in ("plain", "fast", *(("compile",) if args.compile else ())):
+        rows.append(launch(args, path))
+        first = rows[0]
+        header = (f"Training throughput, {first['device']}, torch {first['torch']}: DeepLab-v2 R101 multi-level, one "
+                  f"MaxSquare step on {first['source_size']} (source) + {first['target_size']} (target), batch 1, "
+                  f"{args.warmup} warm-up + {args.steps} timed steps; memory: {first['memory_measure']}")
+        # the table so far after each path: a later path that fails or is killed leaves the earlier ones written
+        write_results(rows, header, markdown(rows, "plain", ("images_per_second", "seconds_per_step",
+                                                             "peak_memory_mb")), stem)
     return 0
 
 
