@@ -14,14 +14,11 @@ from torch import nn
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import adversarial_loss, discriminator_loss, seg_loss
 from ..models.discriminator import FCDiscriminator
-from .base import Method, set_requires_grad, sgd
+from .base import Method, OptimConfig, set_requires_grad
 
 
 @dataclass
-class AdaptSegNetConfig:
-    lr: float = 2.5e-4  # segmenter SGD, heads 10x; --learning-rate
-    momentum: float = 0.9  # --momentum
-    weight_decay: float = 5e-4  # --weight-decay
+class AdaptSegNetConfig(OptimConfig):
     lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D
     betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the seed
     lambda_seg: float = 0.0  # source CE weight of the auxiliary head; --lambda-seg
@@ -63,7 +60,6 @@ class AdaptSegNet(Method):
             raise ValueError("this model has no auxiliary output: use a multi-level model or the single-level config")
         self.lambda_adv = {k: getattr(c, self.LAMBDA_ADV[k]) for k in c.levels}
         self.discriminators = nn.ModuleDict({k: FCDiscriminator(model.num_classes, c.ndf) for k in c.levels})
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
         self.optimizers["disc"] = torch.optim.Adam(self.discriminators.parameters(), lr=c.lr_d, betas=c.betas)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -11,12 +12,24 @@ from torch import Tensor, nn
 from ..data.batch import SourceBatch, TargetBatch
 
 
+@dataclass
+class OptimConfig:
+    """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
+    ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
+
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
 class Method(nn.Module):
     """One UDA algorithm: the networks it trains and one ``step`` on a source/target batch pair.
 
     An ``nn.Module``, so ``.to(device)``, ``.train()`` and ``state_dict()`` cover every network it owns
     (segmenter, discriminators, centroid buffers) and a checkpoint holds all of them. Optimisers live in
-    ``self.optimizers`` (a dict, so they are saved by name); the loop sets their learning rates.
+    ``self.optimizers`` (a dict, so they are saved by name); the loop sets their learning rates. With an
+    :class:`OptimConfig`, the segmenter's SGD is built here as ``optimizers["model"]``, after
+    :meth:`configure_model`; a method adds the optimisers of its other players.
     """
 
     uses_target: bool = True  # False: the loop never loads target images (source-only training)
@@ -31,6 +44,12 @@ class Method(nn.Module):
         self.model = model
         self.cfg = cfg
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.configure_model(model)
+        if isinstance(cfg, OptimConfig):
+            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def configure_model(self, model: nn.Module) -> None:
+        """Checks or settings of the model that must precede its optimiser (which parameters it trains)."""
 
     def source_forward(self, image: Tensor) -> dict[str, Tensor]:
         """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""

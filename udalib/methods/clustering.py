@@ -36,14 +36,11 @@ from ..losses.clustering import (
     smooth_centroids,
     sparsity_loss,
 )
-from .base import Method, require_attributes, sgd
+from .base import Method, OptimConfig, require_attributes
 
 
 @dataclass
-class ClusteringConfig:
-    lr: float = 2.5e-4  # --lr 2.5e-4 (heads 10x)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class ClusteringConfig(OptimConfig):
     lambda_seg: float = 0.0  # CE on an auxiliary head (the seed's DeeplabFeat has none; MiniCity keeps its aux)
     lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
     iw_ratio: float = 0.2  # --IW_ratio
@@ -66,7 +63,6 @@ class ClusteredEmbeddings(Method):
     def __init__(self, model, cfg: ClusteringConfig | None = None):
         require_attributes(model, "clustered_embeddings", "num_classes", "feat_channels")
         super().__init__(model, cfg or ClusteringConfig())
-        self.optimizers["model"] = sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
         self.num_classes = model.num_classes
         # running average of the centroids (used only with centroid_smoothing >= 0); inf rows = no average yet
         self.register_buffer("centroid_avg", torch.full((model.num_classes, model.feat_channels), float("inf")))

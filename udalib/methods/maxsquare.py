@@ -12,14 +12,11 @@ from torch import Tensor
 
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import iw_maxsquare_loss, maxsquare_loss, seg_loss, self_produced_guidance
-from .base import Method, sgd
+from .base import Method, OptimConfig
 
 
 @dataclass
-class MaxSquareConfig:
-    lr: float = 2.5e-4  # backbone lr, heads 10x; --lr
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class MaxSquareConfig(OptimConfig):
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
     lambda_seg: float = 0.0  # CE weight of the auxiliary head on source; --lambda_seg (with --multi True)
@@ -44,8 +41,6 @@ class MaxSquare(Method):
 
     def __init__(self, model, cfg: MaxSquareConfig | None = None):
         super().__init__(model, cfg or MaxSquareConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg

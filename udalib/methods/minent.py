@@ -10,14 +10,11 @@ from dataclasses import dataclass
 
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import entropy_loss, seg_loss
-from .base import Method, sgd
+from .base import Method, OptimConfig
 
 
 @dataclass
-class MinEntConfig:
-    lr: float = 2.5e-4  # backbone lr, heads 10x; --lr
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class MinEntConfig(OptimConfig):
     lambda_target: float = 0.1  # λ_ent; --lambda_target (the seed README gives no MinEnt value: 0.1 as for MaxSquare)
     lambda_seg: float = 0.0  # CE weight of the auxiliary head on source (--multi True: 0.1); 0 = main head only
     normalization: str = "seed"  # "seed": entropy / C (MaxSquare's softCrossEntropy); "log_c": ADVENT's
@@ -28,8 +25,6 @@ class MinEnt(Method):
 
     def __init__(self, model, cfg: MinEntConfig | None = None):
         super().__init__(model, cfg or MinEntConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg

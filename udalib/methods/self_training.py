@@ -46,17 +46,15 @@ from ..losses.self_training import (
     weak_labels,
 )
 from .adabn import adapt_batchnorm
-from .base import Method, require_attributes, sgd
+from .base import Method, OptimConfig, require_attributes
 
 PREDICT_BATCH = 16  # target images per forward pass when pseudo-labelling
 CACHE_BYTES = 1 << 30  # keep the round's posteriors in memory (float16) below this size, else predict twice
 
 
 @dataclass
-class CBSTConfig:
-    lr: float = 2.5e-4  # DeepLab-v2 lr (heads 10x); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class CBSTConfig(OptimConfig):
+    # lr: DeepLab-v2's (OptimConfig); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
     lambda_seg: float = 0.0  # source CE of the auxiliary head
     lambda_target: float = 1.0  # weight of the pseudo-label loss (the seed: one list, weight 1)
     rounds: int = 6  # --num-round 6
@@ -95,7 +93,6 @@ class SelfTraining(Method):
         if c.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {c.rounds}")
         self.rounds = c.rounds
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
         self.weak_head = None
         if c.weak_labels:
             self.weak_head = nn.Linear(model.feat_channels, model.num_classes)  # pooled features -> C logits

@@ -11,14 +11,11 @@ from torch import Tensor
 
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import seg_loss
-from .base import Method, sgd
+from .base import Method, OptimConfig
 
 
 @dataclass
-class SourceOnlyConfig:
-    lr: float = 2.5e-4  # backbone learning rate (heads 10x); --lr in the seeds
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class SourceOnlyConfig(OptimConfig):
     lambda_seg: float = 0.1  # weight of the auxiliary head's CE (MaxSquare --multi True); 0 = main head only
 
 
@@ -29,8 +26,6 @@ class SourceOnly(Method):
 
     def __init__(self, model, cfg: SourceOnlyConfig | None = None):
         super().__init__(model, cfg or SourceOnlyConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None = None) -> dict[str, float]:
         loss, logs = self.source_loss(self.model(src.image), src)
