@@ -8,7 +8,7 @@ from torch import nn
 
 from .adabn import adapt_batchnorm
 from .adaptsegnet import AdaptSegNet, AdaptSegNetConfig, AdaptSegNetMultiConfig
-from .base import Method, OptimConfig, set_requires_grad, sgd
+from .base import Method, MethodConfig, OptimConfig, set_requires_grad, sgd
 from .clustering import ClusteredEmbeddings, ClusteringConfig
 from .maxsquare import MaxSquare, MaxSquareConfig, MaxSquareIWConfig, MaxSquareIWMultiConfig
 from .minent import MinEnt, MinEntConfig
@@ -79,7 +79,7 @@ __all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "ada
            "sgd", "SourceOnly", "SourceOnlyConfig", "MinEnt", "MinEntConfig", "MaxSquare", "MaxSquareConfig",
            "MaxSquareIWConfig", "MaxSquareIWMultiConfig", "AdaptSegNet", "AdaptSegNetConfig", "AdaptSegNetMultiConfig",
            "SNR", "SNRConfig", "SNRMaxSquare", "SNRMaxSquareConfig", "ClusteredEmbeddings", "ClusteringConfig",
-           "SelfTraining", "CBSTConfig", "MLSLConfig", "OptimConfig"]
+           "SelfTraining", "CBSTConfig", "MLSLConfig", "MethodConfig", "OptimConfig"]
 
 
 def method_config(name: str, preset: str | None = None, **overrides):

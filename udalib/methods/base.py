@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..data.batch import SourceBatch, TargetBatch
+from ..losses import seg_loss
 
 
 @dataclass
@@ -20,6 +22,16 @@ class OptimConfig:
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+
+@dataclass
+class MethodConfig(OptimConfig):
+    """What every method's config has: the segmenter's SGD and the weight of the source loss's auxiliary head
+    (:meth:`Method.source_loss`)."""
+
+    # CE weight of the auxiliary head on source: MaxSquare's --lambda_seg (with --multi True), AdaptSegNet's
+    # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
+    lambda_seg: float = 0.0
 
 
 class Method(nn.Module):
@@ -57,6 +69,20 @@ class Method(nn.Module):
             raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
         with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
             return self.model(image)
+
+    def source_loss(self, out: dict[str, Tensor], src: SourceBatch,
+                    main_loss: Callable[[Tensor, Tensor], Tensor] = seg_loss) -> tuple[Tensor, dict[str, float]]:
+        r"""The supervised loss on a source batch, :math:`\mathcal{L}(out, y_s) + \lambda_{seg}\,\mathcal{L}_{seg}
+        (aux, y_s)`, and its log ``{"seg": value}``.
+
+        ``main_loss`` is the main head's loss (CE; self-training's OHEM); the auxiliary head always gets CE, and
+        only where ``lambda_seg`` > 0 and the model has one. A method that adds source terms (SNR's causality
+        loss) extends this.
+        """
+        loss = main_loss(out["out"], src.label)
+        if self.cfg.lambda_seg and "aux" in out:
+            loss = loss + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
+        return loss, {"seg": loss.item()}
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None) -> dict[str, float]:
         """One iteration of the paper's algorithm; returns the losses by their paper names."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import iw_maxsquare_loss, seg_loss
+from ..losses import iw_maxsquare_loss
 from ..losses.clustering import (
     class_centroids,
     classes_at_feature_grid,
@@ -36,12 +36,12 @@ from ..losses.clustering import (
     smooth_centroids,
     sparsity_loss,
 )
-from .base import Method, OptimConfig, require_attributes
+from .base import Method, MethodConfig, require_attributes
 
 
 @dataclass
-class ClusteringConfig(OptimConfig):
-    lambda_seg: float = 0.0  # CE on an auxiliary head (the seed's DeeplabFeat has none; MiniCity keeps its aux)
+class ClusteringConfig(MethodConfig):
+    # lambda_seg (MethodConfig): 0, the seed's DeeplabFeat has no auxiliary head; the MiniCity preset keeps its aux
     lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
     iw_ratio: float = 0.2  # --IW_ratio
     lambda_cluster: float = 2e-2  # --lambda_cluster
@@ -99,12 +99,10 @@ class ClusteredEmbeddings(Method):
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         out_s, out_t = self.source_forward(src.image), self.model(tgt.image)
-        l_seg = seg_loss(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_seg, logs = self.source_loss(out_s, src)
         l_ent = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
         terms = self.embedding_losses(out_s, out_t, src)
         loss = (l_seg + c.lambda_entropy * l_ent + c.lambda_cluster * terms["cluster"]
                 + c.lambda_ortho * terms["ortho"] + c.lambda_sparse * terms["sparse"])
         self.update(self.optimizers["model"], loss)
-        return {"seg": l_seg.item(), "entropy": l_ent.item(), **{k: v.item() for k, v in terms.items()}}
+        return logs | {"entropy": l_ent.item(), **{k: v.item() for k, v in terms.items()}}

@@ -109,8 +109,8 @@ class SNR(SourceOnly):
     def configure_model(self, model: nn.Module) -> None:
         _prepare_model(model, self.cfg)
 
-    def source_loss(self, out: dict, src: SourceBatch):
-        return _source_loss_with_causality(self, super().source_loss(out, src), out, src)
+    def source_loss(self, out: dict, src: SourceBatch, main_loss=seg_loss):
+        return _source_loss_with_causality(self, super().source_loss(out, src, main_loss), out, src)
 
 
 class SNRMaxSquare(MaxSquare):
@@ -124,5 +124,5 @@ class SNRMaxSquare(MaxSquare):
     def configure_model(self, model: nn.Module) -> None:
         _prepare_model(model, self.cfg)
 
-    def source_loss(self, out: dict, src: SourceBatch):
-        return _source_loss_with_causality(self, super().source_loss(out, src), out, src)
+    def source_loss(self, out: dict, src: SourceBatch, main_loss=seg_loss):
+        return _source_loss_with_causality(self, super().source_loss(out, src, main_loss), out, src)
