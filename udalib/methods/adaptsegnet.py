@@ -19,6 +19,8 @@ from .base import Method, MethodConfig, set_requires_grad
 
 @dataclass
 class AdaptSegNetConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_adv_target1", "lambda_adv_target2")  # the discriminators still train
+
     lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D
     betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the seed
     lambda_adv_target1: float = 0.0  # λ_adv of the auxiliary output (D1); --lambda-adv-target1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -27,8 +28,14 @@ class OptimConfig:
 @dataclass
 class MethodConfig(OptimConfig):
     """What every method's config has: the segmenter's SGD and the weight of the source loss's auxiliary head
-    (:meth:`Method.source_loss`)."""
+    (:meth:`Method.source_loss`).
 
+    ``TARGET_WEIGHTS`` names the fields that weigh the loss terms reading target images (a class attribute, not a
+    field: it is no parameter of a run). With all of them at 0 the segmenter gets the source-only update and the
+    target batches only move BatchNorm statistics: the lambda = 0 control (:func:`udalib.methods.control_args`).
+    """
+
+    TARGET_WEIGHTS: ClassVar[tuple[str, ...]] = ()  # source-only methods: none
     # CE weight of the auxiliary head on source: MaxSquare's --lambda_seg (with --multi True), AdaptSegNet's
     # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
     lambda_seg: float = 0.0

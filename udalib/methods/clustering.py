@@ -41,6 +41,9 @@ from .base import Method, MethodConfig, require_attributes
 
 @dataclass
 class ClusteringConfig(MethodConfig):
+    # the feature terms read both domains' features: all four weigh target images
+    TARGET_WEIGHTS = ("lambda_entropy", "lambda_cluster", "lambda_ortho", "lambda_sparse")
+
     # lambda_seg (MethodConfig): 0, the seed's DeeplabFeat has no auxiliary head; the MiniCity preset keeps its aux
     lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
     iw_ratio: float = 0.2  # --IW_ratio

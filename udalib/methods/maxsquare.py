@@ -15,6 +15,8 @@ from .base import Method, MethodConfig
 
 @dataclass
 class MaxSquareConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_target",)  # the guidance term is weighted by lambda_target too
+
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
     guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True

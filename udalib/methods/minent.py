@@ -15,6 +15,8 @@ from .base import Method, MethodConfig
 
 @dataclass
 class MinEntConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_target",)
+
     lambda_target: float = 0.1  # λ_ent; --lambda_target (the seed README gives no MinEnt value: 0.1 as for MaxSquare)
     normalization: str = "seed"  # "seed": entropy / C (MaxSquare's softCrossEntropy); "log_c": ADVENT's
 

@@ -54,6 +54,9 @@ CACHE_BYTES = 1 << 30  # keep the round's posteriors in memory (float16) below t
 
 @dataclass
 class CBSTConfig(MethodConfig):
+    # the weak-label loss (weak_labels) has no weight of its own: at lambda_target 0 its target term remains
+    TARGET_WEIGHTS = ("lambda_target",)
+
     # lr: DeepLab-v2's (OptimConfig); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
     lambda_target: float = 1.0  # weight of the pseudo-label loss (the seed: one list, weight 1)
     rounds: int = 6  # --num-round 6
