@@ -31,6 +31,7 @@ import pandas as pd
 
 from udalib import zoo
 from udalib.experiment import Experiment, get_or_train
+from udalib.methods import control_args
 
 RESULTS = Path(__file__).parent / "results"
 DESIGNS = {
@@ -56,7 +57,7 @@ def experiments(domain: str, seed: int) -> dict[str, Experiment]:
                                   label="source-only"),
         "adabn": replace(zoo.adabn_experiment(source), target=target, evaluate_on=evaluate_on),
         "oracle": replace(zoo.oracle_experiment(seed), source=f"{target}/oracle", evaluate_on=evaluate_on),
-        "control": adapt("maxsquare", "control, lambda 0", lambda_target=0.0),
+        "control": adapt("maxsquare", "control, lambda 0", **control_args("maxsquare")),
         "minent": adapt("minent", "MinEnt"),
         "adaptsegnet_multi": adapt("adaptsegnet_multi", "AdaptSegNet multi"),
         "cbst": adapt("cbst", "CBST", pseudo_label_bn="target"),

@@ -1,5 +1,6 @@
 """Do the objective tests notice a wrong method? Apply one hand-made edit at a time (a flipped sign, a dropped
-weight, a swapped head) to the methods' code, run ``tests/test_method_objectives.py``, and expect it to fail.
+weight, a swapped head) to the methods' code, run ``tests/test_method_objectives.py`` (or the tests a mutant names),
+and expect it to fail.
 
     python tests/check_mutants.py            # every mutant; exits 1 if any survives
 
@@ -15,12 +16,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 M = "udalib/methods/"
 L = "udalib/losses/"
+OBJECTIVES = ("tests/test_method_objectives.py",)
+CONTROLS = ("tests/test_methods.py", "-k", "control")  # the lambda = 0 controls: target weights and their update
 
-# (file, text, replacement): each must occur in the file
+# (file, text, replacement[, tests]): each text must occur in the file; tests default to OBJECTIVES
 MUTANTS = [
+    # the shared source loss (Method.source_loss)
+    (M + "base.py", "loss = loss + self.cfg.lambda_seg * seg_loss(", "loss = loss - self.cfg.lambda_seg * seg_loss("),
+    (M + "base.py", 'self.cfg.lambda_seg * seg_loss(out["aux"]', 'seg_loss(out["aux"]'),
+    (M + "base.py", 'self.cfg.lambda_seg * seg_loss(out["aux"]', '0 * seg_loss(out["aux"]'),
+    (M + "base.py", 'seg_loss(out["aux"], src.label)', 'seg_loss(out["out"], src.label)'),
+    (M + "base.py", 'main_loss(out["out"], src.label)', 'main_loss(out["aux"], src.label)'),
+    (M + "base.py", 'main_loss(out["out"], src.label)', 'seg_loss(out["out"], src.label)'),
+    (M + "base.py", 'if self.cfg.lambda_seg and "aux" in out:', "if False:"),
+    # the declared target weights: the control must zero each of them
+    (M + "adaptsegnet.py", 'TARGET_WEIGHTS = ("lambda_adv_target1", "lambda_adv_target2")',
+     'TARGET_WEIGHTS = ("lambda_adv_target2",)', CONTROLS),
+    (M + "clustering.py", '"lambda_ortho", "lambda_sparse")', '"lambda_ortho")', CONTROLS),
+    (M + "maxsquare.py", 'TARGET_WEIGHTS = ("lambda_target",)', 'TARGET_WEIGHTS = ("lambda_seg",)', CONTROLS),
+    (M + "self_training.py", 'TARGET_WEIGHTS = ("lambda_target",)', "TARGET_WEIGHTS = ()", CONTROLS),
+
     (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg - c.lambda_target * l_ent"),
     (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg + l_ent"),
-    (M + "minent.py", 'c.lambda_seg * seg_loss(out_s["aux"]', 'seg_loss(out_s["aux"]'),
     (M + "minent.py", 'entropy_loss(out_t["out"]', 'entropy_loss(out_t["aux"]'),
     (M + "maxsquare.py", 'maxsquare_loss(out_t["out"])', 'maxsquare_loss(out_t["aux"])'),
     (M + "maxsquare.py", "l_seg + c.lambda_target * l_target", "l_seg - c.lambda_target * l_target"),
@@ -29,7 +46,6 @@ MUTANTS = [
     (M + "maxsquare.py", 'seg_loss(out_t["aux"], pseudo)', 'seg_loss(out_t["out"], pseudo)'),
     (M + "maxsquare.py", 'self_produced_guidance(out_t["out"], out_t["aux"]', 'self_produced_guidance(out_t["out"], '
                                                                             'out_t["out"]'),
-    (M + "maxsquare.py", 'self.cfg.lambda_seg * seg_loss(out["aux"]', 'seg_loss(out["aux"]'),
     (L + "maxsquare.py", "per_class.gather(1, pred)", "per_class.gather(1, pred).pow(0.5)"),
     (M + "adaptsegnet.py", "self.lambda_adv[k] * l_adv[k]", "l_adv[k]"),
     (M + "adaptsegnet.py", "disc[k](out_t[k].softmax(dim=1))", "disc[k](out_t[k])"),
@@ -37,7 +53,6 @@ MUTANTS = [
                            "disc[k](out_t[k].detach().softmax(dim=1))",
      "disc[k](out_t[k].detach().softmax(dim=1)),\n                                     "
      "disc[k](out_s[k].detach().softmax(dim=1))"),
-    (M + "adaptsegnet.py", 'c.lambda_seg * seg_loss(out_s["aux"]', 'seg_loss(out_s["aux"]'),
     (M + "adaptsegnet.py", 'LAMBDA_ADV = {"aux": "lambda_adv_target1", "out": "lambda_adv_target2"}',
      'LAMBDA_ADV = {"aux": "lambda_adv_target2", "out": "lambda_adv_target1"}'),
     (L + "adversarial.py", "return 0.5 * (gan_loss(d_source", "return (gan_loss(d_source"),
@@ -55,17 +70,15 @@ MUTANTS = [
      "iw_maxsquare_loss(out_t[\"aux\"], c.iw_ratio)"),
     (M + "self_training.py", "l_src + c.lambda_target * l_tgt", "l_src + l_tgt"),
     (M + "self_training.py", 'self._seg(out_t["out"], pseudo)', 'seg_loss(out_t["out"], pseudo)'),
-    (M + "self_training.py", 'self._seg(out_s["out"], src.label)', 'seg_loss(out_s["out"], src.label)'),
+    (M + "self_training.py", "self.source_loss(out_s, src, main_loss=self._seg)", "self.source_loss(out_s, src)"),
     (M + "self_training.py", "self._weak(out_s, src.label) + self._weak(out_t, pseudo)",
      "self._weak(out_s, src.label)"),
-    (M + "self_training.py", "c.lambda_seg * seg_loss(out_s[\"aux\"], src.label)",
-     "c.lambda_seg * seg_loss(out_s[\"out\"], src.label)"),
 ]
 
 
 def main() -> int:
     survivors = []
-    for path, old, new in MUTANTS:
+    for path, old, new, *tests in MUTANTS:
         file = ROOT / path
         text = file.read_text()
         if old not in text:
@@ -75,7 +88,7 @@ def main() -> int:
         try:
             file.write_text(text.replace(old, new, 1))
             rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                 "tests/test_method_objectives.py"], cwd=ROOT, capture_output=True).returncode
+                                 *(tests[0] if tests else OBJECTIVES)], cwd=ROOT, capture_output=True).returncode
         finally:
             file.write_text(text)
         status = "killed" if rc != 0 else "SURVIVED"

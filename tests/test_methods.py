@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+
 import pytest
 import torch
 
 from udalib.data.batch import SourceBatch, TargetBatch
-from udalib.methods import METHODS, PRESETS, build_method, method_config
+from udalib.methods import METHODS, PRESETS, build_method, control_args, method_config, target_weights
 from udalib.models import build_model
 
 
@@ -47,36 +49,44 @@ def test_every_method_has_a_minicity_preset_made_of_real_parameters(name):
     method_config(name, "minicity")  # raises if the preset names an unknown parameter
 
 
-# the target loss weights of each method: at 0, the run is the lambda = 0 control
-ZERO_TARGET_WEIGHTS = {
-    "minent": {"lambda_target": 0.0},
-    "maxsquare": {"lambda_target": 0.0},
-    "maxsquare_iw": {"lambda_target": 0.0},
-    "maxsquare_iw_multi": {"lambda_target": 0.0},
-    "adaptsegnet": {"lambda_adv_target2": 0.0},  # the discriminator is still trained, as in the real run
-    "adaptsegnet_multi": {"lambda_adv_target1": 0.0, "lambda_adv_target2": 0.0},
-    "snr_maxsquare": {"lambda_target": 0.0, "mode": "reference"},  # compared with `snr` in reference mode
-    "clustered_embeddings": {"lambda_entropy": 0.0, "lambda_cluster": 0.0, "lambda_ortho": 0.0, "lambda_sparse": 0.0},
-    "cbst": {"lambda_target": 0.0},
-    "mlsl": {"lambda_target": 0.0, "loss": "ce"},  # OHEM on source too; with CE the source update is source-only's
-}
+ADAPTING = sorted(n for n, (cls, _) in METHODS.items() if cls.uses_target)
+# beyond its target weights, what makes a method's source loss source-only's: MLSL's OHEM is on the source main
+# head too (its MiniCity preset uses CE)
+SAME_SOURCE_LOSS = {"mlsl": {"loss": "ce"}}
 
 
-@pytest.mark.parametrize("name", sorted(ZERO_TARGET_WEIGHTS))
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_control_of_every_method_zeroes_exactly_its_declared_target_weights(name):
+    cls, config_cls = METHODS[name]
+    declared = target_weights(name)
+    assert len(set(declared)) == len(declared) and set(declared) <= {f.name for f in fields(config_cls)}
+    assert bool(declared) == cls.uses_target  # a method that reads target images weighs what it reads
+    args = control_args(name)
+    assert args == dict.fromkeys(declared, 0.0)
+    for preset in [None, *PRESETS[name]]:
+        cfg, control = asdict(method_config(name, preset)), asdict(method_config(name, preset, **args))
+        assert {k for k in cfg if cfg[k] != control[k]} <= set(declared), (name, preset)
+        assert all(control[k] == 0 for k in declared), (name, preset)
+
+
+@pytest.mark.parametrize("name", ADAPTING)
 def test_the_lambda_zero_control_differs_from_source_only_only_in_batchnorm_statistics(name):
-    # With the target loss weight at 0, the weights get exactly the source-only update; only the BatchNorm
-    # running statistics move further, because the target batch went through the network in train mode.
+    # With the target weights at 0 (control_args), the weights get exactly the source-only update (same lr and
+    # auxiliary CE, the MiniCity presets); only the BatchNorm running statistics move further, because the target
+    # batch went through the network in train mode.
     src, tgt = batches()
-    control = fresh(name, lambda_seg=0.0, **ZERO_TARGET_WEIGHTS[name])
+    control = fresh(name, **control_args(name), **SAME_SOURCE_LOSS.get(name, {}))
     prepare(control, src, tgt)
-    if name.startswith("snr"):  # source-only training of the same SNR model
-        baseline = fresh("snr", lambda_seg=0.0, lr=control.cfg.lr, mode="reference")
+    c = control.cfg
+    if name.startswith("snr"):  # source-only training of the same SNR model, same mode and causality weight
+        baseline = fresh("snr", lambda_seg=c.lambda_seg, lr=c.lr, mode=c.mode, lambda_causality=c.lambda_causality)
     else:
-        baseline = fresh("source_only", lambda_seg=0.0, lr=control.cfg.lr)
+        baseline = fresh("source_only", lambda_seg=c.lambda_seg, lr=c.lr)
+    assert c.lambda_seg > 0 and (c.momentum, c.weight_decay) == (baseline.cfg.momentum, baseline.cfg.weight_decay)
     control.step(src, tgt)
     baseline.step(src, None)
-    for (k, a), b in zip(control.model.named_parameters(), baseline.model.parameters()):
-        assert torch.allclose(a, b, atol=1e-6), k
+    for (k, a), b in zip(control.model.named_parameters(), baseline.model.parameters(), strict=True):
+        assert torch.equal(a, b), k
     means = [(k, b) for k, b in control.model.named_buffers() if k.endswith("running_mean")]
     base_means = dict(baseline.model.named_buffers())
     assert any(not torch.allclose(b, base_means[k]) for k, b in means)

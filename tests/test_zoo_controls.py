@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from udalib import zoo
-from udalib.methods import method_config
+from udalib.methods import control_args, method_config, target_weights
 
 SHARED = ("target", "evaluate_on", "steps", "batch_size", "seed", "init", "bn_stats", "model", "size", "flip",
           "num_classes", "source")
@@ -20,7 +20,7 @@ SHARED = ("target", "evaluate_on", "steps", "batch_size", "seed", "init", "bn_st
 def _weights(exp) -> dict:
     """The method config the run resolves to, without its target weights (which the control sets to 0)."""
     cfg = asdict(method_config(exp.method, exp.preset, **exp.method_args))
-    return {k: v for k, v in cfg.items() if not k.startswith(("lambda_target", "lambda_adv_target", "lambda_ent"))}
+    return {k: v for k, v in cfg.items() if k not in target_weights(exp.method)}
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -34,10 +34,11 @@ def test_each_method_and_its_controls_share_everything_but_the_target_weight(row
     # AdaBN: the same starting model, target images and evaluation; no training
     assert adabn.init == method.init and adabn.target == method.target and adabn.adabn and adabn.steps == 0
     assert set(method.evaluate_on) <= set(adabn.evaluate_on) and adabn.seed == method.seed
-    # the control's target weights are all 0 ...
+    # the control's target weights are all 0: it is its method's control_args, nothing else ...
     cfg = asdict(method_config(control.method, control.preset, **control.method_args))
-    weights = {k: v for k, v in cfg.items() if k.startswith(("lambda_target", "lambda_adv_target"))}
+    weights = {k: cfg[k] for k in target_weights(control.method)}
     assert weights and all(v == 0 for v in weights.values()), (row, weights)
+    assert control.method_args == control_args(control.method), row
     # ... and its segmenter update is otherwise the method family's (same lr, momentum, decay, auxiliary CE)
     mine, theirs = _weights(method), _weights(control)
     for key in ("lr", "momentum", "weight_decay", "lambda_seg"):

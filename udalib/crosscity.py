@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .experiment import Experiment, Run, get_or_train
+from .methods import control_args
 
 CITIES = ("rome", "rio", "tokyo", "taipei")
 METHODS = ("maxsquare", "maxsquare_iw")
@@ -110,7 +111,7 @@ class CrossCity:
         if row == ADABN:
             return replace(b, method="source_only", steps=0, adabn=True, method_args={}, label=ADABN)
         if row == CONTROL:  # with the weight at 0 the MaxSquare family computes the same update
-            return replace(b, method_args={**b.method_args, "lambda_target": 0.0}, label=CONTROL)
+            return replace(b, method_args={**b.method_args, **control_args(b.method)}, label=CONTROL)
         # the base's method_args belong to its method; another method runs with its own preset (or paper defaults)
         return replace(b, method=row, method_args=b.method_args if row == b.method else {}, label=row)
 

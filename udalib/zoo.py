@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .experiment import Experiment, Run, get_or_train
+from .methods import control_args
 
 SOURCE_STEPS = 300  # source model and oracle, notebook 01's default
 SNR_SOURCE_STEPS = 150  # SNR source model (notebook 05): half the plain model's steps, to fit its 90 s
@@ -48,7 +49,7 @@ def adaptation_experiment(method: str, source: Experiment, *, steps: int = ADAPT
 
 def control_experiment(source: Experiment, *, steps: int = ADAPT_STEPS, method: str = "maxsquare",
                        evaluate_on: tuple[str, ...] | None = None) -> Experiment:
-    """The lambda = 0 control: the same adaptation run with the target loss weight at 0.
+    """The lambda = 0 control: the same adaptation run with its target loss weights at 0 (:func:`control_args`).
 
     It trains on source labels while target batches pass through the network in train mode, which moves the
     BatchNorm statistics (to the target's: ``BN_STATS``) and nothing else. With the weight at 0, MinEnt, MaxSquare,
@@ -56,7 +57,7 @@ def control_experiment(source: Experiment, *, steps: int = ADAPT_STEPS, method: 
     family.
     """
     return adaptation_experiment(method, source, steps=steps, label="target batches, lambda 0 (control)",
-                                 evaluate_on=evaluate_on, lambda_target=0.0)
+                                 evaluate_on=evaluate_on, **control_args(method))
 
 
 CITY_EVAL = tuple(f"minicity:{city}/val" for city in ("rome", "rio", "tokyo", "taipei"))
@@ -67,7 +68,7 @@ def snr_ms_experiment(snr_source: Experiment, *, control: bool = False, steps: i
     """SNR-MS (MaxSquare on the SNR model) from the SNR source model, or its lambda = 0 control; scored on source
     and target val only (the cities are notebook 05's generalization question, not the adaptation's)."""
     if control:
-        method_args = {**method_args, "lambda_target": 0.0}
+        method_args = {**method_args, **control_args("snr_maxsquare")}
     return adaptation_experiment("snr_maxsquare", snr_source, steps=steps, evaluate_on=Experiment().evaluate_on,
                                  label="SNR-MS, lambda 0 (control)" if control else "SNR-MS", **method_args)
 
@@ -102,7 +103,7 @@ MINICITY_ROWS = {
     # (same lr and auxiliary CE, so the same segmenter updates)
     "control_adaptsegnet": lambda seed: adaptation_experiment(
         "adaptsegnet_multi", source_experiment(seed), steps=ADAPT_STEPS,
-        label="AdaptSegNet, lambda_adv 0 (control)", lambda_adv_target1=0.0, lambda_adv_target2=0.0),
+        label="AdaptSegNet, lambda_adv 0 (control)", **control_args("adaptsegnet_multi")),
     "adaptsegnet": lambda seed: adaptation_experiment("adaptsegnet", source_experiment(seed),
                                                           steps=ADAPT_STEPS),
     "adaptsegnet_multi": lambda seed: adaptation_experiment("adaptsegnet_multi", source_experiment(seed),

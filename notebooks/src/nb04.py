@@ -129,7 +129,7 @@ common = dict(steps=STEPS, lr_d=LR_D, gan=GAN)
 adapt_run = get_or_train(zoo.adaptation_experiment("adaptsegnet_multi", source_exp, lambda_adv_target1=LAMBDA_ADV_TARGET1,
                                                    lambda_adv_target2=LAMBDA_ADV_TARGET2, **common))
 control_run = get_or_train(zoo.adaptation_experiment("adaptsegnet_multi", source_exp, label="control (lambda_adv 0)",
-                                                     lambda_adv_target1=0.0, lambda_adv_target2=0.0, **common))
+                                                     **methods.control_args("adaptsegnet_multi"), **common))
 adabn_run = get_or_train(zoo.adabn_experiment(source_exp))
 """),
 md("""

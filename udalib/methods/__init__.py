@@ -8,7 +8,7 @@ from torch import nn
 
 from .adabn import adapt_batchnorm
 from .adaptsegnet import AdaptSegNet, AdaptSegNetConfig, AdaptSegNetMultiConfig
-from .base import Method, set_requires_grad, sgd
+from .base import Method, MethodConfig, OptimConfig, set_requires_grad, sgd
 from .clustering import ClusteredEmbeddings, ClusteringConfig
 from .maxsquare import MaxSquare, MaxSquareConfig, MaxSquareIWConfig, MaxSquareIWMultiConfig
 from .minent import MinEnt, MinEntConfig
@@ -75,11 +75,12 @@ PRESETS: dict[str, dict[str, dict]] = {
                               "loss": "ce", "patches": 0, "weak_labels": True, "pseudo_label_bn": "target"}},
 }
 
-__all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "adapt_batchnorm", "set_requires_grad",
-           "sgd", "SourceOnly", "SourceOnlyConfig", "MinEnt", "MinEntConfig", "MaxSquare", "MaxSquareConfig",
-           "MaxSquareIWConfig", "MaxSquareIWMultiConfig", "AdaptSegNet", "AdaptSegNetConfig", "AdaptSegNetMultiConfig",
-           "SNR", "SNRConfig", "SNRMaxSquare", "SNRMaxSquareConfig", "ClusteredEmbeddings", "ClusteringConfig",
-           "SelfTraining", "CBSTConfig", "MLSLConfig"]
+__all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "control_args", "target_weights",
+           "adapt_batchnorm", "set_requires_grad", "sgd", "SourceOnly", "SourceOnlyConfig", "MinEnt", "MinEntConfig",
+           "MaxSquare", "MaxSquareConfig", "MaxSquareIWConfig", "MaxSquareIWMultiConfig", "AdaptSegNet",
+           "AdaptSegNetConfig", "AdaptSegNetMultiConfig", "SNR", "SNRConfig", "SNRMaxSquare", "SNRMaxSquareConfig",
+           "ClusteredEmbeddings", "ClusteringConfig", "SelfTraining", "CBSTConfig", "MLSLConfig", "MethodConfig",
+           "OptimConfig"]
 
 
 def method_config(name: str, preset: str | None = None, **overrides):
@@ -101,6 +102,19 @@ def method_config(name: str, preset: str | None = None, **overrides):
         raise TypeError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                         f"its parameters are: {', '.join(sorted(valid))}")
     return config_cls(**overrides)
+
+
+def target_weights(name: str) -> tuple[str, ...]:
+    """The config fields of ``name`` that weigh its target-image loss terms (its config's ``TARGET_WEIGHTS``)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name][1].TARGET_WEIGHTS
+
+
+def control_args(name: str) -> dict[str, float]:
+    """The method arguments of ``name``'s lambda = 0 control: each target weight at 0 (``{}`` for a method that
+    reads no target image), e.g. ``{"lambda_target": 0.0}`` for MaxSquare."""
+    return {field: 0.0 for field in target_weights(name)}
 
 
 def build_method(name: str, model: nn.Module, preset: str | None = None, **overrides) -> Method:

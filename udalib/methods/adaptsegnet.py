@@ -12,19 +12,17 @@ import torch
 from torch import nn
 
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import adversarial_loss, discriminator_loss, seg_loss
+from ..losses import adversarial_loss, discriminator_loss
 from ..models.discriminator import FCDiscriminator
-from .base import Method, set_requires_grad, sgd
+from .base import Method, MethodConfig, set_requires_grad
 
 
 @dataclass
-class AdaptSegNetConfig:
-    lr: float = 2.5e-4  # segmenter SGD, heads 10x; --learning-rate
-    momentum: float = 0.9  # --momentum
-    weight_decay: float = 5e-4  # --weight-decay
+class AdaptSegNetConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_adv_target1", "lambda_adv_target2")  # the discriminators still train
+
     lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D
     betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the seed
-    lambda_seg: float = 0.0  # source CE weight of the auxiliary head; --lambda-seg
     lambda_adv_target1: float = 0.0  # λ_adv of the auxiliary output (D1); --lambda-adv-target1
     lambda_adv_target2: float = 1e-3  # λ_adv of the main output (D2); --lambda-adv-target2 (README LS-GAN: 0.01)
     gan: str = "vanilla"  # "vanilla" (BCE) or "ls" (least squares); --gan Vanilla | LS
@@ -63,7 +61,6 @@ class AdaptSegNet(Method):
             raise ValueError("this model has no auxiliary output: use a multi-level model or the single-level config")
         self.lambda_adv = {k: getattr(c, self.LAMBDA_ADV[k]) for k in c.levels}
         self.discriminators = nn.ModuleDict({k: FCDiscriminator(model.num_classes, c.ndf) for k in c.levels})
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
         self.optimizers["disc"] = torch.optim.Adam(self.discriminators.parameters(), lr=c.lr_d, betas=c.betas)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
@@ -75,13 +72,11 @@ class AdaptSegNet(Method):
         c, disc = self.cfg, self.discriminators
         set_requires_grad(disc, False)
         out_s = self.source_forward(src.image)
-        l_seg = seg_loss(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_seg, logs = self.source_loss(out_s, src)
         out_t = self.model(tgt.image)
         l_adv = {k: adversarial_loss(disc[k](out_t[k].softmax(dim=1)), c.gan) for k in c.levels}
         self.update(self.optimizers["model"], l_seg + sum(self.lambda_adv[k] * l_adv[k] for k in c.levels))
-        logs = {"seg": l_seg.item()} | {f"adv_{k}": v.item() for k, v in l_adv.items()}
+        logs |= {f"adv_{k}": v.item() for k, v in l_adv.items()}
         return out_s, out_t, logs
 
     def update_discriminators(self, out_s: dict, out_t: dict) -> dict[str, float]:

@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..data.batch import SourceBatch, TargetBatch
+from ..losses import seg_loss
+
+
+@dataclass
+class OptimConfig:
+    """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
+    ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
+
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class MethodConfig(OptimConfig):
+    """What every method's config has: the segmenter's SGD and the weight of the source loss's auxiliary head
+    (:meth:`Method.source_loss`).
+
+    ``TARGET_WEIGHTS`` names the fields that weigh the loss terms reading target images (a class attribute, not a
+    field: it is no parameter of a run). With all of them at 0 the segmenter gets the source-only update and the
+    target batches only move BatchNorm statistics: the lambda = 0 control (:func:`udalib.methods.control_args`).
+    """
+
+    TARGET_WEIGHTS: ClassVar[tuple[str, ...]] = ()  # source-only methods: none
+    # CE weight of the auxiliary head on source: MaxSquare's --lambda_seg (with --multi True), AdaptSegNet's
+    # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
+    lambda_seg: float = 0.0
 
 
 class Method(nn.Module):
@@ -16,7 +46,9 @@ class Method(nn.Module):
 
     An ``nn.Module``, so ``.to(device)``, ``.train()`` and ``state_dict()`` cover every network it owns
     (segmenter, discriminators, centroid buffers) and a checkpoint holds all of them. Optimisers live in
-    ``self.optimizers`` (a dict, so they are saved by name); the loop sets their learning rates.
+    ``self.optimizers`` (a dict, so they are saved by name); the loop sets their learning rates. With an
+    :class:`OptimConfig`, the segmenter's SGD is built here as ``optimizers["model"]``, after
+    :meth:`configure_model`; a method adds the optimisers of its other players.
     """
 
     uses_target: bool = True  # False: the loop never loads target images (source-only training)
@@ -31,6 +63,12 @@ class Method(nn.Module):
         self.model = model
         self.cfg = cfg
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.configure_model(model)
+        if isinstance(cfg, OptimConfig):
+            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def configure_model(self, model: nn.Module) -> None:
+        """Checks or settings of the model that must precede its optimiser (which parameters it trains)."""
 
     def source_forward(self, image: Tensor) -> dict[str, Tensor]:
         """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""
@@ -38,6 +76,20 @@ class Method(nn.Module):
             raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
         with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
             return self.model(image)
+
+    def source_loss(self, out: dict[str, Tensor], src: SourceBatch,
+                    main_loss: Callable[[Tensor, Tensor], Tensor] = seg_loss) -> tuple[Tensor, dict[str, float]]:
+        r"""The supervised loss on a source batch, :math:`\mathcal{L}(out, y_s) + \lambda_{seg}\,\mathcal{L}_{seg}
+        (aux, y_s)`, and its log ``{"seg": value}``.
+
+        ``main_loss`` is the main head's loss (CE; self-training's OHEM); the auxiliary head always gets CE, and
+        only where ``lambda_seg`` > 0 and the model has one. A method that adds source terms (SNR's causality
+        loss) extends this.
+        """
+        loss = main_loss(out["out"], src.label)
+        if self.cfg.lambda_seg and "aux" in out:
+            loss = loss + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
+        return loss, {"seg": loss.item()}
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None) -> dict[str, float]:
         """One iteration of the paper's algorithm; returns the losses by their paper names."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import iw_maxsquare_loss, seg_loss
+from ..losses import iw_maxsquare_loss
 from ..losses.clustering import (
     class_centroids,
     classes_at_feature_grid,
@@ -36,15 +36,15 @@ from ..losses.clustering import (
     smooth_centroids,
     sparsity_loss,
 )
-from .base import Method, require_attributes, sgd
+from .base import Method, MethodConfig, require_attributes
 
 
 @dataclass
-class ClusteringConfig:
-    lr: float = 2.5e-4  # --lr 2.5e-4 (heads 10x)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lambda_seg: float = 0.0  # CE on an auxiliary head (the seed's DeeplabFeat has none; MiniCity keeps its aux)
+class ClusteringConfig(MethodConfig):
+    # the feature terms read both domains' features: all four weigh target images
+    TARGET_WEIGHTS = ("lambda_entropy", "lambda_cluster", "lambda_ortho", "lambda_sparse")
+
+    # lambda_seg (MethodConfig): 0, the seed's DeeplabFeat has no auxiliary head; the MiniCity preset keeps its aux
     lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
     iw_ratio: float = 0.2  # --IW_ratio
     lambda_cluster: float = 2e-2  # --lambda_cluster
@@ -66,7 +66,6 @@ class ClusteredEmbeddings(Method):
     def __init__(self, model, cfg: ClusteringConfig | None = None):
         require_attributes(model, "clustered_embeddings", "num_classes", "feat_channels")
         super().__init__(model, cfg or ClusteringConfig())
-        self.optimizers["model"] = sgd(model, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
         self.num_classes = model.num_classes
         # running average of the centroids (used only with centroid_smoothing >= 0); inf rows = no average yet
         self.register_buffer("centroid_avg", torch.full((model.num_classes, model.feat_channels), float("inf")))
@@ -103,12 +102,10 @@ class ClusteredEmbeddings(Method):
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         out_s, out_t = self.source_forward(src.image), self.model(tgt.image)
-        l_seg = seg_loss(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_seg, logs = self.source_loss(out_s, src)
         l_ent = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
         terms = self.embedding_losses(out_s, out_t, src)
         loss = (l_seg + c.lambda_entropy * l_ent + c.lambda_cluster * terms["cluster"]
                 + c.lambda_ortho * terms["ortho"] + c.lambda_sparse * terms["sparse"])
         self.update(self.optimizers["model"], loss)
-        return {"seg": l_seg.item(), "entropy": l_ent.item(), **{k: v.item() for k, v in terms.items()}}
+        return logs | {"entropy": l_ent.item(), **{k: v.item() for k, v in terms.items()}}

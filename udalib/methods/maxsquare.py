@@ -8,21 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import iw_maxsquare_loss, maxsquare_loss, seg_loss, self_produced_guidance
-from .base import Method, sgd
+from .base import Method, MethodConfig
 
 
 @dataclass
-class MaxSquareConfig:
-    lr: float = 2.5e-4  # backbone lr, heads 10x; --lr
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class MaxSquareConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_target",)  # the guidance term is weighted by lambda_target too
+
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
-    lambda_seg: float = 0.0  # CE weight of the auxiliary head on source; --lambda_seg (with --multi True)
     guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True
     threshold: float = 0.95  # confidence threshold of the guidance; --threshold
 
@@ -44,8 +40,6 @@ class MaxSquare(Method):
 
     def __init__(self, model, cfg: MaxSquareConfig | None = None):
         super().__init__(model, cfg or MaxSquareConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
@@ -67,10 +61,3 @@ class MaxSquare(Method):
             logs["guidance"] = l_guide.item()
         self.update(self.optimizers["model"], loss)
         return logs
-
-    def source_loss(self, out: dict, src: SourceBatch) -> tuple[Tensor, dict[str, float]]:
-        """The supervised loss on a source batch: main head (+ auxiliary head when ``lambda_seg`` > 0)."""
-        l_seg = seg_loss(out["out"], src.label)
-        if self.cfg.lambda_seg:
-            l_seg = l_seg + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
-        return l_seg, {"seg": l_seg.item()}

@@ -9,17 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import entropy_loss, seg_loss
-from .base import Method, sgd
+from ..losses import entropy_loss
+from .base import Method, MethodConfig
 
 
 @dataclass
-class MinEntConfig:
-    lr: float = 2.5e-4  # backbone lr, heads 10x; --lr
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class MinEntConfig(MethodConfig):
+    TARGET_WEIGHTS = ("lambda_target",)
+
     lambda_target: float = 0.1  # λ_ent; --lambda_target (the seed README gives no MinEnt value: 0.1 as for MaxSquare)
-    lambda_seg: float = 0.0  # CE weight of the auxiliary head on source (--multi True: 0.1); 0 = main head only
     normalization: str = "seed"  # "seed": entropy / C (MaxSquare's softCrossEntropy); "log_c": ADVENT's
 
 
@@ -28,16 +26,12 @@ class MinEnt(Method):
 
     def __init__(self, model, cfg: MinEntConfig | None = None):
         super().__init__(model, cfg or MinEntConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         out_s = self.source_forward(src.image)  # source and target are separate forward passes, as in the seed (BN)
-        l_seg = seg_loss(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_seg = l_seg + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_seg, logs = self.source_loss(out_s, src)
         out_t = self.model(tgt.image)
         l_ent = entropy_loss(out_t["out"], c.normalization)
         self.update(self.optimizers["model"], l_seg + c.lambda_target * l_ent)
-        return {"seg": l_seg.item(), "ent": l_ent.item()}
+        return logs | {"ent": l_ent.item()}

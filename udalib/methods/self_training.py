@@ -46,18 +46,18 @@ from ..losses.self_training import (
     weak_labels,
 )
 from .adabn import adapt_batchnorm
-from .base import Method, require_attributes, sgd
+from .base import Method, MethodConfig, require_attributes
 
 PREDICT_BATCH = 16  # target images per forward pass when pseudo-labelling
 CACHE_BYTES = 1 << 30  # keep the round's posteriors in memory (float16) below this size, else predict twice
 
 
 @dataclass
-class CBSTConfig:
-    lr: float = 2.5e-4  # DeepLab-v2 lr (heads 10x); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lambda_seg: float = 0.0  # source CE of the auxiliary head
+class CBSTConfig(MethodConfig):
+    # the weak-label loss (weak_labels) has no weight of its own: at lambda_target 0 its target term remains
+    TARGET_WEIGHTS = ("lambda_target",)
+
+    # lr: DeepLab-v2's (OptimConfig); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
     lambda_target: float = 1.0  # weight of the pseudo-label loss (the seed: one list, weight 1)
     rounds: int = 6  # --num-round 6
     tgt_port: float = 0.15  # --init-tgt-port 0.15: portion of each class's pixels kept in round 0
@@ -95,7 +95,6 @@ class SelfTraining(Method):
         if c.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {c.rounds}")
         self.rounds = c.rounds
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
         self.weak_head = None
         if c.weak_labels:
             self.weak_head = nn.Linear(model.feat_channels, model.num_classes)  # pooled features -> C logits
@@ -211,15 +210,12 @@ class SelfTraining(Method):
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         out_s = self.source_forward(src.image)
-        l_src = self._seg(out_s["out"], src.label)
-        if c.lambda_seg:
-            l_src = l_src + c.lambda_seg * seg_loss(out_s["aux"], src.label)
+        l_src, logs = self.source_loss(out_s, src, main_loss=self._seg)  # OHEM or CE on the main head, CE on aux
         pseudo = self.target_labels(tgt)
         out_t = self.model(tgt.image)
         l_tgt = self._seg(out_t["out"], pseudo)
         loss = l_src + c.lambda_target * l_tgt
-        logs = {"seg": l_src.item(), "target": l_tgt.item(),
-                "pseudo_kept": (pseudo != IGNORE_INDEX).float().mean().item()}
+        logs |= {"target": l_tgt.item(), "pseudo_kept": (pseudo != IGNORE_INDEX).float().mean().item()}
         if self.weak_head is not None:
             l_weak = self._weak(out_s, src.label) + self._weak(out_t, pseudo)
             loss = loss + l_weak

@@ -103,13 +103,14 @@ class SNR(SourceOnly):
     uses_target = False
 
     def __init__(self, model, cfg: SNRConfig | None = None):
-        cfg = cfg or SNRConfig()
-        _prepare_model(model, cfg)
-        super().__init__(model, cfg)
-        self.causality = _causality_heads(model, cfg, self.optimizers["model"])
+        super().__init__(model, cfg or SNRConfig())
+        self.causality = _causality_heads(model, self.cfg, self.optimizers["model"])
 
-    def source_loss(self, out: dict, src: SourceBatch):
-        return _source_loss_with_causality(self, super().source_loss(out, src), out, src)
+    def configure_model(self, model: nn.Module) -> None:
+        _prepare_model(model, self.cfg)
+
+    def source_loss(self, out: dict, src: SourceBatch, main_loss=seg_loss):
+        return _source_loss_with_causality(self, super().source_loss(out, src, main_loss), out, src)
 
 
 class SNRMaxSquare(MaxSquare):
@@ -117,10 +118,11 @@ class SNRMaxSquare(MaxSquare):
     causality terms are added on the source batch."""
 
     def __init__(self, model, cfg: SNRMaxSquareConfig | None = None):
-        cfg = cfg or SNRMaxSquareConfig()
-        _prepare_model(model, cfg)
-        super().__init__(model, cfg)
-        self.causality = _causality_heads(model, cfg, self.optimizers["model"])
+        super().__init__(model, cfg or SNRMaxSquareConfig())
+        self.causality = _causality_heads(model, self.cfg, self.optimizers["model"])
 
-    def source_loss(self, out: dict, src: SourceBatch):
-        return _source_loss_with_causality(self, super().source_loss(out, src), out, src)
+    def configure_model(self, model: nn.Module) -> None:
+        _prepare_model(model, self.cfg)
+
+    def source_loss(self, out: dict, src: SourceBatch, main_loss=seg_loss):
+        return _source_loss_with_causality(self, super().source_loss(out, src, main_loss), out, src)

@@ -7,18 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import seg_loss
-from .base import Method, sgd
+from .base import Method, MethodConfig
 
 
 @dataclass
-class SourceOnlyConfig:
-    lr: float = 2.5e-4  # backbone learning rate (heads 10x); --lr in the seeds
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class SourceOnlyConfig(MethodConfig):
     lambda_seg: float = 0.1  # weight of the auxiliary head's CE (MaxSquare --multi True); 0 = main head only
 
 
@@ -29,17 +23,8 @@ class SourceOnly(Method):
 
     def __init__(self, model, cfg: SourceOnlyConfig | None = None):
         super().__init__(model, cfg or SourceOnlyConfig())
-        c = self.cfg
-        self.optimizers["model"] = sgd(model, c.lr, c.momentum, c.weight_decay)
 
     def step(self, src: SourceBatch, tgt: TargetBatch | None = None) -> dict[str, float]:
         loss, logs = self.source_loss(self.model(src.image), src)
         self.update(self.optimizers["model"], loss)
         return logs
-
-    def source_loss(self, out: dict, src: SourceBatch) -> tuple[Tensor, dict[str, float]]:
-        """The supervised loss on a source batch (SNR adds its causality term here)."""
-        loss = seg_loss(out["out"], src.label)
-        if self.cfg.lambda_seg and "aux" in out:
-            loss = loss + self.cfg.lambda_seg * seg_loss(out["aux"], src.label)
-        return loss, {"seg": loss.item()}
