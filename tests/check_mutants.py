@@ -1,5 +1,6 @@
 """Do the objective tests notice a wrong method? Apply one hand-made edit at a time (a flipped sign, a dropped
-weight, a swapped head) to the methods' code, run ``tests/test_method_objectives.py``, and expect it to fail.
+weight, a swapped head) to the methods' code, run ``tests/test_method_objectives.py`` (or the test file a mutant
+names), and expect it to fail.
 
     python tests/check_mutants.py            # every mutant; exits 1 if any survives
 
@@ -15,8 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 M = "udalib/methods/"
 L = "udalib/losses/"
+V, TV = "udalib/validate.py", "tests/test_validate.py"
+OBJECTIVES = "tests/test_method_objectives.py"
 
-# (file, text, replacement): each must occur in the file
+# (file, text, replacement[, test file]): each text must occur in the file; the test file defaults to OBJECTIVES
 MUTANTS = [
     (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg - c.lambda_target * l_ent"),
     (M + "minent.py", "l_seg + c.lambda_target * l_ent", "l_seg + l_ent"),
@@ -60,12 +63,29 @@ MUTANTS = [
      "self._weak(out_s, src.label)"),
     (M + "self_training.py", "c.lambda_seg * seg_loss(out_s[\"aux\"], src.label)",
      "c.lambda_seg * seg_loss(out_s[\"out\"], src.label)"),
+    # label-free validators (tests/test_validate.py)
+    (V, "return float(-_entropy(_rows(probs)).mean())", "return float(_entropy(_rows(probs)).mean())", TV),
+    (V, "return -torch.special.xlogy(rows, rows).sum(dim=-1)", "return -torch.special.xlogy(rows, rows).mean(dim=-1)",
+     TV),
+    (V, "_entropy(rows.mean(dim=0)) - _entropy(rows).mean()", "_entropy(rows).mean() - _entropy(rows.mean(dim=0))", TV),
+    (V, "rows.movedim(1, -1).reshape(-1, rows.shape[1]) if rows.dim() == 4 else rows\n    if rows.shape[0] == 0",
+     "rows.reshape(-1, rows.shape[1]) if rows.dim() == 4 else rows\n    if rows.shape[0] == 0", TV),
+    (V, "sim = f @ f.T / temperature", "sim = f @ f.T", TV),
+    (V, "sim.fill_diagonal_(-math.inf)", "sim.fill_diagonal_(-1 / temperature)", TV),
+    (V, "sim.fill_diagonal_(-math.inf)", "sim.fill_diagonal_(1 / temperature)", TV),
+    (V, "f = F.normalize(rows, dim=1)", "f = rows", TV),
+    (V, 'matrix_norm(rows, ord="nuc") / rows.shape[0]', 'matrix_norm(rows, ord="fro") / rows.shape[0]', TV),
+    (V, 'matrix_norm(rows, ord="nuc") / rows.shape[0]', 'matrix_norm(rows, ord="nuc") / rows.shape[1]', TV),
+    (V, "candidates, right=True)", "candidates, right=False)", TV),
+    (V, "(conf.double() > threshold)", "(conf.double() >= threshold)", TV),
+    (V, '"im": float(_entropy(mean_p) - ent_sum / n_pix)', '"im": float(_entropy(mean_p) + ent_sum / n_pix)', TV),
+    (V, "valid = (label >= 0) & (label < num_classes)", "valid = label >= 0", TV),
 ]
 
 
 def main() -> int:
     survivors = []
-    for path, old, new in MUTANTS:
+    for path, old, new, *test in MUTANTS:
         file = ROOT / path
         text = file.read_text()
         if old not in text:
@@ -75,7 +95,7 @@ def main() -> int:
         try:
             file.write_text(text.replace(old, new, 1))
             rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                 "tests/test_method_objectives.py"], cwd=ROOT, capture_output=True).returncode
+                                 *(test or [OBJECTIVES])], cwd=ROOT, capture_output=True).returncode
         finally:
             file.write_text(text)
         status = "killed" if rc != 0 else "SURVIVED"
