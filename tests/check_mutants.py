@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 M = "udalib/methods/"
 L = "udalib/losses/"
 V, TV = "udalib/validate.py", "tests/test_validate.py"
+T, TT = M + "tent.py", "tests/test_tta.py"
 OBJECTIVES = "tests/test_method_objectives.py"
 
 # (file, text, replacement[, test file]): each text must occur in the file; the test file defaults to OBJECTIVES
@@ -80,6 +81,20 @@ MUTANTS = [
     (V, "(conf.double() > threshold)", "(conf.double() >= threshold)", TV),
     (V, '"im": float(_entropy(mean_p) - ent_sum / n_pix)', '"im": float(_entropy(mean_p) + ent_sum / n_pix)', TV),
     (V, "valid = (label >= 0) & (label < num_classes)", "valid = label >= 0", TV),
+    # test-time methods (tests/test_tta.py)
+    (T, 'l_ent = entropy_map(self.model(tgt.image)["out"]).mean()',
+     'l_ent = -entropy_map(self.model(tgt.image)["out"]).mean()', TT),
+    (T, 'entropy_map(self.model(tgt.image)["out"]).mean()', 'entropy_map(self.model(tgt.image)["out"]).sum()', TT),
+    (T, 'tgt = _need_target(tgt, "tent")', 'tgt = _need_target(tgt, "tent")\n        self.model.eval()', TT),
+    (T, "if m.affine for p in (m.weight, m.bias)]", "if m.affine for p in (m.weight,)]", TT),
+    (T, "momentum=c.momentum, weight_decay", "momentum=0.0, weight_decay", TT),
+    (T, '(1 - a) * getattr(self, f"source_mean_{i}") + a * m.running_mean',
+     'a * getattr(self, f"source_mean_{i}") + (1 - a) * m.running_mean', TT),
+    (T, '(1 - a) * getattr(self, f"source_var_{i}")', '(1 - a) * getattr(self, f"source_mean_{i}")', TT),
+    (T, "m.momentum = None", "m.momentum = 1.0", TT),
+    (T, 'm.running_mean.copy_(getattr(self, f"target_mean_{i}"))', "m.running_mean.copy_(m.running_mean)", TT),
+    (T, "            m.train()\n        self.model(tgt.image)", "            m.eval()\n        self.model(tgt.image)",
+     TT),
 ]
 
 

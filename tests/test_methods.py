@@ -36,8 +36,13 @@ def test_one_step_moves_the_segmenter_and_logs_finite_losses(name):
     src, tgt = batches()
     prepare(method, src, tgt)
     before = {k: p.detach().clone() for k, p in method.model.named_parameters()}
+    buffers = {k: b.detach().clone() for k, b in method.model.named_buffers()}
     logs = method.step(src, tgt)
     assert logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    if name == "bn_alpha":  # trains no weight: only the BatchNorm statistics move
+        assert all(torch.equal(before[k], p) for k, p in method.model.named_parameters())
+        assert any(not torch.equal(buffers[k], b) for k, b in method.model.named_buffers())
+        return
     assert any(not torch.equal(before[k], p) for k, p in method.model.named_parameters())
 
 
