@@ -18,6 +18,7 @@ M = "udalib/methods/"
 L = "udalib/losses/"
 V, TV = "udalib/validate.py", "tests/test_validate.py"
 T, TT = M + "tent.py", "tests/test_tta.py"
+S, TS = "benchmarks/selection_study.py", "tests/test_selection_study.py"
 OBJECTIVES = "tests/test_method_objectives.py"
 
 # (file, text, replacement[, test file]): each text must occur in the file; the test file defaults to OBJECTIVES
@@ -95,6 +96,11 @@ MUTANTS = [
     (T, 'm.running_mean.copy_(getattr(self, f"target_mean_{i}"))', "m.running_mean.copy_(m.running_mean)", TT),
     (T, "            m.train()\n        self.model(tgt.image)", "            m.eval()\n        self.model(tgt.image)",
      TT),
+    # the checkpoint-selection study (tests/test_selection_study.py)
+    (S, "(y / (len(y) - 1)) ** power", "(x / (len(x) - 1)) ** power", TS),
+    (S, "miou[int(np.argmax(score))]", "miou[int(np.argmin(score))]", TS),
+    (S, 'pd.Series(x).rank(method="average")', 'pd.Series(x).rank(method="first")', TS),
+    (S, "done = {_row_key(r) for _, r in read_rows(out).iterrows()}", "done = set()", TS),
 ]
 
 
