@@ -230,7 +230,8 @@ def score_model(model: nn.Module, target_loader: Iterable, *, source_loader: Ite
     Pixels are taken at the resolution :func:`~udalib.eval.evaluate.evaluate` scores at: logits are upsampled
     (bilinear, ``align_corners=True``) to the image size on the target and to the label size on the source. The
     target loader's labels, if any, are never read. The model must be on ``device``; its train/eval flags are
-    restored afterwards.
+    restored afterwards. Memory: one image's probabilities at a time, ``pixels`` sampled rows, and one confidence
+    per target and labelled source pixel (for ATC).
     """
     from .eval.evaluate import _batches, eval_mode
     from .eval.metrics import ConfusionMatrix
@@ -256,16 +257,21 @@ def score_model(model: nn.Module, target_loader: Iterable, *, source_loader: Ite
     with eval_mode(model), torch.no_grad():
         for batch in _batches(target_loader, max_batches, False):
             image = batch[0] if isinstance(batch, (tuple, list)) else batch
-            rows = _rows(probabilities(image, image.shape[-2:]).cpu())
-            ent_sum += float(_entropy(rows).sum())
-            n_pix += rows.shape[0]
-            prob_sum += rows.sum(dim=0)
-            target_conf.append(rows.amax(dim=1).float())
-            keys = torch.cat([keys, torch.rand(rows.shape[0], generator=g)])
-            kept = torch.cat([kept, rows])
-            if keys.numel() > pixels:
-                keys, order = keys.topk(pixels, largest=False, sorted=False)
-                kept = kept[order]
+            probs = probabilities(image, image.shape[-2:]).cpu()
+            for one in probs:  # image by image: float64 rows of one image at a time
+                rows = _rows(one[None])
+                ent_sum += float(_entropy(rows).sum())
+                n_pix += rows.shape[0]
+                prob_sum += rows.sum(dim=0)
+                target_conf.append(rows.amax(dim=1).float())
+                new_keys = torch.rand(rows.shape[0], generator=g)
+                if new_keys.numel() > pixels:  # the global sample's pixels of this image are among its own smallest
+                    new_keys, order = new_keys.topk(pixels, largest=False, sorted=False)
+                    rows = rows[order]
+                keys, kept = torch.cat([keys, new_keys]), torch.cat([kept, rows])
+                if keys.numel() > pixels:
+                    keys, order = keys.topk(pixels, largest=False, sorted=False)
+                    kept = kept[order]
         if n_pix == 0:
             raise ValueError("score_model: the target loader yielded no images")
         mean_p = prob_sum / n_pix
