@@ -18,8 +18,11 @@ M = "udalib/methods/"
 L = "udalib/losses/"
 OBJECTIVES = ("tests/test_method_objectives.py",)
 CONTROLS = ("tests/test_methods.py", "-k", "control")  # the lambda = 0 controls: target weights and their update
+V, TV = "udalib/validate.py", ("tests/test_validate.py",)
+T, TT = M + "tent.py", ("tests/test_tta.py",)
+S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 
-# (file, text, replacement[, tests]): each text must occur in the file; tests default to OBJECTIVES
+# (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
 MUTANTS = [
     # the shared source loss (Method.source_loss)
     (M + "base.py", "loss = loss + self.cfg.lambda_seg * seg_loss(", "loss = loss - self.cfg.lambda_seg * seg_loss("),

@@ -160,9 +160,11 @@ def test_every_adaptation_method_normalises_its_source_batch_through_source_forw
     from udalib.methods import METHODS
 
     for name, (cls, _) in METHODS.items():
-        if not cls.uses_target:
-            continue
         code = "".join(inspect.getsource(c) for c in cls.__mro__ if c.__module__.startswith("udalib.methods"))
+        if not cls.uses_source:  # test-time methods never forward a source batch
+            assert "src.image" not in code, name
+        if not cls.uses_target or not cls.uses_source:
+            continue
         assert "self.model(src.image)" not in code, name
         assert "source_forward(src.image)" in code, name
 

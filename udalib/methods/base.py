@@ -52,6 +52,7 @@ class Method(nn.Module):
     """
 
     uses_target: bool = True  # False: the loop never loads target images (source-only training)
+    uses_source: bool = True  # False: source batches are never forwarded (test-time methods: TENT, BN-alpha)
     # Which batches update the BatchNorm running statistics (the ones the model evaluates with). "both": source and
     # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
