@@ -143,7 +143,7 @@ the better of AdaBN and the control:
 code("""
 three = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("crosscity_scores.csv"))
 mean = cc.city_table(three)
-print(f"seeds {sorted(three.seed.unique())}")
+print(f"seeds {sorted(map(int, three.seed.unique()))}")
 print(mean.round(1).to_string())
 cc.gains(three, "maxsquare").round(2)
 """),
@@ -156,7 +156,8 @@ materials move furthest from the source's concrete (Tokyo's glass and steel, Tai
 shift, which is what the atlas of notebook 09 finds target losses act on), and it loses a little on Rome, whose
 grey-paved sidewalks converge with the road (the atlas's `converge`, where confident confusions get sharpened), and
 on Rio, the city closest to the source, with almost nothing to adapt. At these 20 steps no margin over the
-controls reaches a point. The MaxSquare paper reports +1.9 to +3.5 points over source-only on NTHU (below); it
+controls reaches a point, and three times as many steps (the length of every other MiniCity adaptation) do not
+change that (next cell, read from `crosscity_scores_60steps.csv`). The MaxSquare paper reports +1.9 to +3.5 points over source-only on NTHU (below); it
 reports no AdaBN or $\\lambda=0$ control, so how much of that is BatchNorm statistics at full scale is an open
 question this notebook lets you ask.
 
@@ -164,6 +165,13 @@ question this notebook lets you ask.
 
 Rows: the city adapted to; columns: the city scored. Read down a column: is a city best served by its own
 adaptation?
+"""),
+code("""
+longer = viz.results.BENCHMARK_TABLE.with_name("crosscity_scores_60steps.csv")
+if longer.is_file():  # python benchmarks/crosscity_table.py --steps 60 --methods maxsquare
+    sixty = pd.read_csv(longer)
+    print(f"60 adaptation steps, seeds {sorted(map(int, sixty.seed.unique()))}")
+    display(cc.gains(sixty, "maxsquare")[["vs control", "vs max(AdaBN, control)", "seeds ahead of both"]].round(2))
 """),
 code("""
 cross = {row: cc.cross_matrix(scores, row) for row in ("AdaBN", METHODS[0])}
