@@ -108,6 +108,12 @@ def test_compare_runs_differences_and_target_bn_only_where_it_exists():
     assert table.loc["method", "vs control"] == pytest.approx(3.0)
     assert table.loc["method", "vs control, target BN"] == pytest.approx(2.5)
     assert table.loc["control", "source mIoU"] == 61.0
+    # runs that kept target-only statistics carry no target-BN score: no such column, no difference on it
+    control, method = _run("c", {t: 33.0, src: 61.0}), _run("m", {t: 36.0, src: 60.5})
+    table = compare_runs({"source": source, "AdaBN": adabn, "control": control, "method": method},
+                         baseline=source, control=control)
+    assert list(table.columns) == ["target mIoU", "source mIoU", "vs source-only", "vs control"]
+    assert table.loc["method", "vs control"] == pytest.approx(3.0)
     iou = per_class_iou({"source": source, "method": method}, t)
     assert list(iou.index) == ["road"] and iou.loc["road", "method"] == 36.0  # the all-NaN class is dropped
 

@@ -451,8 +451,9 @@ def find_run(exp: Experiment, run_dir: str | os.PathLike | None = None) -> Run |
 def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = None,
                  dataset: str = "minicity:target/val", source_dataset: str | None = "minicity:source/val"):
     """The notebooks' results table: one row per named run, mIoU on ``dataset`` as trained and with target BN
-    statistics (empty for runs that never saw a target image), on ``source_dataset``, and the differences to the
-    ``baseline`` (source-only) and, if given, to the ``control`` (the same run with its target weight at 0).
+    statistics (empty for runs that never saw a target image; the column only where a trained run has such a score,
+    i.e. it kept the seeds' mixed statistics), on ``source_dataset``, and the differences to the ``baseline``
+    (source-only) and, if given, to the ``control`` (the same run with its target weight at 0).
     """
     import pandas as pd
 
@@ -469,7 +470,11 @@ def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = N
     table["vs source-only"] = table["target mIoU"] - baseline.miou(dataset)
     if control is not None:
         table["vs control"] = table["target mIoU"] - control.miou(dataset)
-        table["vs control, target BN"] = table["target mIoU, target BN"] - target_bn(control)
+        if target_bn(control) is not None:
+            table["vs control, target BN"] = table["target mIoU, target BN"] - target_bn(control)
+    if all(r.config.adabn or target_bn(r) is None for r in runs.values()):
+        # no trained run has a target-BN score (target-only running statistics: zoo.BN_STATS): nothing to compare
+        table = table.drop(columns="target mIoU, target BN")
     return table
 
 
