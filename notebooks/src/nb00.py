@@ -15,7 +15,7 @@ generated street-scene world with
 You will see *what* differs between the domains (appearance) and *what does not* (layout and classes), because
 that design is what makes the gap both visible and closable.
 
-**Runtime:** about 20 s on a 2-core CPU (the very first run also writes MiniCity to `data/`, about 20 s more).
+**Runtime:** about 10 s on a 2-core CPU (the very first run also writes MiniCity to `data/`, about 20 s more).
 """),
 code("""
 SEED: int = 0  # which images to show

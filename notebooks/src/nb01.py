@@ -13,7 +13,7 @@ re-estimated on target images and nothing else changed.
 Every later notebook starts from the source model trained here. They ask for it with the same `Experiment`, and
 `get_or_train` returns this run instead of training again (or trains it, if you open a later notebook first).
 
-**Runtime:** about 70 s on a 2-core CPU (two models of 300 steps); seconds when the runs already exist.
+**Runtime:** about 50 s on a 2-core CPU (two models of 300 steps); seconds when the runs already exist.
 """),
 code("""
 SEED: int = 0  # random seed of the model initialisation and the data order

@@ -14,7 +14,7 @@ Loss*, ICCV 2019) replace entropy by the **maximum squares** loss, and the two a
 
 Each is compared with source-only, AdaBN, the $\\lambda=0$ control and MinEnt (notebook 02) in one table.
 
-**Runtime:** about 70 s on a 2-core CPU after notebook 02 (three adaptation runs of 60 steps); about 35 s more
+**Runtime:** about 35 s on a 2-core CPU after notebook 02 (three adaptation runs of 60 steps); about 20 s more
 when run on its own, because the control and MinEnt runs are then trained here too.
 """),
 code("""

@@ -16,7 +16,7 @@ with one discriminator per output level $i$ (the main head; **multi-level**: als
 You will see what the discriminator sees, watch the two players' losses, and compare the result with
 source-only, AdaBN and **the same run with $\\lambda_{adv}=0$**.
 
-**Runtime:** about 80 s on a 2-core CPU when the source model exists (notebook 01): two adaptation runs of 60
+**Runtime:** about 45 s on a 2-core CPU when the source model exists (notebook 01): two adaptation runs of 60
 steps, the multi-level method and its control.
 """),
 code("""

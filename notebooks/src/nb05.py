@@ -18,7 +18,7 @@ ones *less* certain. You will see what IN removes, train SNR **on source images 
 the target is never seen), evaluate it on the target and the four MiniCity cities, then adapt it with MaxSquare
 (**SNR-MS**) against the usual controls.
 
-**Runtime:** about 80 s on a 2-core CPU when the source model exists (notebook 01): the SNR source model (150
+**Runtime:** about 45 s on a 2-core CPU when the source model exists (notebook 01): the SNR source model (150
 steps) and two SNR-MS runs of 60 steps (the method and its $\\lambda=0$ control).
 """),
 code("""

@@ -16,8 +16,8 @@ $$\\mathcal{L} = \\mathcal{L}_{seg} + \\lambda_{ent}\\,\\mathcal{L}_{IW\\text{-}
 You will look at the feature space before and after adaptation, the centroid similarity matrix and the sparsity
 of the centroids, and compare with source-only, AdaBN, the $\\lambda=0$ control and MaxSquare+IW alone.
 
-**Runtime:** about 35 s on a 2-core CPU after notebooks 01–03 (one adaptation run of 60 steps; the controls are
-theirs); about 65 s more when run on its own.
+**Runtime:** about 20 s on a 2-core CPU after notebooks 01–03 (one adaptation run of 60 steps; the controls are
+theirs); about 40 s more when run on its own.
 """),
 code("""
 SEED: int = 0  # seed of the source model and of the adaptation run

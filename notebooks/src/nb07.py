@@ -16,7 +16,7 @@ on them, in **rounds**: predict the target set, select pseudo-labels, train, rep
 You will inspect pseudo-labels (how many pixels each class keeps, how many are right, against labels used *for
 analysis only*), see what class balancing does to rare classes, then train CBST and MLSL against the controls.
 
-**Runtime:** about 80 s on a 2-core CPU after notebooks 01–02 (two runs of 60 steps, each labelling the 600
+**Runtime:** about 50 s on a 2-core CPU after notebooks 01–02 (two runs of 60 steps, each labelling the 600
 target images three times).
 """),
 code("""

@@ -16,7 +16,7 @@ generator's four cities play NTHU: each is the target world in its own light, st
 MiniCity's `pole` becomes ignore. The driver is `udalib.crosscity`; `python -m udalib crosscity` runs the same study
 from the shell.
 
-**Runtime:** about 110 s on a 2-core CPU: the source model (300 steps) and, per city, AdaBN, the control and the
+**Runtime:** about 65 s on a 2-core CPU: the source model (300 steps) and, per city, AdaBN, the control and the
 two methods (20 steps each), every run scored on all four cities.
 """),
 code("""

@@ -17,9 +17,9 @@ per-class IoU and checkpoint. This notebook lists them; a run you train with pap
 no glue code. The seed papers' full-scale numbers are shown next to MiniCity's, **as reported** by the papers,
 not reproduced here.
 
-**Runtime:** about 40 s on a 2-core CPU when notebooks 01–07 have run (their runs are found, not trained). On a
-fresh checkout it first trains the missing MiniCity runs of `SEEDS` and prints how long that took: 18 runs per
-seed, about 7 minutes of training on a quiet 2-core CPU (13 minutes measured with the two cores shared).
+**Runtime:** about 25 s on a 2-core CPU when notebooks 01–07 have run (their runs are found; the one missing run,
+single-level AdaptSegNet, is trained here). On a fresh checkout it first trains the missing MiniCity runs of `SEEDS`
+and prints how long that took: 18 runs per seed, about 7 minutes of training on a quiet 2-core CPU.
 """),
 code("""
 SEEDS: list = [0]  # seeds whose standard MiniCity runs are trained now if missing (other seeds in runs/ are shown too)
