@@ -217,3 +217,17 @@ def test_show_samples_keeps_each_class_colour_in_the_13_class_set(tiny_minicity)
     assert keep.mean() > 0.9 and (~keep).any()
     assert np.array_equal(drawn[0][keep], drawn[1][keep])
     assert (drawn[1][~keep] == 0).all() and not (drawn[0][~keep] == 0).all()
+
+
+def test_show_source_displays_each_call_and_returns_none(monkeypatch):
+    import IPython.display
+
+    from udalib.viz import show_source, source_text
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    assert show_source(entropy_loss) is None
+    assert show_source(maxsquare_loss) is None
+    assert [type(c).__name__ for c in shown] == ["Code", "Code"]  # two calls in one cell: both displayed
+    assert shown[0].data == source_text(entropy_loss)
+    assert source_text(maxsquare_loss).startswith("def maxsquare_loss(")

@@ -2,6 +2,6 @@
 imported on request (``from udalib.viz import widgets``, needs ipywidgets), the comparison widgets."""
 
 from . import plots, results
-from .source import show_source
+from .source import show_source, source_text
 
-__all__ = ["plots", "results", "show_source"]
+__all__ = ["plots", "results", "show_source", "source_text"]

@@ -5,8 +5,18 @@ from __future__ import annotations
 import inspect
 
 
-def show_source(obj):
-    """The source of a function, class or method as a syntax-highlighted IPython ``Code`` object."""
-    from IPython.display import Code
+def source_text(obj) -> str:
+    """The source text of a function, class or method (what :func:`show_source` displays)."""
+    return inspect.getsource(obj)
 
-    return Code(inspect.getsource(obj), language="python")
+
+def show_source(obj) -> None:
+    """Display the source of a function, class or method as syntax-highlighted code, and return None.
+
+    It displays rather than returns, so a notebook cell with several calls shows every one of them (a returned
+    object would show only the cell's last value). Outside an IPython kernel, ``display`` writes the object's text
+    representation to standard output. :func:`source_text` returns the text itself.
+    """
+    from IPython.display import Code, display
+
+    display(Code(source_text(obj), language="python"))
