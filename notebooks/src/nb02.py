@@ -69,11 +69,13 @@ will make those *more* confident.
 
 ## The objective
 
-udalib implements the loss as a pure function. The seed (MaxSquare's `softCrossEntropy`) averages
-$-P\\log P$ over all $N\\cdot C\\cdot H\\cdot W$ entries, i.e. divides the entropy by $C$; ADVENT divides by
-$\\log C$. The two differ by the constant $C/\\log C$, which the $\\lambda$ values absorb.
+udalib implements both terms as pure functions. $\\mathcal{L}_{seg}$ is the pixel-wise cross-entropy over the
+labelled source pixels that every method uses (`losses.seg_loss`). For the target term, the seed (MaxSquare's
+`softCrossEntropy`) averages $-P\\log P$ over all $N\\cdot C\\cdot H\\cdot W$ entries, i.e. divides the entropy by
+$C$; ADVENT divides by $\\log C$. The two differ by the constant $C/\\log C$, which the $\\lambda$ values absorb.
 """),
 code("""
+viz.show_source(losses.seg_loss)
 viz.show_source(losses.entropy_loss)
 """),
 code("""

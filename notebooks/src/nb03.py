@@ -74,6 +74,7 @@ viz.show_source(losses.maxsquare_loss)
 """),
 code("""
 viz.show_source(losses.image_wise_class_weights)
+viz.show_source(losses.iw_maxsquare_loss)
 """),
 md("""
 What the weights do on one target image: count the pixels predicted per class and look at the weight each

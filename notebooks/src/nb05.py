@@ -46,7 +46,7 @@ from udalib import losses, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.eval.evaluate import evaluate
 from udalib.experiment import compare_runs, get_or_train, open_data
-from udalib.models.snr import restitution
+from udalib.models.snr import ChannelGate, restitution
 
 TARGET_EVAL = "minicity:target/val"
 DOMAINS = {"source": "minicity:source/val", "target": TARGET_EVAL, **{c: f"minicity:{c}/val" for c in minicity.CITIES}}
@@ -82,8 +82,12 @@ But some of what IN removes is *content*: the mean activation of a "vegetation" 
 the image holds. Removing it all hurts discrimination, which is why SNR restitutes part of it.
 
 ## The SNR block and the dual causality loss
+
+`ChannelGate` computes the gate $a$ from the removed part $R$ (pool, reduce, ReLU $\\delta$, expand, sigmoid
+$\\sigma$); `restitution` forms $\\tilde F$, $R$, $\\tilde F^+$ and $\\tilde F^-$ of the equation above.
 """),
 code("""
+viz.show_source(ChannelGate)
 viz.show_source(restitution)
 viz.show_source(losses.dual_causality_loss)
 """),

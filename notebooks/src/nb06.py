@@ -78,6 +78,16 @@ code("""
 viz.show_source(clustering.class_centroids)
 viz.show_source(clustering.clustering_loss)
 """),
+md("""
+$\\mathcal{L}_{orth}$, the **orthogonality** loss, is the entropy of each feature's softmax over its dot products
+with the centroids: it is 0 when every feature has a large product with one centroid and none with the others,
+which needs centroids close to orthogonal. $\\mathcal{L}_{sp}$, the **sparsity** loss, scales each centroid by its
+largest channel and pushes every channel away from $\\rho = 0.5$, towards 0 or 1: few active channels per class.
+"""),
+code("""
+viz.show_source(clustering.orthogonality_loss)
+viz.show_source(clustering.sparsity_loss)
+"""),
 code("""
 # hand-made: two classes, features exactly on their centroids -> pull 0; push = mean centroid distance
 mu = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
@@ -95,10 +105,11 @@ Two passes per step, as in the seed: the clustering centroids use classes from t
 posteriors; orthogonality and sparsity recompute them from the **nearest**-resized argmax. The seed calls its
 output-space term "entropy", but it is the IW-MaxSquare loss of notebook 03 (`LTTM/UDAclustering` `tools/train_UDA.py`): with the three feature
 weights at 0 the method *is* MaxSquare+IW, which makes it the right comparison for what the embedding objectives
-add.
+add. `step` sums the five terms of the objective at the top of this notebook.
 """),
 code("""
 viz.show_source(ClusteredEmbeddings.embedding_losses)
+viz.show_source(ClusteredEmbeddings.step)
 """),
 md("""
 ## Train, and the controls

@@ -60,6 +60,20 @@ target_val = open_data(TARGET_EVAL, default_split="val", train=False, exp=source
 source_train = open_data("minicity:source", default_split="train", train=False, exp=source_exp)
 """),
 md("""
+## Class-balanced thresholds
+
+For each class $c$, the threshold $\\theta_c$ is the confidence above which the top $p$ of the pixels predicted
+as $c$ lie (`class_balanced_thresholds`; `global_threshold` pools all classes instead). `select_pseudo_labels`
+applies the rule $\\hat y = \\arg\\max_c p_c / \\theta_c$, kept where $\\max_c p_c/\\theta_c \\ge 1$, and the
+method's `portion` gives round $r$'s $p$.
+"""),
+code("""
+viz.show_source(st.class_balanced_thresholds)
+viz.show_source(st.global_threshold)
+viz.show_source(st.select_pseudo_labels)
+viz.show_source(SelfTraining.portion)
+"""),
+md("""
 ## The pseudo-label inspector
 
 The source model's posteriors on the target **validation** images (their labels are used here to *measure* the
