@@ -120,6 +120,23 @@ def test_ohem_keeps_the_hard_pixels():
     assert ohem_cross_entropy(logits, label, min_kept=3).item() == pytest.approx(ce[1:].mean().item())
 
 
+def test_ohem_with_min_kept_0_applies_only_the_threshold():
+    # the seed (util/symbol/layer.py) looks up the min_kept-th probability only when min_kept > 0
+    p = torch.tensor([0.9, 0.8, 0.5, 0.2, 0.5])
+    logits = torch.stack([torch.log(p), torch.log(1 - p)]).reshape(1, 2, 1, 5).requires_grad_()
+    label = torch.tensor([[[0, 0, 0, 0, IGNORE_INDEX]]])
+    # thresh 0.6 keeps 0.5 and 0.2: (-log 0.5 - log 0.2) / 2 = (0.693147 + 1.609438) / 2
+    assert ohem_cross_entropy(logits, label, min_kept=0).item() == pytest.approx(1.151293, abs=1e-5)
+    # thresh 0.85 keeps 0.8, 0.5, 0.2: (0.223144 + 0.693147 + 1.609438) / 3
+    assert ohem_cross_entropy(logits, label, thresh=0.85, min_kept=0).item() == pytest.approx(0.841910, abs=1e-5)
+    # thresh 0.1 keeps nothing: the seed's gradient is 0 (divided by max(1, 0 kept)), the loss 0, not NaN
+    loss = ohem_cross_entropy(logits, label, thresh=0.1, min_kept=0)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+    with pytest.raises(ValueError, match="min_kept must be 0 or more"):
+        ohem_cross_entropy(logits, label, min_kept=-1)
+
+
 def test_spatial_prior_is_the_per_pixel_class_frequency():
     a = torch.tensor([[0, 1], [IGNORE_INDEX, 1]])
     b = torch.tensor([[0, 0], [IGNORE_INDEX, 1]])

@@ -149,9 +149,16 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
     :math:`p_{(m)}` the ``min_kept``-th smallest label probability; keep all when there are at most ``min_kept``
     valid pixels. The loss is the mean cross-entropy over the kept pixels.
 
+    With ``min_kept = 0`` only ``thresh`` applies (:math:`p \le \text{thresh}`), and when no pixel is kept the
+    loss is 0 with a zero gradient: the seed's ``OhemSoftmax.backward`` (``engrjavediqbal/MLSL``
+    ``util/symbol/layer.py``, lines 44-55 and 76) skips :math:`p_{(m)}` unless ``min_kept > 0`` and divides the
+    gradient by :math:`\max(1, \#\text{kept})`.
+
     Shape:
         logits ``(N, C, H, W)``, label ``(N, H, W)`` -> scalar.
     """
+    if min_kept < 0:
+        raise ValueError(f"min_kept must be 0 or more, got {min_kept}")
     valid = label != IGNORE_INDEX
     if not valid.any():
         return logits.sum() * 0.0
@@ -162,8 +169,10 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
     if p.numel() <= min_kept:
         kept = valid
     else:
-        threshold = max(thresh, p.kthvalue(min_kept).values.item())
+        threshold = max(thresh, p.kthvalue(min_kept).values.item()) if min_kept > 0 else thresh
         kept = valid & (label_log_p.detach().exp() <= threshold)
+        if not kept.any():
+            return logits.sum() * 0.0
     return -label_log_p[kept].mean()
 
 
