@@ -241,5 +241,18 @@ def test_the_global_policy_pools_every_class():
     from udalib.losses.self_training import global_threshold
 
     lists = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([]), np.array([0.99, 0.3])]
-    # pooled: 0.99 0.9 0.8 0.7 0.6 0.3 -> k = floor(6 * 0.5) = 3 -> 0.8 for every class
-    assert np.allclose(global_threshold(lists, 0.5), [0.8, 0.8, 0.8])
+    # pooled without the seed's extra zero: 0.99 0.9 0.8 0.7 0.6 0.3 -> k = floor(6 * 0.5) = 3 -> 0.8 for every class
+    assert np.allclose(global_threshold(lists, 0.5, extra_zero=False), [0.8, 0.8, 0.8])
+
+
+def test_the_global_policy_pools_the_seeds_extra_zero():
+    from udalib.losses.self_training import global_threshold
+
+    # the seed's lists (class_confidences, extra_zero=True): class 2 never predicted keeps only its 0.0
+    lists = [np.array([0.0, 0.9, 0.7]), np.array([0.0, 0.8]), np.array([0.0])]
+    # the seed pools array_pixel = 0.0 first: 0.9 0.8 0.7 0 0 0 0 (7 values) -> k = floor(7 * 0.3) = 2 -> 0.8;
+    # the 6 lists' values alone would give floor(6 * 0.3) = 1 -> 0.9
+    assert np.allclose(global_threshold(lists, 0.3), [0.8, 0.8, 0.8])
+    assert np.allclose(global_threshold(lists, 0.3, extra_zero=False), [0.9, 0.9, 0.9])
+    # k = floor(7 * 0.1) = 0: no threshold -> 1 (the seed: its last sorted value, the extra 0.0 -> 1.0)
+    assert np.allclose(global_threshold(lists, 0.1), [1.0, 1.0, 1.0])

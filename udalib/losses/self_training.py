@@ -41,10 +41,17 @@ def class_confidences(probs: Iterable[Tensor], num_classes: int, *, every: int =
     return [np.concatenate(parts) if parts else np.zeros(0) for parts in lists]
 
 
-def global_threshold(confidences: list[np.ndarray], portion: float) -> np.ndarray:
-    """CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
-    all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`."""
-    pooled = class_balanced_thresholds([np.concatenate(confidences)], portion)[0]
+def global_threshold(confidences: list[np.ndarray], portion: float, *, extra_zero: bool = True) -> np.ndarray:
+    r"""CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
+    all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`.
+
+    ``extra_zero`` reproduces the seed's pool, which starts with one more ``0.0`` of its own before the class lists
+    (themselves each with their extra zero from :func:`class_confidences`): ``array_pixel = 0.0`` then
+    ``np.append`` of every class's list (``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py``, lines 773 and 976-984).
+    With :math:`n` pooled values, :math:`k = \lfloor (n + 1)\, p \rfloor` instead of :math:`\lfloor n p
+    \rfloor`, which moves the threshold one value down whenever the two differ."""
+    pool = [np.zeros(1)] if extra_zero else []
+    pooled = class_balanced_thresholds([np.concatenate(pool + list(confidences))], portion)[0]
     return np.full(len(confidences), pooled)
 
 
