@@ -11,7 +11,9 @@ from udalib.data.batch import IGNORE_INDEX
 from udalib.losses import (
     entropy_loss,
     entropy_map,
+    hard_pseudo_label_loss,
     image_wise_class_weights,
+    iw_entropy_loss,
     iw_maxsquare_loss,
     maxsquare_loss,
     seg_loss,
@@ -130,6 +132,52 @@ def test_iw_weights_are_detached_but_the_loss_has_a_gradient():
     assert not image_wise_class_weights(x).requires_grad
     iw_maxsquare_loss(x).backward()
     assert x.grad.abs().sum() > 0
+
+
+def probability_logits(*top: float) -> torch.Tensor:
+    """Two-class pixels in a row, (1, 2, 1, len(top)): log-probabilities (top[i], 1 - top[i])."""
+    p = torch.tensor(top, dtype=torch.float64)
+    return torch.stack([p.log(), (1 - p).log()]).reshape(1, 2, 1, len(top))
+
+
+def test_iw_entropy_weights_each_pixel_entropy_by_its_image_wise_class_frequency():
+    # P = (0.8, 0.2), (0.6, 0.4), (0.3, 0.7): classes 0, 0, 1, so N_0 = 2, N_1 = 1, N = 3
+    # entropies: H(0.8) = 0.500402, H(0.6) = 0.673012, H(0.7) = 0.610864
+    x = probability_logits(0.8, 0.6, 0.3)
+    # r = 0.5: w_0 = 1 / sqrt(2 * 3) = 0.408248, w_1 = 1 / sqrt(1 * 3) = 0.577350;
+    # (0.408248 * (0.500402 + 0.673012) + 0.577350 * 0.610864) / (N C = 2) = 0.415863
+    assert iw_entropy_loss(x, 0.5).item() == pytest.approx(0.415863, abs=1e-5)
+    # r = 1: w_k = 1 / N_k: (0.5 * 1.173414 + 0.610864) / 2 = 0.598785
+    assert iw_entropy_loss(x, 1.0).item() == pytest.approx(0.598785, abs=1e-5)
+    # r = 0: every weight 1 / HW = 1/3, i.e. the seed's plain entropy loss (the mean over N C H W)
+    assert iw_entropy_loss(x, 0.0).item() == pytest.approx(entropy_loss(x).item(), rel=1e-9)
+
+
+def test_iw_entropy_matches_the_seed_loop_and_keeps_the_gradient_through_p():
+    x = torch.randn(1, C, 4, 5, dtype=torch.float64, requires_grad=True)
+    log_p = torch.log_softmax(x, 1)
+    seed = torch.sum(-log_p * log_p.exp() * seed_iw_weights(x.detach(), 0.2)) / C  # IWsoftCrossEntropy at B = 1
+    assert iw_entropy_loss(x, 0.2).item() == pytest.approx(seed.item(), rel=1e-6)  # the seed's weights: float32
+    (g_seed,) = torch.autograd.grad(seed, x)
+    (g,) = torch.autograd.grad(iw_entropy_loss(x, 0.2), x)
+    assert torch.allclose(g, g_seed)
+    batch = torch.randn(3, C, 4, 5)
+    per_image = torch.stack([iw_entropy_loss(batch[i:i + 1]) for i in range(3)])
+    assert iw_entropy_loss(batch).item() == pytest.approx(per_image.mean().item(), rel=1e-6)
+
+
+def test_hard_pseudo_labels_keep_the_pixels_confident_above_the_threshold():
+    x = probability_logits(0.8, 0.6, 0.3).requires_grad_()
+    # 0.65: pixels 1 (class 0 at 0.8) and 3 (class 1 at 0.7): (-log 0.8 - log 0.7) / 2 = (0.223144 + 0.356675) / 2
+    assert hard_pseudo_label_loss(x, 0.65).item() == pytest.approx(0.289909, abs=1e-5)
+    # 0.75: pixel 1 only: -log 0.8
+    assert hard_pseudo_label_loss(x, 0.75).item() == pytest.approx(0.223144, abs=1e-5)
+    # 0.5: all three, pixel 2 towards class 0 at 0.6: (0.223144 + 0.510826 + 0.356675) / 3
+    assert hard_pseudo_label_loss(x, 0.5).item() == pytest.approx(0.363548, abs=1e-5)
+    # no confident pixel: 0 with a zero gradient (the seed's mean over no pixel is NaN)
+    loss = hard_pseudo_label_loss(x, 0.9)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
 
 
 def test_guidance_keeps_pixels_where_either_head_is_confident_above_the_threshold():

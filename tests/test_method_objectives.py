@@ -87,6 +87,19 @@ def iw_maxsquare(logits, ratio):
     return -total / (n * c)
 
 
+def iw_entropy(logits, ratio):
+    r"""The seed's IW_entropy: :math:`\frac{1}{NC}\sum_n\sum_{h,w} E^{(n,h,w)} / \max(N_{n,\hat y}^r (HW)^{1-r}, 1)`."""
+    n, c, h, w = logits.shape
+    p = logits.softmax(dim=1)
+    total = 0.0
+    for i in range(n):
+        pred = logits[i].argmax(dim=0)
+        counts = torch.stack([(pred == k).sum() for k in range(c)]).double()
+        weight = 1.0 / torch.clamp(counts ** ratio * float(h * w) ** (1 - ratio), min=1.0)
+        total = total + (-(p[i] * p[i].log()).sum(dim=0) * weight[pred].detach()).sum()
+    return total / (n * c)
+
+
 def guidance_labels(main, aux, threshold):
     p, q = main.detach().softmax(dim=1), aux.detach().softmax(dim=1)
     label = ((p + q) / 2).argmax(dim=1)
@@ -181,6 +194,30 @@ def test_maxsquare_iw_multi_adds_the_guidance_ce_on_the_auxiliary_head():
     assert 0.2 < (pseudo != IGNORE_INDEX).double().mean() < 0.8
     loss = (ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * iw_maxsquare(t["out"], 0.2)
             + 0.3 * 0.7 * ce(t["aux"], pseudo))
+    check(m, r, {"model": loss}, src, tgt)
+
+
+def test_maxsquare_target_loss_entropy_is_the_seeds_entropy_and_iw_entropy_modes():
+    src, tgt = batches()
+    for iw_ratio in (None, 0.3):  # --target_mode entropy, IW_entropy
+        m = build("maxsquare", lr=0.01, lambda_seg=0.3, lambda_target=0.7, target_loss="entropy", iw_ratio=iw_ratio)
+        r = copy.deepcopy(m)
+        s, t = r.model(src.image), r.model(tgt.image)
+        target = entropy_seed(t["out"]) if iw_ratio is None else iw_entropy(t["out"], iw_ratio)
+        loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * target
+        check(m, r, {"model": loss}, src, tgt)
+
+
+def test_maxsquare_target_loss_hard_is_ce_towards_the_confident_argmax():
+    src, tgt = batches()
+    m = build("maxsquare", lr=0.01, lambda_seg=0.3, lambda_target=0.7, target_loss="hard")
+    r = copy.deepcopy(m)
+    s, t = r.model(src.image), r.model(tgt.image)
+    confidence, argmax = t["out"].detach().softmax(1).max(1)
+    m.cfg.threshold = r.cfg.threshold = float(confidence.median())  # about half the target pixels labelled
+    label = torch.where(confidence > r.cfg.threshold, argmax, torch.full_like(argmax, IGNORE_INDEX))
+    assert 0.2 < (label != IGNORE_INDEX).double().mean() < 0.8
+    loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * ce(t["out"], label)
     check(m, r, {"model": loss}, src, tgt)
 
 

@@ -45,6 +45,43 @@ def test_an_unknown_preset_lists_the_presets():
         build_method("minent", small_model(), preset="gpu")
 
 
+def test_maxsquare_target_losses_are_checked():
+    with pytest.raises(ValueError, match="target_loss must be 'maxsquare', 'entropy' or 'hard', got 'IW_entropy'"):
+        build_method("maxsquare", small_model(), target_loss="IW_entropy")
+    with pytest.raises(ValueError, match="target_loss 'hard' has no image-wise weights: set iw_ratio to None"):
+        build_method("maxsquare_iw", small_model(), target_loss="hard")
+
+
+def test_a_method_field_added_later_enters_the_run_key_only_off_its_default():
+    from udalib.experiment import METHOD_FIELDS_ADDED_LATER, Experiment
+
+    assert "target_loss" in METHOD_FIELDS_ADDED_LATER
+    for method in ("maxsquare", "maxsquare_iw", "snr_maxsquare"):
+        base = Experiment(method=method, target="minicity:target")
+        named = Experiment(method=method, target="minicity:target", method_args={"target_loss": "maxsquare"})
+        assert named.key() == base.key()
+        assert Experiment(method=method, target="minicity:target",
+                          method_args={"target_loss": "entropy"}).key() != base.key()
+    # the key of a run before the field existed: the resolved config without it
+    exp = Experiment(method="maxsquare", target="minicity:target", method_args={"lambda_target": 0.3})
+    assert exp.key() == _key_without(exp, "target_loss")
+
+
+def _key_without(exp, field):
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from udalib.data.minicity import GENERATOR_VERSION
+
+    d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args", "bn_stats")}
+    d["method_config"] = {k: v for k, v in asdict(method_config(exp.method, exp.preset, **exp.method_args)).items()
+                          if k != field}
+    if GENERATOR_VERSION > 1:
+        d["minicity_generator"] = GENERATOR_VERSION
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
 def test_preset_values_apply_and_explicit_arguments_override_them():
     defaults = method_config("minent")
     assert (defaults.lr, defaults.lambda_target, defaults.lambda_seg) == (2.5e-4, 0.1, 0.0)

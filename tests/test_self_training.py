@@ -120,6 +120,23 @@ def test_ohem_keeps_the_hard_pixels():
     assert ohem_cross_entropy(logits, label, min_kept=3).item() == pytest.approx(ce[1:].mean().item())
 
 
+def test_ohem_with_min_kept_0_applies_only_the_threshold():
+    # the seed (util/symbol/layer.py) looks up the min_kept-th probability only when min_kept > 0
+    p = torch.tensor([0.9, 0.8, 0.5, 0.2, 0.5])
+    logits = torch.stack([torch.log(p), torch.log(1 - p)]).reshape(1, 2, 1, 5).requires_grad_()
+    label = torch.tensor([[[0, 0, 0, 0, IGNORE_INDEX]]])
+    # thresh 0.6 keeps 0.5 and 0.2: (-log 0.5 - log 0.2) / 2 = (0.693147 + 1.609438) / 2
+    assert ohem_cross_entropy(logits, label, min_kept=0).item() == pytest.approx(1.151293, abs=1e-5)
+    # thresh 0.85 keeps 0.8, 0.5, 0.2: (0.223144 + 0.693147 + 1.609438) / 3
+    assert ohem_cross_entropy(logits, label, thresh=0.85, min_kept=0).item() == pytest.approx(0.841910, abs=1e-5)
+    # thresh 0.1 keeps nothing: the seed's gradient is 0 (divided by max(1, 0 kept)), the loss 0, not NaN
+    loss = ohem_cross_entropy(logits, label, thresh=0.1, min_kept=0)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+    with pytest.raises(ValueError, match="min_kept must be 0 or more"):
+        ohem_cross_entropy(logits, label, min_kept=-1)
+
+
 def test_spatial_prior_is_the_per_pixel_class_frequency():
     a = torch.tensor([[0, 1], [IGNORE_INDEX, 1]])
     b = torch.tensor([[0, 0], [IGNORE_INDEX, 1]])
@@ -224,5 +241,18 @@ def test_the_global_policy_pools_every_class():
     from udalib.losses.self_training import global_threshold
 
     lists = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([]), np.array([0.99, 0.3])]
-    # pooled: 0.99 0.9 0.8 0.7 0.6 0.3 -> k = floor(6 * 0.5) = 3 -> 0.8 for every class
-    assert np.allclose(global_threshold(lists, 0.5), [0.8, 0.8, 0.8])
+    # pooled without the seed's extra zero: 0.99 0.9 0.8 0.7 0.6 0.3 -> k = floor(6 * 0.5) = 3 -> 0.8 for every class
+    assert np.allclose(global_threshold(lists, 0.5, extra_zero=False), [0.8, 0.8, 0.8])
+
+
+def test_the_global_policy_pools_the_seeds_extra_zero():
+    from udalib.losses.self_training import global_threshold
+
+    # the seed's lists (class_confidences, extra_zero=True): class 2 never predicted keeps only its 0.0
+    lists = [np.array([0.0, 0.9, 0.7]), np.array([0.0, 0.8]), np.array([0.0])]
+    # the seed pools array_pixel = 0.0 first: 0.9 0.8 0.7 0 0 0 0 (7 values) -> k = floor(7 * 0.3) = 2 -> 0.8;
+    # the 6 lists' values alone would give floor(6 * 0.3) = 1 -> 0.9
+    assert np.allclose(global_threshold(lists, 0.3), [0.8, 0.8, 0.8])
+    assert np.allclose(global_threshold(lists, 0.3, extra_zero=False), [0.9, 0.9, 0.9])
+    # k = floor(7 * 0.1) = 0: no threshold -> 1 (the seed: its last sorted value, the extra 0.0 -> 1.0)
+    assert np.allclose(global_threshold(lists, 0.1), [1.0, 1.0, 1.0])

@@ -30,6 +30,9 @@ SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
 # go through Run.scores_on / split_target_bn rather than matching it
 TARGET_BN = " | target BN"
+# Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
+# earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
+METHOD_FIELDS_ADDED_LATER = ("target_loss",)  # MaxSquareConfig (and subclasses): the seed's other --target_mode
 
 
 def split_target_bn(key: str) -> tuple[str, bool]:
@@ -74,12 +77,16 @@ class Experiment:
         """A short hash of everything that changes the result (not the device or the label).
 
         The method's parameters enter as the resolved config (paper defaults, then preset, then overrides), so
-        naming a preset's value explicitly gives the same run as leaving it out.
+        naming a preset's value explicitly gives the same run as leaving it out. A field of
+        :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, as the runs before it had no such field.
         """
         from .methods import method_config
 
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
-        d["method_config"] = asdict(method_config(self.method, self.preset, **self.method_args))
+        cfg = method_config(self.method, self.preset, **self.method_args)
+        defaults = {f.name: f.default for f in fields(cfg)}
+        d["method_config"] = {k: v for k, v in asdict(cfg).items()
+                              if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
         if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
             del d["bn_stats"]
         specs = (self.source, self.target or "", *self.evaluate_on)

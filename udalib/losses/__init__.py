@@ -3,9 +3,17 @@
 from .adversarial import SOURCE, TARGET, adversarial_loss, discriminator_loss, gan_loss
 from .causality import dual_causality_loss, mean_pixel_entropy
 from .entropy import entropy_loss, entropy_map
-from .maxsquare import image_wise_class_weights, iw_maxsquare_loss, maxsquare_loss, self_produced_guidance
+from .maxsquare import (
+    hard_pseudo_label_loss,
+    image_wise_class_weights,
+    iw_entropy_loss,
+    iw_maxsquare_loss,
+    maxsquare_loss,
+    self_produced_guidance,
+)
 from .segmentation import seg_loss
 
 __all__ = ["seg_loss", "entropy_map", "entropy_loss", "maxsquare_loss", "image_wise_class_weights",
-           "iw_maxsquare_loss", "self_produced_guidance", "SOURCE", "TARGET", "gan_loss",
+           "iw_maxsquare_loss", "iw_entropy_loss", "hard_pseudo_label_loss", "self_produced_guidance", "SOURCE",
+           "TARGET", "gan_loss",
            "discriminator_loss", "adversarial_loss", "mean_pixel_entropy", "dual_causality_loss"]

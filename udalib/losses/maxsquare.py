@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.batch import IGNORE_INDEX
+from .segmentation import seg_loss
 
 
 def maxsquare_loss(logits: Tensor) -> Tensor:
@@ -66,6 +67,48 @@ def iw_maxsquare_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
     p = F.softmax(logits, dim=1)
     weights = image_wise_class_weights(logits, ratio)
     return -(p.pow(2) * weights[:, None]).sum() / (n * c)
+
+
+def iw_entropy_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
+    r"""Image-wise class-balanced entropy loss (the MaxSquare code base's ``--target_mode IW_entropy``), to be
+    minimised.
+
+    .. math:: \mathcal{L}_{iw\text{-}ent} = \frac{1}{NC} \sum_{n,h,w} w^{(n,h,w)}
+              \Big(-\sum_{c} P^{(n,h,w,c)} \log P^{(n,h,w,c)}\Big)
+
+    with :math:`w` from :func:`image_wise_class_weights` (the seed builds its histogram from the argmax of the
+    logits, the same classes as of :math:`P`). As the seed's ``IWsoftCrossEntropy`` (``ZJULearning/MaxSquareLoss``
+    ``utils/loss.py``, lines 37-67): the sum is divided by ``N·C``, and :math:`P` is not detached (the gradient is
+    the full weighted entropy gradient); the weights are. At ``ratio = 1`` every weight is :math:`1/N_{n,\hat y}`.
+
+    Shape:
+        logits ``(N, C, H, W)`` -> scalar.
+    """
+    n, c = logits.shape[:2]
+    log_p = F.log_softmax(logits, dim=1)
+    weights = image_wise_class_weights(logits, ratio)
+    return -(log_p.exp() * log_p * weights[:, None]).sum() / (n * c)
+
+
+def hard_pseudo_label_loss(logits: Tensor, threshold: float = 0.95) -> Tensor:
+    r"""Thresholded self-training (the MaxSquare code base's ``--target_mode hard``): cross-entropy towards the
+    prediction's own confident argmax, to be minimised.
+
+    .. math:: \mathcal{L}_{hard} = -\frac{1}{|\Omega|} \sum_{(n,h,w) \in \Omega} \log P^{(n,h,w,\hat y)},
+              \qquad \hat y = \arg\max_c P^{(n,h,w,c)}, \quad
+              \Omega = \{(n,h,w) : \max_c P^{(n,h,w,c)} > \tau\}
+
+    with :math:`\tau` = ``threshold`` (``--threshold``, strictly greater; the labels detached), as
+    ``ZJULearning/MaxSquareLoss`` ``tools/solve_gta5.py`` (lines 245-259). A batch without any confident pixel
+    gives 0 (with a gradient) where the seed's ``nn.CrossEntropyLoss`` gives NaN.
+
+    Shape:
+        logits ``(N, C, H, W)`` -> scalar.
+    """
+    with torch.no_grad():
+        confidence, label = F.softmax(logits, dim=1).max(dim=1)
+        label = torch.where(confidence > threshold, label, torch.full_like(label, IGNORE_INDEX))
+    return seg_loss(logits, label)
 
 
 def self_produced_guidance(main_logits: Tensor, aux_logits: Tensor, threshold: float = 0.95) -> Tensor:

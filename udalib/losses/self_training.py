@@ -41,10 +41,17 @@ def class_confidences(probs: Iterable[Tensor], num_classes: int, *, every: int =
     return [np.concatenate(parts) if parts else np.zeros(0) for parts in lists]
 
 
-def global_threshold(confidences: list[np.ndarray], portion: float) -> np.ndarray:
-    """CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
-    all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`."""
-    pooled = class_balanced_thresholds([np.concatenate(confidences)], portion)[0]
+def global_threshold(confidences: list[np.ndarray], portion: float, *, extra_zero: bool = True) -> np.ndarray:
+    r"""CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
+    all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`.
+
+    ``extra_zero`` reproduces the seed's pool, which starts with one more ``0.0`` of its own before the class lists
+    (themselves each with their extra zero from :func:`class_confidences`): ``array_pixel = 0.0`` then
+    ``np.append`` of every class's list (``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py``, lines 773 and 976-984).
+    With :math:`n` pooled values, :math:`k = \lfloor (n + 1)\, p \rfloor` instead of :math:`\lfloor n p
+    \rfloor`, which moves the threshold one value down whenever the two differ."""
+    pool = [np.zeros(1)] if extra_zero else []
+    pooled = class_balanced_thresholds([np.concatenate(pool + list(confidences))], portion)[0]
     return np.full(len(confidences), pooled)
 
 
@@ -149,9 +156,16 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
     :math:`p_{(m)}` the ``min_kept``-th smallest label probability; keep all when there are at most ``min_kept``
     valid pixels. The loss is the mean cross-entropy over the kept pixels.
 
+    With ``min_kept = 0`` only ``thresh`` applies (:math:`p \le \text{thresh}`), and when no pixel is kept the
+    loss is 0 with a zero gradient: the seed's ``OhemSoftmax.backward`` (``engrjavediqbal/MLSL``
+    ``util/symbol/layer.py``, lines 44-55 and 76) skips :math:`p_{(m)}` unless ``min_kept > 0`` and divides the
+    gradient by :math:`\max(1, \#\text{kept})`.
+
     Shape:
         logits ``(N, C, H, W)``, label ``(N, H, W)`` -> scalar.
     """
+    if min_kept < 0:
+        raise ValueError(f"min_kept must be 0 or more, got {min_kept}")
     valid = label != IGNORE_INDEX
     if not valid.any():
         return logits.sum() * 0.0
@@ -162,8 +176,10 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
     if p.numel() <= min_kept:
         kept = valid
     else:
-        threshold = max(thresh, p.kthvalue(min_kept).values.item())
+        threshold = max(thresh, p.kthvalue(min_kept).values.item()) if min_kept > 0 else thresh
         kept = valid & (label_log_p.detach().exp() <= threshold)
+        if not kept.any():
+            return logits.sum() * 0.0
     return -label_log_p[kept].mean()
 
 

@@ -1,5 +1,6 @@
 """MaxSquare -- Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with Maximum Squares Loss",
 ICCV 2019: maximum squares (Eq. 5), + image-wise class weights (IW, Eq. 7), + multi-level self-produced guidance.
+The seed's other target losses (``--target_mode entropy``, ``IW_entropy``, ``hard``) are options of the same config.
 
 Taught in ``notebooks/03_maximum_squares.ipynb``.
 """
@@ -9,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses import iw_maxsquare_loss, maxsquare_loss, seg_loss, self_produced_guidance
+from ..losses import (
+    entropy_loss,
+    hard_pseudo_label_loss,
+    iw_entropy_loss,
+    iw_maxsquare_loss,
+    maxsquare_loss,
+    seg_loss,
+    self_produced_guidance,
+)
 from .base import Method, MethodConfig
 
 
@@ -20,7 +29,11 @@ class MaxSquareConfig(MethodConfig):
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
     guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True
-    threshold: float = 0.95  # confidence threshold of the guidance; --threshold
+    threshold: float = 0.95  # confidence threshold of the guidance and of target_loss "hard"; --threshold
+    # The seed's --target_mode: "maxsquare" (with iw_ratio: IW_maxsquare), "entropy" (with iw_ratio: IW_entropy)
+    # or "hard" (confident argmax pseudo-labels, no iw_ratio). Added after runs existed: at "maxsquare" it leaves
+    # the run key as it was (udalib.experiment.METHOD_FIELDS_ADDED_LATER).
+    target_loss: str = "maxsquare"
 
 
 @dataclass
@@ -35,22 +48,34 @@ class MaxSquareIWMultiConfig(MaxSquareIWConfig):
     guidance: bool = True
 
 
+# target_loss -> (its loss without, with the image-wise weights), as the seed's --target_mode
+# (ZJULearning/MaxSquareLoss tools/solve_gta5.py, lines 113-122)
+TARGET_LOSSES = {
+    "maxsquare": (lambda x, c: maxsquare_loss(x), lambda x, c: iw_maxsquare_loss(x, c.iw_ratio)),
+    "entropy": (lambda x, c: entropy_loss(x, "seed"), lambda x, c: iw_entropy_loss(x, c.iw_ratio)),
+    "hard": (lambda x, c: hard_pseudo_label_loss(x, c.threshold), None),
+}
+
+
 class MaxSquare(Method):
     r""":math:`\mathcal{L}_{seg}(x_s) + \lambda_T \mathcal{L}_{ms}(x_t)`, the IW and multi-level variants by config."""
 
     def __init__(self, model, cfg: MaxSquareConfig | None = None):
-        super().__init__(model, cfg or MaxSquareConfig())
+        cfg = cfg or MaxSquareConfig()
+        if cfg.target_loss not in TARGET_LOSSES:
+            raise ValueError(f"target_loss must be 'maxsquare', 'entropy' or 'hard', got {cfg.target_loss!r}")
+        if cfg.target_loss == "hard" and cfg.iw_ratio is not None:
+            raise ValueError("target_loss 'hard' has no image-wise weights: set iw_ratio to None")
+        super().__init__(model, cfg)
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         # (1) source: supervised, main head (+ auxiliary head when multi-level)
         l_seg, logs = self.source_loss(self.source_forward(src.image), src)
-        # (2) target: maximum squares on the main head, image-wise weighted if iw_ratio is set
+        # (2) target: maximum squares (or entropy, or hard pseudo-labels) on the main head, image-wise weighted if
+        # iw_ratio is set
         out_t = self.model(tgt.image)
-        if c.iw_ratio is None:
-            l_target = maxsquare_loss(out_t["out"])
-        else:
-            l_target = iw_maxsquare_loss(out_t["out"], c.iw_ratio)
+        l_target = TARGET_LOSSES[c.target_loss][c.iw_ratio is not None](out_t["out"], c)
         loss = l_seg + c.lambda_target * l_target
         logs["target"] = l_target.item()
         # (3) multi-level guidance: the auxiliary head learns the confident pseudo-labels of both heads
