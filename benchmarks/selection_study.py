@@ -215,7 +215,8 @@ def regret(score, miou) -> float:
 
 def summarize(df: pd.DataFrame, power: float = 2.0) -> pd.DataFrame:
     """Per validator and method: Spearman, weighted Spearman and regret over each seed's checkpoints (diverged
-    and unscored ones left out), averaged over seeds; ``seeds`` counts them."""
+    and unscored ones left out), averaged over seeds, with their standard deviation over seeds (``*_std``, sample
+    std); ``seeds`` counts them."""
     df = df[~df["diverged"].astype(bool)] if "diverged" in df else df
     rows = []
     for validator in VALIDATORS:
@@ -228,10 +229,14 @@ def summarize(df: pd.DataFrame, power: float = 2.0) -> pd.DataFrame:
                 s, y = g[validator].to_numpy(float), g["target_miou"].to_numpy(float)
                 stats.append((spearman(s, y), weighted_spearman(s, y, power), regret(s, y)))
             if stats:
-                m = np.nanmean(np.array(stats), axis=0)
-                rows.append({"validator": validator, "method": method, "spearman": m[0],
-                             "weighted_spearman": m[1], "regret": m[2], "seeds": len(stats)})
-    return pd.DataFrame(rows, columns=["validator", "method", "spearman", "weighted_spearman", "regret", "seeds"])
+                a = np.array(stats)
+                m = np.nanmean(a, axis=0)
+                sd = np.nanstd(a, axis=0, ddof=1) if len(stats) > 1 else np.full(3, np.nan)
+                rows.append({"validator": validator, "method": method, "spearman": m[0], "spearman_std": sd[0],
+                             "weighted_spearman": m[1], "weighted_spearman_std": sd[1], "regret": m[2],
+                             "regret_std": sd[2], "seeds": len(stats)})
+    return pd.DataFrame(rows, columns=["validator", "method", "spearman", "spearman_std", "weighted_spearman",
+                                       "weighted_spearman_std", "regret", "regret_std", "seeds"])
 
 
 def main(argv: list[str] | None = None) -> int:

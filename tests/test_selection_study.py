@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,6 +51,8 @@ def test_summary_averages_seeds_and_leaves_out_diverged_and_unscored_checkpoints
     table = study.summarize(pd.DataFrame(rows), power=1).set_index("validator")
     assert table.loc["entropy", "spearman"] == pytest.approx((0.8 - 1.0) / 2)
     assert table.loc["entropy", "regret"] == pytest.approx((10 + 30) / 2)
+    assert table.loc["entropy", "regret_std"] == pytest.approx(np.std([10, 30], ddof=1))
+    assert table.loc["entropy", "spearman_std"] == pytest.approx(np.std([0.8, -1.0], ddof=1))
     assert table.loc["entropy", "seeds"] == 2
     # seed 0 without its first checkpoint for ATC: scores 2 3 4 against 20 40 30
     assert table.loc["atc", "spearman"] == pytest.approx((0.5 - 1.0) / 2)
