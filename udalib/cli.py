@@ -291,6 +291,7 @@ def _table(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .data.labels import CITIES
     from .experiment import Experiment
 
     defaults = {f.name: f.default for f in fields(Experiment) if not callable(f.default)}
@@ -383,8 +384,7 @@ def parser() -> argparse.ArgumentParser:
     cc.add_argument("--recipe", default=None, help="full scale: crosscity_maxsquare or crosscity_maxsquare_iw "
                     "(default: MiniCity)")
     cc.add_argument("--data-root", default=None, help="folder of datasets prepared by data_scripts/ (with --recipe)")
-    cc.add_argument("--cities", nargs="+", default=["rome", "rio", "tokyo", "taipei"],
-                    choices=["rome", "rio", "tokyo", "taipei"])
+    cc.add_argument("--cities", nargs="+", default=list(CITIES), choices=CITIES)
     cc.add_argument("--methods", nargs="+", default=["maxsquare", "maxsquare_iw"], help="adaptation methods")
     cc.add_argument("--controls", nargs="*", default=["source-only", "AdaBN", "control"],
                     choices=["source-only", "AdaBN", "control"], help="baselines run beside the methods")

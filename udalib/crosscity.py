@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .data.labels import CITIES
 from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
 
-CITIES = ("rome", "rio", "tokyo", "taipei")
 METHODS = ("maxsquare", "maxsquare_iw")
 SOURCE_ONLY, ADABN, CONTROL = "source-only", "AdaBN", "control"
 CONTROLS = (SOURCE_ONLY, ADABN, CONTROL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .data.labels import CITIES
 from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
 
@@ -60,7 +61,7 @@ def control_experiment(source: Experiment, *, steps: int = ADAPT_STEPS, method: 
                                  evaluate_on=evaluate_on, **control_args(method))
 
 
-CITY_EVAL = tuple(f"minicity:{city}/val" for city in ("rome", "rio", "tokyo", "taipei"))
+CITY_EVAL = tuple(f"minicity:{city}/val" for city in CITIES)
 
 
 def snr_ms_experiment(snr_source: Experiment, *, control: bool = False, steps: int = ADAPT_STEPS,

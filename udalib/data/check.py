@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-NTHU_CITIES = ("rome", "rio", "tokyo", "taipei")
+from .labels import CITIES as NTHU_CITIES
+
 SETTINGS_FILE = "prepare.json"
 
 

@@ -31,6 +31,10 @@ RGB = tuple[int, int, int]
 # The 19 Cityscapes training classes, in trainId order
 # --------------------------------------------------------------------------------------------------
 
+# NTHU CrossCity's four cities (Chen et al., ICCV 2017), the targets of Cityscapes -> CrossCity; MiniCity generates
+# one domain of its own for each. The one list of them: data checks, MiniCity, the CrossCity driver and the CLI
+CITIES: tuple[str, ...] = ("rome", "rio", "tokyo", "taipei")
+
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",

@@ -74,7 +74,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .. import paths
-from .labels import CITYSCAPES_CLASSES
+from .labels import CITIES, CITYSCAPES_CLASSES
 
 GENERATOR_VERSION = 2
 
@@ -89,7 +89,6 @@ MINICITY_TRAINIDS = (ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, SKY, PERS
 # detail codes of the layout's `part` map (appearance only; labels are unaffected)
 BODY, WINDOW, LANE, SHADOW = 0, 1, 2, 3
 
-CITIES = ("rome", "rio", "tokyo", "taipei")
 DOMAINS = ("source", "target", *CITIES)
 
 
