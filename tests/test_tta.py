@@ -188,3 +188,23 @@ def test_a_test_time_run_from_a_source_run(tiny_minicity, tmp_path, monkeypatch,
     assert changed & statistics
     assert changed <= (statistics | affine if method == "tent" else statistics), sorted(changed - statistics)[:5]
     assert (method == "tent") == bool(changed & affine)
+
+
+def test_the_tta_table_asks_for_the_standard_runs_and_the_test_time_rows_on_each_domain():
+    import importlib.util
+    from pathlib import Path
+
+    from udalib import zoo
+
+    path = Path(__file__).parents[1] / "benchmarks" / "tta_table.py"
+    spec = importlib.util.spec_from_file_location("tta_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.experiment("adabn", "prior", 3) == zoo.factor_experiment("adabn", "prior", 3)  # the atlas's run
+    assert table.experiment("maxsquare", "composite", 1) == zoo.MINICITY_ROWS["maxsquare"](1)
+    tent = table.experiment("tent", "prior", 2)
+    assert (tent.method, tent.init, tent.target) == ("tent", zoo.source_experiment(2).name, "minicity:target-prior")
+    assert tent.evaluate_on == ("minicity:source/val", "minicity:target-prior/val")
+    one = table.experiment("bn_alpha_1", "composite", 0)
+    assert (one.method, one.method_args, one.target) == ("bn_alpha", {"alpha": 1.0}, "minicity:target")
+    assert table.experiment("bn_alpha", "composite", 0).method_args == {}  # the preset's alpha
