@@ -231,3 +231,18 @@ def test_show_source_displays_each_call_and_returns_none(monkeypatch):
     assert [type(c).__name__ for c in shown] == ["Code", "Code"]  # two calls in one cell: both displayed
     assert shown[0].data == source_text(entropy_loss)
     assert source_text(maxsquare_loss).startswith("def maxsquare_loss(")
+
+
+def test_training_curves_draw_a_reference_line_only_on_its_panel():
+    import math
+
+    import pandas as pd
+
+    from udalib.viz.plots import training_curves
+
+    runs = {"a": pd.DataFrame({"step": [1, 2], "d_out": [0.7, 0.5], "seg": [1.0, 0.8]})}
+    fig = training_curves(runs, keys=("seg", "d_out"), reference={"d_out": (math.log(2), "chance (log 2)")})
+    seg, d_out = fig.axes
+    lines = {line.get_label(): line for line in d_out.get_lines()}
+    assert list(lines["chance (log 2)"].get_ydata()) == [math.log(2), math.log(2)]
+    assert [line.get_label() for line in seg.get_lines()] == ["a"]

@@ -141,8 +141,12 @@ and the (unused) adversarial loss of the segmenter climbs. In **AdaptSegNet** th
 $\\mathcal{L}_d$ stays near chance: the target maps have become hard to tell from source maps.
 """),
 code("""
+import math
+
 histories = {"AdaptSegNet": adapt_run.history(), "control": control_run.history()}
-viz.plots.training_curves(histories, keys=("seg", "adv_out", "d_out", "d_aux"));
+chance = (math.log(2), "chance (log 2)") if GAN == "vanilla" else (0.25, "chance (LS: 0.25)")
+viz.plots.training_curves(histories, keys=("seg", "adv_out", "d_out", "d_aux"),
+                          reference={"d_out": chance, "d_aux": chance});
 """),
 md("""
 ## What the discriminator sees

@@ -177,7 +177,8 @@ def rounds_table(r):
     for k, v in pseudo_label_report(method, truth_train).items():
         kept, correct = v["kept"][CLASSES], v["correct"][CLASSES]
         rows[(k, "kept %")] = dict(zip(NAMES, 100 * kept / np.array([(truth_train == c).sum().item() for c in CLASSES])))
-        rows[(k, "correct %")] = dict(zip(NAMES, 100 * correct / np.maximum(kept, 1)))
+        # empty where nothing of the class was kept (no pixel to be right or wrong about)
+        rows[(k, "correct %")] = dict(zip(NAMES, np.where(kept > 0, 100 * correct / np.maximum(kept, 1), np.nan)))
         rows[(k, "all")] = {"portion %": 100 * v["portion"], "accuracy %": 100 * correct.sum() / max(kept.sum(), 1)}
     return pd.DataFrame(rows).T
 

@@ -128,13 +128,21 @@ def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Se
     return fig
 
 
-def training_curves(histories: Mapping[str, object], keys: Sequence[str] = ("seg",)) -> Figure:
-    """Loss curves (one panel per logged key) for several named runs' ``metrics.csv`` DataFrames."""
+def training_curves(histories: Mapping[str, object], keys: Sequence[str] = ("seg",),
+                    reference: Mapping[str, tuple[float, str]] | None = None) -> Figure:
+    """Loss curves (one panel per logged key) for several named runs' ``metrics.csv`` DataFrames.
+
+    ``reference``: ``{key: (value, label)}``, a dashed horizontal line on that key's panel, e.g. a discriminator's
+    chance level ``{"d_out": (math.log(2), "chance, log 2")}``."""
+    reference = reference or {}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, df in histories.items():
             if key in df:
                 ax.plot(df["step"], df[key], label=name)
+        if key in reference:
+            value, text = reference[key]
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.legend(fontsize=8)
