@@ -39,6 +39,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "omp_wait_policy.csv")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: give at least 1")
     source = get_or_train(zoo.source_experiment(0), progress=False)
     rows = []
     for repeat in range(args.repeats):

@@ -43,8 +43,10 @@ from udalib.experiment import MODEL, Experiment, get_or_train, open_data
 
 RESULTS = Path(__file__).parent / "results"
 VALIDATORS = ("source_miou", "entropy", "im", "snd", "bnm", "atc")
+# the target weight each cell scales: one of the method's declared target weights (udalib.methods.target_weights);
+# single-level AdaptSegNet adapts its main output only, so lambda_adv_target2 (its auxiliary weight is unused)
 WEIGHT = {"minent": "lambda_target", "maxsquare": "lambda_target", "maxsquare_iw": "lambda_target",
-          "adaptsegnet": "lambda_adv_target2"}  # each method's target-loss weight
+          "adaptsegnet": "lambda_adv_target2"}
 MULTIPLIERS = (0.0, 1.0, 10.0)  # of the preset's weight: the control, the preset, one too large
 TARGET_VAL, SOURCE_VAL = "minicity:target/val", "minicity:source/val"
 KEY = ("method", "weight", "seed", "steps", "step")

@@ -11,17 +11,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-@pytest.fixture(scope="session")
+_TINY = {}  # the tiny MiniCity, written once per pytest run and shared by every test module
+
+
+@pytest.fixture(scope="module")
 def tiny_minicity(tmp_path_factory):
-    """MiniCity at 32x64 with a handful of images per split (seconds to write)."""
+    """MiniCity at 32x64 with a handful of images per split (seconds to write, once per pytest run: its folder
+    lives under pytest's base temporary directory, which outlasts every module). Tests copy it, never write to it."""
     from udalib.data import minicity
 
-    spec = minicity.MiniCitySpec(seed=3, height=32, width=64, splits={
-        "source": {"train": 24, "val": 8},
-        "target": {"train": 24, "val": 8, "oracle": 8},
-        "rome": {"train": 8, "val": 8},
-    })
-    return minicity.generate(tmp_path_factory.mktemp("data") / "minicity", spec, workers=1)
+    if "root" not in _TINY:
+        spec = minicity.MiniCitySpec(seed=3, height=32, width=64, splits={
+            "source": {"train": 24, "val": 8},
+            "target": {"train": 24, "val": 8, "oracle": 8},
+            "rome": {"train": 8, "val": 8},
+        })
+        _TINY["root"] = minicity.generate(tmp_path_factory.mktemp("data") / "minicity", spec, workers=1)
+    return _TINY["root"]
 
 
 @pytest.fixture()

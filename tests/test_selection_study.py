@@ -99,3 +99,15 @@ def test_bad_grid_arguments_say_what_to_do(tmp_path):
         study.run_grid(tmp_path / "x.csv", methods=("tent",))
     with pytest.raises(ValueError, match="every=0 must be an integer from 1 to steps=4"):
         study.run_grid(tmp_path / "x.csv", steps=4, every=0)
+
+
+def test_each_cell_scales_one_of_the_methods_declared_target_weights():
+    from udalib.methods import control_args, target_weights
+
+    for method, field in study.WEIGHT.items():
+        assert field in target_weights(method), method
+    # at multiplier 0 a cell is its method's lambda = 0 control (the other declared weights of single-level
+    # AdaptSegNet act on no output, so zeroing only the main one gives the same updates)
+    src = study.source_experiment(0, steps=2, batch_size=2, model_args={})
+    exp = study.cell_experiment("maxsquare", 0.0, src, 4)
+    assert exp.method_args == control_args("maxsquare")

@@ -108,7 +108,7 @@ def lab(tmp_path_factory):
            f"--LabApp.workspaces_dir={work / 'workspaces'}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"]
     log = open(work / "lab.log", "w")
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work, preexec_fn=os.setsid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -129,13 +129,13 @@ def lab(tmp_path_factory):
         except (OSError, subprocess.TimeoutExpired):
             pass
         if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
+            os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (os.setsid)
             try:
                 server.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
-        _kill_processes_under(work)  # kernels run in their own sessions; normally the shutdown above ended them
+        _kill_processes_under(work)  # kernels run in their own process groups; normally the shutdown above ended them
         log.close()
 
 
