@@ -88,7 +88,7 @@ def read_feature_shapes(model_name: str) -> dict[str, dict[str, tuple]]:
 
 
 def stride8(h: int) -> int:
-    """Spec §0.1: conv1 ceil(H/2), ceil-mode max-pool ceil((h-1)/2)+1, layer2 ceil(h/2)."""
+    """The reference DeepLab-v2 ResNet-101: conv1 ceil(H/2), ceil-mode max-pool ceil((h-1)/2)+1, layer2 ceil(h/2)."""
     h = math.ceil(h / 2)
     h = math.ceil((h - 1) / 2) + 1
     return math.ceil(h / 2)
