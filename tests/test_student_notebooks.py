@@ -71,8 +71,9 @@ def test_student_version_has_no_solution_left_and_its_check_fails(notebook):
         ast.parse(cell.source)  # still Python
         assert release.BEGIN not in cell.source and release.END not in cell.source
         if i in tagged(nb, "solution"):
-            solution = orig.source.split(release.BEGIN)[1].split(release.END)[0]
-            kept = [line for line in solution.splitlines() if line.strip() and line in cell.source.splitlines()]
+            blocks = [b.split(release.END)[0] for b in orig.source.split(release.BEGIN)[1:]]
+            kept = [line for b in blocks for line in b.splitlines()
+                    if line.strip() and line in cell.source.splitlines()]
             assert not kept, f"{notebook.name} cell {i}: solution lines left in the student version: {kept}"
             assert release.STUB in cell.source
     with pytest.raises(NotImplementedError):
