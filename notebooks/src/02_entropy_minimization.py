@@ -18,8 +18,8 @@
 # You will check the assumption it rests on (confident target pixels are mostly right), train it, and compare it
 # with **the right controls**: the source model, AdaBN, and the *same run with* $\lambda_{target}=0$.
 #
-# **Runtime:** about 25 s on a 2-core CPU (two adaptation runs of 60 steps; the source model comes from notebook 01,
-# or is trained here in 25 s).
+# **Runtime:** about 35 s on a 2-core CPU (three adaptation runs of 60 steps, one of them the $\lambda=20$
+# demonstration; the source model comes from notebook 01, or is trained here in 25 s).
 
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation run

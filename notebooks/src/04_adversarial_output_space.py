@@ -21,8 +21,8 @@
 # You will see what the discriminator sees, watch the two players' losses, and compare the result with
 # source-only, AdaBN and **the same run with $\lambda_{adv}=0$**.
 #
-# **Runtime:** about 45 s on a 2-core CPU when the source model exists (notebook 01): two adaptation runs of 60
-# steps, the multi-level method and its control.
+# **Runtime:** about 80 s on a 2-core CPU when the source model exists (notebook 01): two adaptation runs of 60
+# steps, the multi-level method and its control, and the multi-level method again for 100 steps.
 
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation runs

@@ -21,8 +21,8 @@
 # You will inspect pseudo-labels (how many pixels each class keeps, how many are right, against labels used *for
 # analysis only*), see what class balancing does to rare classes, then train CBST and MLSL against the controls.
 #
-# **Runtime:** about 50 s on a 2-core CPU after notebooks 01–02 (two runs of 60 steps, each labelling the 600
-# target images three times).
+# **Runtime:** about 75 s on a 2-core CPU after notebooks 01–02 (three runs of 60 steps, each labelling the 600
+# target images three times; the third is CBST without the spatial prior).
 
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the runs
