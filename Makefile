@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 NOTEBOOK_OMP_WAIT_POLICY ?= ACTIVE
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks table clean
+.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table clean
 
 env: $(STAMP)
 
@@ -57,6 +57,11 @@ browser-test: $(STAMP)
 # edit either, then bring the other up to date (the newer of the two wins). Outputs are never stored.
 notebooks: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/src/*.py
+
+# Student copies of the notebooks in runs/student_notebooks/: each solution block (nbgrader's ### BEGIN SOLUTION /
+# ### END SOLUTION markers) replaced by `raise NotImplementedError()`, outputs cleared.
+student-notebooks: $(STAMP)
+	$(PY) notebooks/release_student_version.py --out runs/student_notebooks
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests

@@ -187,3 +187,19 @@ fig.tight_layout()
 #     -p SOURCE gta5 -p TARGET cityscapes -p CITIES "nthu:rome,nthu:rio,nthu:tokyo,nthu:taipei" \
 #     -p DATA_ROOT /data/prepared -p MAX_IMAGES 500
 # ```
+
+# %% [markdown]
+# ## References
+#
+# * S. R. Richter, V. Vineet, S. Roth, V. Koltun. *Playing for Data: Ground Truth from Computer Games.* ECCV 2016
+#   (arXiv 1608.02192): GTA5, the synthetic source MiniCity's source domain plays.
+# * G. Ros, L. Sellart, J. Materzynska, D. Vazquez, A. M. Lopez. *The SYNTHIA Dataset: A Large Collection of
+#   Synthetic Images for Semantic Segmentation of Urban Scenes.* CVPR 2016.
+# * M. Cordts et al. *The Cityscapes Dataset for Semantic Urban Scene Understanding.* CVPR 2016 (arXiv 1604.01685):
+#   the real target MiniCity's target domain plays.
+# * Y.-H. Chen, W.-Y. Chen, Y.-T. Chen, B.-C. Tsai, Y.-C. F. Wang, M. Sun. *No More Discrimination: Cross City
+#   Adaptation of Road Scene Segmenters.* ICCV 2017 (arXiv 1704.08509): NTHU CrossCity, the four cities.
+# * How the reference implementations read these datasets, `ZJULearning/MaxSquareLoss` (commit 2fbc18f):
+#   `datasets/gta5_Dataset.py:16` (`GTA5_Dataset`, its label-id to train-id map at line 54),
+#   `datasets/cityscapes_Dataset.py:42` (`City_Dataset`, the map at line 88), `datasets/crosscity_Dataset.py:16`
+#   (`CrossCity_Dataset`, the 13 shared classes at line 63).

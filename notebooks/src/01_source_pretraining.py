@@ -223,3 +223,16 @@ viz.plots.training_curves({"source-only": source_run.history(), "oracle": oracle
 # The same runs from the shell: `python -m udalib run source_gta5 --data-root /data/prepared --device cuda`.
 # Reference: the seeds report 36.6–36.9 mIoU for the GTA5 source-only ResNet-101 on Cityscapes val (AdaptSegNet /
 # MaxSquare).
+
+# %% [markdown]
+# ## References
+#
+# * L.-C. Chen, G. Papandreou, I. Kokkinos, K. Murphy, A. L. Yuille. *DeepLab: Semantic Image Segmentation with Deep
+#   Convolutional Nets, Atrous Convolution, and Fully Connected CRFs.* TPAMI 2018 (arXiv 1606.00915): DeepLab-v2,
+#   the model MiniDeepLab shrinks.
+# * Y. Li, N. Wang, J. Shi, J. Liu, X. Hou. *Revisiting Batch Normalization For Practical Domain Adaptation.* ICLR
+#   Workshop 2017 (arXiv 1603.04779): AdaBN.
+# * The reference implementations: `ZJULearning/MaxSquareLoss` (commit 2fbc18f) `tools/train_source.py:49` (the
+#   source trainer, its epoch at line 168, its validation at line 285) and `utils/eval.py:14` (the confusion matrix
+#   at line 109, mIoU at line 45); `wasidennis/AdaptSegNet` (commit fca9ff0) `model/deeplab_multi.py:121`
+#   (`ResNetMulti`, DeepLab-v2 with the auxiliary head).

@@ -232,11 +232,83 @@ viz.results.claims_report(['MaxSquare > MinEnt', '+IW > MaxSquare', '+Multi > +I
 #
 # ## Exercises
 #
-# 1. Set `IW_RATIO = 0` (every pixel weighs $1/HW$) and `IW_RATIO = 1`. Which classes move?
-# 2. Lower `THRESHOLD` to 0.8. More pseudo-labels, but how many are wrong? (Compare the guidance labels with the
+# 1. Implement the image-wise class weights (below, checked against `losses.image_wise_class_weights`).
+# 2. Predict, then run: which classes gain from the image-wise weights (below)?
+# 3. Set `IW_RATIO = 0` (every pixel weighs $1/HW$) and `IW_RATIO = 1`. Which classes move?
+# 4. Lower `THRESHOLD` to 0.8. More pseudo-labels, but how many are wrong? (Compare the guidance labels with the
 #    target val labels, which you may use for *analysis*, never for training.)
-# 3. Run MaxSquare with the paper's `LAMBDA_TARGET = 0.1`. Why does it barely move in 60 steps?
+# 5. Run MaxSquare with the paper's `LAMBDA_TARGET = 0.1`. Why does it barely move in 60 steps?
+
+# %% [markdown]
+# ### Exercise 1: implement the image-wise class weights
 #
+# Write `my_iw_weights(logits, ratio)` for logits of shape `(N, C, H, W)`: for each image $n$, count the pixels
+# $N_{n,k}$ predicted (argmax) as each class $k$; each pixel then weighs $1 / \max(N_{n,\hat y}^{\,r}\,(HW)^{1-r}, 1)$,
+# with $\hat y$ its predicted class and $r$ = `ratio`. Return a detached tensor of shape `(N, H, W)`. Then run the
+# check, which also builds the IW max-square loss from your weights.
+
+# %% tags=["solution"]
+import torch
+import torch.nn.functional as F
+
+
+def my_iw_weights(logits: torch.Tensor, ratio: float = 0.2) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    n, c, h, w = logits.shape
+    pred = logits.detach().argmax(dim=1).flatten(1)  # (N, HW)
+    counts = F.one_hot(pred, c).sum(dim=1).float()  # (N, C): pixels of each image predicted as each class
+    per_class = 1 / torch.clamp(counts.pow(ratio) * float(h * w) ** (1 - ratio), min=1)
+    return per_class.gather(1, pred).view(n, h, w)
+    ### END SOLUTION
+
+# %% tags=["check"]
+import torch
+
+from udalib import losses
+
+torch.manual_seed(0)
+logits = 2 * torch.randn(2, 4, 5, 6)
+logits[1, 3] += 3  # the second image is mostly class 3: the counts differ between images and classes
+for r in (0.2, 0.0, 1.0):
+    assert torch.allclose(my_iw_weights(logits, r), losses.image_wise_class_weights(logits, r)), (
+        f"ratio {r}: compare with the formula above (counts per image, not per batch)")
+p = F.softmax(logits, dim=1)
+mine = -(p.pow(2) * my_iw_weights(logits)[:, None]).sum() / (2 * 4)  # divided by N·C, as the reference code
+assert torch.allclose(mine, losses.iw_maxsquare_loss(logits)), "the IW max-square loss from your weights"
+print("my_iw_weights agrees with udalib.losses.image_wise_class_weights")
+
+# %% [markdown]
+# ### Exercise 2: predict, then run
+#
+# The image-wise weights give the classes that an image predicts on few pixels a larger weight. Before running the
+# next cell, predict: going from MaxSquare to MaxSquare+IW, do the small classes (pole, traffic sign, person) gain
+# more IoU than the large ones (road, building, sky)?
+
+# %% [markdown]
+# *Your prediction:* ...
+
+# %%
+small, large = ["pole", "traffic sign", "person"], ["road", "building", "sky"]
+gain = pd.DataFrame({"this seed": per_class_iou({k: runs[k] for k in ("MaxSquare", "MaxSquare+IW")}, TARGET_EVAL)
+                     .pipe(lambda t: t["MaxSquare+IW"] - t["MaxSquare"])})
+atlas = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("minicity_atlas.csv"))
+iou = atlas[atlas.method.isin(["maxsquare", "maxsquare_iw"])].groupby("method")[[f"iou_{c.replace(' ', '_')}"
+                                                                                  for c in gain.index]].mean()
+gain["atlas, 7 shifts x 3 seeds"] = (iou.loc["maxsquare_iw"] - iou.loc["maxsquare"]).to_numpy()
+for col in gain:
+    print(f"{col}: small classes {gain.loc[small, col].mean():+.2f}, large classes {gain.loc[large, col].mean():+.2f}")
+# a check on the stored atlas: the discussion below says so
+assert gain.loc[small, gain.columns[1]].mean() < gain.loc[large, gain.columns[1]].mean(), gain
+gain.round(2)
+
+# %% [markdown]
+# **Discussion.** The image-wise weights do not single out the small classes: the gain is spread over all classes,
+# and on the atlas the large ones gain at least as much. With $r = 0.2$ the weight depends on the class's count only
+# through $N^{0.2}$: a class predicted on 10 pixels weighs only $100^{0.2} \approx 2.5$ times a class predicted on
+# 1,000. The weights flatten the balance between classes a little; each image's dominant classes still carry most of
+# the loss. Exercise 3 moves $r$.
+
+# %% [markdown]
 # ## Run at full scale
 #
 # The seed README's three GTA5 → Cityscapes commands as recipes (DeepLab-v2 ResNet-101, batch 1, lr 2.5e-4,
@@ -254,3 +326,17 @@ viz.results.claims_report(['MaxSquare > MinEnt', '+IW > MaxSquare', '+Multi > +I
 # papermill notebooks/03_maximum_squares.ipynb runs/notebooks/03_synthia_maxsquare_iw_multi.ipynb \
 #     -p RECIPE synthia_maxsquare_iw_multi -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
+
+# %% [markdown]
+# ## References
+#
+# * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss.* ICCV 2019
+#   (arXiv 1909.13589): the max-square loss (Eq. 5), the image-wise weights (Eq. 7), the multi-level self-produced
+#   guidance (Sec. 3.4).
+# * T.-H. Vu, H. Jain, M. Bucher, M. Cord, P. Pérez. *ADVENT: Adversarial Entropy Minimization for Domain Adaptation
+#   in Semantic Segmentation.* CVPR 2019 (arXiv 1811.12833): the MinEnt row.
+# * The reference implementation, `ZJULearning/MaxSquareLoss` (commit 2fbc18f): `utils/loss.py:106`
+#   (`MaxSquareloss`, the loss at line 120), `utils/loss.py:69` (`IW_MaxSquareloss`: the weights at line 98, the
+#   loss at line 103), `utils/loss.py:37` (`IWsoftCrossEntropy`); `tools/solve_gta5.py:119` (`--target_mode`
+#   chooses the loss) and `tools/solve_gta5.py:264` (the multi-level guidance: its mask at line 269, its labels at
+#   line 271).

@@ -265,10 +265,82 @@ viz.results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxS
 #
 # ## Exercises
 #
-# 1. Set `MODE = "reference"`. How far do the gates move from 0.5, and what happens to the generalization result?
-# 2. Set `LAMBDA_CAUSALITY = 0`: SNR blocks still trained, no causality loss. Which part of the gain is the loss's?
-# 3. The seed puts no SNR block after the last stage. Why might normalising the last stage's features hurt?
+# 1. Implement SNR's dual causality loss (below, checked against `losses.dual_causality_loss`).
+# 2. Predict, then run: SNR without target images against AdaBN with them (below).
+# 3. Set `MODE = "reference"`. How far do the gates move from 0.5, and what happens to the generalization result?
+# 4. Set `LAMBDA_CAUSALITY = 0`: SNR blocks still trained, no causality loss. Which part of the gain is the loss's?
+# 5. The reference code puts no SNR block after the last stage. Why might normalising the last stage's features
+#    hurt?
+
+# %% [markdown]
+# ### Exercise 1: implement the dual causality loss
 #
+# Write `my_causality_loss(logits_normalized, logits_enhanced, logits_contaminated)`: with $H$ the entropy of each
+# pixel's softmax over classes (natural log), averaged over the batch and the pixels,
+# $\mathrm{Softplus}(H^+ - H_{IN}) + \mathrm{Softplus}(H_{IN} - H^-)$, where $H_{IN}$, $H^+$, $H^-$ are the
+# entropies of the same classifier's logits on $\tilde F$, $\tilde F^+$ and $\tilde F^-$.
+
+# %% tags=["solution"]
+import torch
+import torch.nn.functional as F
+
+
+def my_causality_loss(logits_normalized: torch.Tensor, logits_enhanced: torch.Tensor,
+                      logits_contaminated: torch.Tensor) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    def mean_entropy(logits):
+        log_p = F.log_softmax(logits, dim=1)
+        return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+    h_in, h_plus, h_minus = (mean_entropy(x) for x in (logits_normalized, logits_enhanced, logits_contaminated))
+    return F.softplus(h_plus - h_in) + F.softplus(h_in - h_minus)
+    ### END SOLUTION
+
+# %% tags=["check"]
+import torch
+
+from udalib import losses
+
+torch.manual_seed(0)
+base = torch.randn(2, 5, 3, 4)
+cases = {"right order (H+ < H_IN < H-)": (base, 3 * base, 0.3 * base),
+         "reversed order": (base, 0.3 * base, 3 * base),
+         "three unrelated maps": (torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4), 2 * torch.randn(2, 5, 3, 4))}
+for name, (x_in, x_plus, x_minus) in cases.items():
+    assert torch.allclose(my_causality_loss(x_in, x_plus, x_minus), losses.dual_causality_loss(x_in, x_plus, x_minus),
+                          atol=1e-6), f"{name}: compare with the formula above"
+print("my_causality_loss agrees with udalib.losses.dual_causality_loss")
+
+# %% [markdown]
+# ### Exercise 2: predict, then run
+#
+# SNR trained on source alone never sees a target image; AdaBN sees target images, but only to re-estimate the
+# plain source model's BatchNorm statistics, with no training. Before running the next cell, predict: over the five
+# seeds of `benchmarks/results/minicity_table.csv`, which of the two scores higher on the target, on how many seeds,
+# and what does AdaBN add on top of SNR?
+
+# %% [markdown]
+# *Your prediction:* ...
+
+# %%
+seeds = pd.read_csv(viz.results.BENCHMARK_TABLE).pivot(index="seed", columns="method", values="target_miou")
+seeds = seeds[["source_only", "snr", "adabn", "adabn_snr"]]
+print(f"AdaBN ahead of SNR (source only) on {(seeds.adabn > seeds.snr).sum()} of {len(seeds)} seeds, by "
+      f"{(seeds.adabn - seeds.snr).mean():+.1f} on average; AdaBN on the SNR model adds "
+      f"{(seeds.adabn_snr - seeds.snr).mean():+.1f} to SNR and ends {(seeds.adabn_snr - seeds.adabn).mean():+.1f} "
+      "from the plain model's AdaBN")
+# a check on the stored table: the discussion below says so
+assert seeds.adabn.mean() > seeds.snr.mean() and abs((seeds.adabn_snr - seeds.adabn).mean()) < 2, seeds
+seeds.round(1)
+
+# %% [markdown]
+# **Discussion.** Target statistics beat style normalization learnt on the source alone: AdaBN is ahead of SNR on
+# most seeds, by several points. Once the SNR model also gets the target's statistics, it lands next to the plain
+# model's AdaBN: on MiniCity, much of what SNR's instance normalization buys without target images, BatchNorm
+# statistics of the target buy as well. SNR's case is the one where no target image is at hand at all (domain
+# generalization, the cities of this notebook).
+
+# %% [markdown]
 # ## Run at full scale
 #
 # The seed's two experiments with DeepLab-v2 ResNet-101 (`deeplabv2_multi_snr`, keys identical to the seed's
@@ -290,3 +362,8 @@ viz.results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxS
 # * X. Jin, C. Lan, W. Zeng, Z. Chen. *Style Normalization and Restitution for Domain Generalization and
 #   Adaptation*. arXiv 2101.00588, 2021. Code: microsoft/SNR.
 # * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss*. ICCV 2019.
+# * The reference implementation, `microsoft/SNR` (commit f3d51b5): `segmentation/graphs/models/deeplab_multi.py:10`
+#   (`ChannelGate_sub`, the gate; $\tilde F^+$ and $\tilde F^-$ at line 47), lines 282 to 286 (the first SNR block:
+#   instance normalization, residual, restitution); `segmentation/utils/loss.py:117` (`PixelWiseCausalityLoss`,
+#   defined but never called); `classification/PACS/model_resnet.py:420` (`get_entropy`) and line 427
+#   (`get_causality_loss`, the `SoftMarginLoss` form of the softplus above), the causality loss as it runs.

@@ -234,11 +234,94 @@ viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSq
 #
 # ## Exercises
 #
-# 1. Set `LAMBDA_CLUSTER = LAMBDA_ORTHO = LAMBDA_SPARSE = 0`. Check that the run's numbers equal MaxSquare+IW's.
-# 2. Turn on the centroid smoothing, `zoo.adaptation_experiment(..., centroid_smoothing=0.9)`. Does a running
+# 1. Implement the sparsity and orthogonality losses (below, checked against `clustering.sparsity_loss` and
+#    `clustering.orthogonality_loss`).
+# 2. Predict, then run: what do the three feature-space terms add over MaxSquare+IW alone (below)?
+# 3. Set `LAMBDA_CLUSTER = LAMBDA_ORTHO = LAMBDA_SPARSE = 0`. Check that the run's numbers equal MaxSquare+IW's.
+# 4. Turn on the centroid smoothing, `zoo.adaptation_experiment(..., centroid_smoothing=0.9)`. Does a running
 #    average of the centroids help with batches of 8 small images?
-# 3. Use the source labels for the source classes (`use_source_gt=True`). What changes in the similarity matrix?
+# 5. Use the source labels for the source classes (`use_source_gt=True`). What changes in the similarity matrix?
+
+# %% [markdown]
+# ### Exercise 1: implement the sparsity and orthogonality losses
 #
+# For centroids of shape `(|S|, F)` (the classes present, post-ReLU features), write `my_sparsity_loss(centroids,
+# rho, norm_order)`: scale each centroid by its largest channel, $\hat\mu_c = \mu_c / \max_f \mu_{cf}$, then
+# $-\frac{1}{|S|F}\sum_{c,f} (\hat\mu_{cf} - \rho)^p$, with $|\cdot|^p$ when $p$ is odd. And for feature rows
+# `(N, F)`, `my_orthogonality_loss(rows, centroids, temperature)`: the entropy of the softmax over the products
+# $\langle f_n, \mu_c\rangle / T$, averaged over all $N \cdot |S|$ entries, as the reference code does.
+
+# %% tags=["solution"]
+import torch
+import torch.nn.functional as F
+
+
+def my_sparsity_loss(centroids: torch.Tensor, rho: float = 0.5, norm_order: int = 2) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    diff = centroids / centroids.max(dim=1, keepdim=True).values - rho
+    return -(diff.pow(norm_order) if norm_order % 2 == 0 else diff.abs().pow(norm_order)).mean()
+    ### END SOLUTION
+
+
+def my_orthogonality_loss(rows: torch.Tensor, centroids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    ### BEGIN SOLUTION
+    z = rows @ centroids.t() / temperature
+    return -(F.softmax(z, dim=1) * F.log_softmax(z, dim=1)).mean()
+    ### END SOLUTION
+
+# %% tags=["check"]
+import torch
+
+from udalib.losses import clustering
+
+torch.manual_seed(0)
+centroids = torch.rand(3, 6)  # post-ReLU: non-negative, each row scaled by a different maximum
+rows = torch.rand(10, 6)
+for p in (2, 3):
+    for rho in (0.5, 0.3):
+        assert torch.allclose(my_sparsity_loss(centroids, rho, p), clustering.sparsity_loss(centroids, rho, p)), (
+            f"sparsity, rho {rho}, p {p}: scale each centroid by its largest channel; |.|^p for odd p")
+for t in (1.0, 0.5):
+    assert torch.allclose(my_orthogonality_loss(rows, centroids, t), clustering.orthogonality_loss(rows, centroids, t)), (
+        f"orthogonality, T {t}: the entropy of the softmax over products, averaged over all N x |S| entries")
+print("my_sparsity_loss and my_orthogonality_loss agree with udalib.losses.clustering")
+
+# %% [markdown]
+# ### Exercise 2: predict, then run
+#
+# The method is MaxSquare+IW (notebook 03) plus three feature-space terms: clustering, orthogonality, sparsity.
+# Before running the next cell, predict: over the five seeds of `benchmarks/results/minicity_table.csv` and the
+# shifts of the atlas (`minicity_atlas.csv`, three seeds each), how many mIoU points do the three terms add over
+# MaxSquare+IW alone?
+
+# %% [markdown]
+# *Your prediction:* ...
+
+# %%
+import pandas as pd
+
+results = viz.results.BENCHMARK_TABLE.parent
+seeds = pd.read_csv(results / "minicity_table.csv").pivot(index="seed", columns="method", values="target_miou")
+by_seed = seeds["clustered_embeddings"] - seeds["maxsquare_iw"]
+atlas = pd.read_csv(results / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
+                                                                 values="target_miou", aggfunc="mean")
+by_shift = atlas["clustered_embeddings"] - atlas["maxsquare_iw"]
+print(f"five seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).sum()} of {len(by_seed)} "
+      f"(from {by_seed.min():+.2f} to {by_seed.max():+.2f})")
+print(f"atlas, {len(by_shift)} shifts: {by_shift.mean():+.2f} on average (from {by_shift.min():+.2f} to "
+      f"{by_shift.max():+.2f})")
+# a check on the stored tables: the discussion below says so
+assert abs(by_seed.mean()) < 1 and abs(by_shift).max() < 1, (by_seed, by_shift)
+pd.DataFrame({"clustered - MaxSquare+IW, per seed": by_seed}).round(2)
+
+# %% [markdown]
+# **Discussion.** Within the noise: the feature-space terms move the five-seed mean by less than a point, ahead on
+# some seeds and behind on others, and the atlas's shifts show no margin either way. The output-space term does the
+# measurable work on MiniCity; the feature-space terms reshape the embedding (the similarity matrices above) without
+# moving the segmentation. With MiniDeepLab's small feature maps and batches of 8, the centroids are means of few
+# pixels per class, which is also where exercise 4's smoothing is meant to help.
+
+# %% [markdown]
 # ## Run at full scale
 #
 # The seed README's four runs (DeepLab-v2 ResNet-101 or VGG-16, from the GTA5 / SYNTHIA source model; batch 1,
@@ -259,5 +342,9 @@ viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSq
 # ## References
 #
 # * M. Toldo, U. Michieli, P. Zanuttigh. *Unsupervised Domain Adaptation in Semantic Segmentation via Orthogonal and
-#   Clustered Embeddings*. WACV 2021. Code: LTTM/UDAclustering.
+#   Clustered Embeddings*. WACV 2021 (arXiv 2011.12616). Code: LTTM/UDAclustering.
 # * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss*. ICCV 2019.
+# * The reference implementation, `LTTM/UDAclustering` (commit 0147971): `utils/losses.py:7` (`feat_reg_ST_loss`,
+#   all the feature-space terms), line 223 (`clustering_loss`), line 191 (`similarity_dsb`, the orthogonality
+#   entropy at line 217, called by `orthogonality_loss` at line 239), line 252 (`sparsity_loss`: the centroids
+#   scaled at line 283, the even and odd powers at lines 270 and 272).

@@ -259,3 +259,14 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 # python -m udalib crosscity --recipe crosscity_maxsquare --data-root /data/prepared --device cuda \
 #     --methods maxsquare maxsquare_iw --out runs/crosscity_nthu.csv
 # ```
+
+# %% [markdown]
+# ## References
+#
+# * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss.* ICCV 2019
+#   (arXiv 1909.13589): the Cityscapes → CrossCity experiment.
+# * Y.-H. Chen, W.-Y. Chen, Y.-T. Chen, B.-C. Tsai, Y.-C. F. Wang, M. Sun. *No More Discrimination: Cross City
+#   Adaptation of Road Scene Segmenters.* ICCV 2017 (arXiv 1704.08509): NTHU CrossCity.
+# * The reference implementation, `ZJULearning/MaxSquareLoss` (commit 2fbc18f): `tools/solve_crosscity.py:35`
+#   (`CrossCityTrainer`, its epoch at line 146) and `datasets/crosscity_Dataset.py:16` (`CrossCity_Dataset`, the 13
+#   shared classes at line 63).

@@ -269,6 +269,15 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 #
 # * `engrjavediqbal/udass-leaderboard`, the MaxSquare and AdaptSegNet READMEs: the reported
 #   numbers.
-# * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss*. ICCV 2019.
-# * Y.-H. Tsai et al. *Learning to Adapt Structured Output Space for Semantic Segmentation*. CVPR 2018.
-# * Y. Zou et al. *Class-Balanced Self-Training*. ECCV 2018; J. Iqbal, M. Ali. *MLSL*. WACV 2020.
+# * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss*. ICCV 2019
+#   (arXiv 1909.13589).
+# * T.-H. Vu, H. Jain, M. Bucher, M. Cord, P. Pérez. *ADVENT: Adversarial Entropy Minimization for Domain Adaptation
+#   in Semantic Segmentation.* CVPR 2019 (arXiv 1811.12833).
+# * Y.-H. Tsai et al. *Learning to Adapt Structured Output Space for Semantic Segmentation*. CVPR 2018
+#   (arXiv 1802.10349).
+# * X. Jin, C. Lan, W. Zeng, Z. Chen. *Style Normalization and Restitution for Domain Generalization and
+#   Adaptation*. arXiv 2101.00588, 2021.
+# * M. Toldo, U. Michieli, P. Zanuttigh. *Unsupervised Domain Adaptation in Semantic Segmentation via Orthogonal and
+#   Clustered Embeddings*. WACV 2021 (arXiv 2011.12616).
+# * Y. Zou et al. *Class-Balanced Self-Training*. ECCV 2018 (arXiv 1810.07911); J. Iqbal, M. Ali. *MLSL*. WACV 2020.
+# * Each method's reference implementation, with files and lines: the References of notebooks 02 to 07.
