@@ -163,9 +163,9 @@ cc.gains(three, "maxsquare").round(2)
 # grey-paved sidewalks converge with the road (the atlas's `converge`, where confident confusions get sharpened), and
 # on Rio, the city closest to the source, with almost nothing to adapt. At these 20 steps no margin over the
 # controls reaches a point, and three times as many steps (the length of every other MiniCity adaptation) do not
-# change that (next cell, read from `crosscity_scores_60steps.csv`). The MaxSquare paper reports +1.9 to +3.5 points over source-only on NTHU (below); it
-# reports no AdaBN or $\lambda=0$ control, so how much of that is BatchNorm statistics at full scale is an open
-# question this notebook lets you ask.
+# change that (next cell, read from `crosscity_scores_60steps.csv`). The MaxSquare paper reports gains of a few
+# points over source-only on NTHU (the table under "Beside the paper"); it reports no AdaBN or $\lambda=0$ control,
+# so how much of that is BatchNorm statistics at full scale is an open question this notebook lets you ask.
 #
 # ## Does adapting to one city help the others?
 #
