@@ -304,3 +304,13 @@ def test_style_scatter_shares_the_first_panels_axes_and_counts_points_beyond_the
     assert f"spread {spread:.2g}" in first.get_title()
     own = plots.style_scatter({"wide": wide, "tight": tight}, shared_axes=False)
     assert own.axes[1].get_xlim() != own.axes[0].get_xlim() and "beyond" not in own.axes[1].get_title()
+
+
+def test_similarity_heatmaps_say_which_class_has_no_pixels():
+    centroids = np.array([[1.0, 0.0], [np.nan, np.nan], [1.0, 1.0]])
+    m = plots.cosine_similarity_matrix(centroids)
+    assert np.isnan(m[1]).all() and m[0, 2] == pytest.approx(1 / math.sqrt(2))
+    fig = plots.similarity_heatmaps({"a": m}, [0, 5, 8])
+    texts = [(t.get_text(), t.get_position()[1]) for t in fig.axes[0].texts]
+    assert texts == [("no pixels of this class", 1)]  # on the row of the absent class (pole), only there
+    assert "0.71" in fig.axes[0].get_title()  # the mean over the similarities that exist

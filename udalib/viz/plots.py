@@ -105,7 +105,7 @@ def _legend_below(fig: Figure, ax, entries: int) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend() is not None:
         ax.get_legend().remove()
-    ncol = min(entries, 4)
+    ncol = min(entries, 6)
     rows = -(-entries // ncol)
     extra = 0.25 * rows + 0.1  # inches of figure added under the axes for the legend
     fig.set_figheight(fig.get_figheight() + extra)
@@ -440,11 +440,14 @@ def cosine_similarity_matrix(centroids: np.ndarray) -> np.ndarray:
 
 
 def similarity_heatmaps(matrices: Mapping[str, np.ndarray], class_ids: Sequence[int]) -> Figure:
-    """Centroid cosine-similarity matrices side by side, with the mean off-diagonal similarity in each title."""
+    """Centroid cosine-similarity matrices side by side, with the mean off-diagonal similarity in each title. A class
+    with no pixel in the sample (a NaN centroid) has no similarity: its row reads "no pixels of this class"."""
     names = [CITYSCAPES_CLASSES[c] for c in class_ids]
-    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.4 * len(matrices), 3.8), squeeze=False, layout="constrained")
     for ax, (title, m) in zip(axes[0], matrices.items()):
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in np.flatnonzero(np.isnan(np.asarray(m, dtype=float)).all(axis=1)):
+            ax.text((len(m) - 1) / 2, i, "no pixels of this class", ha="center", va="center", fontsize=7)
         off = m[~np.eye(len(m), dtype=bool)]
         ax.set_title(f"{title}\nmean off-diagonal cosine {np.nanmean(off):.2f}", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
