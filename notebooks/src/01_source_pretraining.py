@@ -200,7 +200,7 @@ viz.plots.training_curves({"source-only": source_run.history(), "oracle": oracle
 #   is what every later notebook starts from.
 # * On MiniCity the source-only model reaches a fraction of the oracle's target mIoU: that gap is what adaptation
 #   methods try to close.
-# * AdaBN already closes part of it without any training. Keep it in mind as the bar every method must clear.
+# * AdaBN already closes part of it without any training. Keep it in mind as the baseline every method must beat.
 #
 # ## Exercises
 #

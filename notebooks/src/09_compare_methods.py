@@ -137,7 +137,7 @@ else:
     print(f"seeds per row: {min(per_row.values())} to {most}; ± is the sample standard deviation over them")
 
 # %% [markdown]
-# **Reading it.** On MiniCity, AdaBN (no training at all) is the bar to clear, and every method should be read
+# **Reading it.** On MiniCity, AdaBN (no training at all) is the baseline to beat, and every method should be read
 # against its control: the λ = 0 runs train on source labels while target batches pass through the network, which
 # moves the BatchNorm statistics to the target's (`zoo.BN_STATS`) and nothing else, so they land on AdaBN. What a
 # method gains over both is its own loss's work. How far to trust one difference depends on the seeds behind each
