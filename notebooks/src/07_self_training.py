@@ -152,9 +152,9 @@ handles = viz.plots.legend_handles(CLASSES) + [Patch(facecolor="white", edgecolo
 fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
 fig.tight_layout(rect=(0, 0.12, 1, 1))
 box = axes[-1, 2].get_position()
-bar = fig.colorbar(confidence_image, cax=fig.add_axes((box.x0, 0.09, box.width, 0.015)), orientation="horizontal")
-bar.ax.tick_params(labelsize=7)
-bar.ax.text(-0.03, 0.5, "confidence", ha="right", va="center", fontsize=8, transform=bar.ax.transAxes);
+scale = fig.colorbar(confidence_image, cax=fig.add_axes((box.x0, 0.09, box.width, 0.015)), orientation="horizontal")
+scale.ax.tick_params(labelsize=7)
+scale.ax.text(-0.03, 0.5, "confidence", ha="right", va="center", fontsize=8, transform=scale.ax.transAxes);
 
 # %% [markdown]
 # ## MLSL: spatially independent patches
