@@ -392,6 +392,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         load_into(model, init, skip_prefixes=optional)
     method = build_method(exp.method, model, exp.preset, **exp.method_args)
     method.bn_stats = exp.bn_stats
+    method.progress_label = exp.label or run_dir.name  # what the progress bar is called
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None

@@ -70,7 +70,7 @@ assert ratio["entropy (MinEnt)"] > 3 * ratio["max-square"]  # the paper's point,
 # %% [markdown]
 # ## The objectives, as pure functions
 #
-# Normalisations follow the seed's code, for which its $\lambda$ values were tuned: plain MaxSquare keeps the
+# Normalisations follow the original code (`ZJULearning/MaxSquareLoss`), for which its $\lambda$ values were tuned: plain MaxSquare keeps the
 # factor $\frac12$ and averages over all $N\cdot C\cdot H\cdot W$ entries; IW-MaxSquare has no $\frac12$ and divides
 # the weighted sum by $N\cdot C$.
 
@@ -83,7 +83,8 @@ viz.show_source(losses.iw_maxsquare_loss)
 
 # %% [markdown]
 # What the weights do on one target image: count the pixels predicted per class and look at the weight each
-# class's pixels get. Rare predicted classes (sign, person, pole) get much larger weights than road or building.
+# class's pixels get. Only the classes predicted in this image have a weight; the table lists them, from the fewest
+# pixels to the most, and the line under it reads the extremes.
 
 # %%
 source_model = source_run.model()
@@ -93,9 +94,14 @@ with torch.no_grad():
 w = losses.image_wise_class_weights(logits, IW_RATIO)[0]
 pred = logits.argmax(1)[0]
 names = viz.plots.CITYSCAPES_CLASSES
-pd.DataFrame({"pixels": [(pred == c).sum().item() for c in pred.unique()],
-              "weight x HW": [w[pred == c][0].item() * pred.numel() for c in pred.unique()]},
-             index=[names[c] for c in pred.unique()]).round(2)
+weights = pd.DataFrame({"pixels": [(pred == c).sum().item() for c in pred.unique()],
+                        "weight x HW": [w[pred == c][0].item() * pred.numel() for c in pred.unique()]},
+                       index=[names[c] for c in pred.unique()]).sort_values("pixels")
+rare, common = weights.index[0], weights.index[-1]
+print(f"{len(weights)} classes predicted in this image; the rarest, {rare} ({weights.pixels[rare]} pixels), weighs "
+      f"{weights['weight x HW'][rare] / weights['weight x HW'][common]:.1f}x as much per pixel as the most common, "
+      f"{common} ({weights.pixels[common]} pixels)")
+weights.round(2)
 
 # %% [markdown]
 # **Multi-level self-produced guidance.** The auxiliary head (on stage 3) is trained on target pseudo-labels: the
@@ -125,7 +131,7 @@ viz.show_source(methods.MaxSquare.step)
 # ## Train the three variants; reuse the controls and MinEnt
 
 # %%
-if RECIPE:  # full scale: the seed's recipe on the real data
+if RECIPE:  # full scale: the original code's recipe on the real data
     from udalib.experiment import run
     from udalib.recipes import load_recipe
     full = run(load_recipe(RECIPE, data_root=DATA_ROOT, device=DEVICE))
@@ -150,7 +156,8 @@ table.round(2)
 # %%
 # on this seed too: every variant at least 2 points above source-only
 for name in ("MaxSquare", "MaxSquare+IW", "MaxSquare+IW+Multi"):
-    assert runs[name].miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
+    assert runs[name].miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
+        f"{name} should gain at least 2 mIoU points over source-only\n{table}"
 
 # %% [markdown]
 # **Reading the table honestly.** A single seed (the table above) moves by a point or two; the five seeds of
@@ -180,7 +187,13 @@ viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL]
 
 # %%
 per_class = per_class_iou(runs, TARGET_EVAL)
-(per_class.sub(per_class["control (lambda 0)"], axis=0)).round(1)  # change per class against the control
+change = per_class.sub(per_class["control (lambda 0)"], axis=0)  # change per class against the control
+for name in ("MinEnt", "MaxSquare", "MaxSquare+IW", "MaxSquare+IW+Multi"):
+    up, down = change[name][change[name] >= 0.5], change[name][change[name] <= -0.5]
+    print(f"{name:19s} gains (>= 0.5 points) on {len(up)} classes, most on {up.idxmax() if len(up) else '-'}; "
+          f"loses (<= -0.5) on {', '.join(down.index) or 'none'}; within half a point: "
+          f"{', '.join(change.index[change[name].abs() < 0.5]) or 'none'}")
+change.round(1)
 
 # %% [markdown]
 # ## Predictions
@@ -311,7 +324,7 @@ gain.round(2)
 # %% [markdown]
 # ## Run at full scale
 #
-# The seed README's three GTA5 → Cityscapes commands as recipes (DeepLab-v2 ResNet-101, batch 1, lr 2.5e-4,
+# The MaxSquare README's three GTA5 → Cityscapes commands as recipes (DeepLab-v2 ResNet-101, batch 1, lr 2.5e-4,
 # 15 rounds × 2 epochs = 89,280 iterations; +IW+Multi from the multi-level source model with target crops
 # 1280×640). The README reports 44.3 (MaxSquare), 45.2 (+IW) and 46.4 (+IW+Multi) mIoU on Cityscapes val.
 #

@@ -30,7 +30,7 @@
 SEED: int = 0  # seed of the models and runs
 SOURCE_STEPS: int = 150  # SNR source training (the plain source model of notebook 01 has 300: a handicap for SNR)
 STEPS: int = 60  # SNR-MS adaptation iterations
-LAMBDA_TARGET: float = 5.0  # MaxSquare weight (MiniCity preset; the seed: 0.1)
+LAMBDA_TARGET: float = 5.0  # MaxSquare weight (MiniCity preset; the original code: 0.1)
 LAMBDA_CAUSALITY: float = 0.01  # weight of the dual causality terms (the paper's classification code: 0.01)
 MODE: str = "paper"  # "paper": SNR blocks trained + causality loss; "reference": as the released code (neither)
 RECIPE: str = ""  # full scale: "gta5_snr" (source, generalization) or "gta5_snr_maxsquare" (SNR-MS)
@@ -64,9 +64,10 @@ val = {name: open_data(spec, default_split="val", train=False, exp=source_exp) f
 # %% [markdown]
 # ## What instance normalization removes
 #
-# Take the source model's stage-1 features (after `layer1`, where the seed puts its first SNR block) and summarise
+# Take the source model's stage-1 features (after `layer1`, where the original code puts its first SNR block) and summarise
 # each image by the mean and standard deviation of every channel over space: its **style vector**. Project the
-# style vectors of the six domains on their first two principal components, and ask how well a nearest-centroid
+# style vectors of the six domains on the first two principal axes of the source model's style vectors (every panel
+# on the same axes, each centred on its own median, so that spreads compare), and ask how well a nearest-centroid
 # rule tells the domains apart from them. Instance normalization sets these statistics to the same values
 # ($\gamma_c$, $\beta_c$) for every image, except in channels that are entirely zero in some images (after a
 # ReLU), so after IN the domains can hardly be told apart (chance is 17 % for six domains).
@@ -84,6 +85,9 @@ viz.plots.style_scatter({"stage-1 features (source model)": styles, "after insta
 
 # %% [markdown]
 # The style statistics alone identify the domain of most images: that is the shift, seen from inside the network.
+# After instance normalization the images of every domain collapse onto one point (the right panel, on the same
+# axes): only the few images with a channel that is zero everywhere (after the ReLU) keep a different style vector,
+# and they carry what is left of the nearest-centroid accuracy.
 # But some of what IN removes is *content*: the mean activation of a "vegetation" channel says how much vegetation
 # the image holds. Removing it all hurts discrimination, which is why SNR restitutes part of it.
 #
@@ -105,12 +109,12 @@ print("H+ < H_IN = H-         :", round(losses.dual_causality_loss(uniform, shar
 print("H+ > H_IN (wrong order):", round(losses.dual_causality_loss(sharp, uniform, sharp).item(), 3))
 
 # %% [markdown]
-# **What we corrected from the released code** (`microsoft/SNR`, `segmentation/`). The seed's segmentation code defines the causality loss
+# **What we corrected from the released code** (`microsoft/SNR`, `segmentation/`). Its segmentation code defines the causality loss
 # but never calls it (and it would crash if called), and leaves the IN and gate parameters out of every optimizer
 # group, so the gates stay at their random initialisation. `MODE = "paper"` trains the SNR blocks and adds the
 # causality loss, with a design of ours for segmentation (a 1×1-conv pixel classifier per block, trained on
 # detached features, so that it measures the features without shaping them); `MODE = "reference"` reproduces the
-# released code. The seed's SNR-MS command also starts from a checkpoint without SNR keys with a strict load, which
+# released code. The released SNR-MS command also starts from a checkpoint without SNR keys with a strict load, which
 # raises; udalib loads it with the SNR keys skipped and every other key still checked.
 #
 # ## SNR trained on the source domain only
@@ -119,7 +123,7 @@ print("H+ > H_IN (wrong order):", round(losses.dual_causality_loss(sharp, unifor
 # this notebook's time budget: a handicap for SNR, not a help); no target image is ever loaded.
 
 # %%
-if RECIPE:  # full scale: the seed's recipe on the real data
+if RECIPE:  # full scale: the original code's recipe on the real data
     from udalib.experiment import run
     from udalib.recipes import load_recipe
     full = run(load_recipe(RECIPE, data_root=DATA_ROOT, device=DEVICE))
@@ -170,7 +174,7 @@ viz.plots.style_scatter({"source model, stage 1": styles,
 # %% [markdown]
 # ## SNR-MS: adapting the SNR model with MaxSquare
 #
-# The seed's UDA recipe: MaxSquare (notebook 03) on the SNR backbone, from the SNR source model. Beside it: the
+# The original code's UDA recipe: MaxSquare (notebook 03) on the SNR backbone, from the SNR source model. Beside it: the
 # same run with $\lambda_{target}=0$ (training on target batches moves BatchNorm statistics) and AdaBN of the SNR
 # source model.
 
@@ -189,8 +193,9 @@ table.round(2)
 
 # %%
 # checks on this seed: SNR beats source-only without target images; SNR-MS gains at least 2 points
-assert snr_run.miou(TARGET_EVAL) > source_run.miou(TARGET_EVAL), table
-assert snr_ms_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
+assert snr_run.miou(TARGET_EVAL) > source_run.miou(TARGET_EVAL), f"SNR trained on source should beat source-only\n{table}"
+assert snr_ms_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
+    f"SNR-MS should gain at least 2 mIoU points over source-only\n{table}"
 
 # %%
 viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL] for name in ("source-only", "SNR (source only)", "SNR-MS")},
@@ -343,8 +348,8 @@ seeds.round(1)
 # %% [markdown]
 # ## Run at full scale
 #
-# The seed's two experiments with DeepLab-v2 ResNet-101 (`deeplabv2_multi_snr`, keys identical to the seed's
-# checkpoints): SNR trained on GTA5 alone (domain generalization, evaluated on Cityscapes), and SNR-MS, MaxSquare on
+# The original code's two experiments with DeepLab-v2 ResNet-101 (`deeplabv2_multi_snr`, keys identical to the
+# released checkpoints): SNR trained on GTA5 alone (domain generalization, evaluated on Cityscapes), and SNR-MS, MaxSquare on
 # the SNR backbone from the GTA5 source model (`--round_num 5 --target_mode maxsquare --lambda_target 0.1`). The
 # repository reports no numbers; the paper's are in its Sec. 4.2. One GPU, about a day each.
 #

@@ -27,10 +27,10 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation run
 STEPS: int = 60  # adaptation iterations
-LAMBDA_ENTROPY: float = 5.0  # IW-MaxSquare weight, as maxsquare_iw's MiniCity preset (the seed: 0.1, "entropy")
-LAMBDA_CLUSTER: float = 0.02  # clustering weight (the seed's value, ResNet-101 GTA5)
-LAMBDA_ORTHO: float = 2.0  # orthogonality weight (the seed's value)
-LAMBDA_SPARSE: float = 0.5  # sparsity weight (the seed's value)
+LAMBDA_ENTROPY: float = 5.0  # IW-MaxSquare weight, as maxsquare_iw's MiniCity preset (the original code: 0.1, "entropy")
+LAMBDA_CLUSTER: float = 0.02  # clustering weight (the original code's value, ResNet-101 GTA5)
+LAMBDA_ORTHO: float = 2.0  # orthogonality weight (the original code's value)
+LAMBDA_SPARSE: float = 0.5  # sparsity weight (the original code's value)
 RECIPE: str = ""  # full scale: "gta5_clustering_resnet101", "gta5_clustering_vgg16", "synthia_clustering_resnet101", ...
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -76,7 +76,7 @@ viz.plots.feature_projection({"source model (o source, x target)": before}, CLAS
 # ## The objectives
 #
 # Centroids are means of feature rows per class over both domains (a row of `inf` marks a class absent from the
-# batch); the distance is the seed's: the norm of a whole difference matrix divided by its size.
+# batch); the distance is the original code's: the norm of a whole difference matrix divided by its size.
 
 # %%
 viz.show_source(clustering.class_centroids)
@@ -105,8 +105,8 @@ print("sparsity of [1, .5, 0]:", round(clustering.sparsity_loss(torch.tensor([[1
       " of [1, 0, 0]:", clustering.sparsity_loss(torch.tensor([[1.0, 0.0, 0.0]])).item())
 
 # %% [markdown]
-# Two passes per step, as in the seed: the clustering centroids use classes from the **bilinearly** resized
-# posteriors; orthogonality and sparsity recompute them from the **nearest**-resized argmax. The seed calls its
+# Two passes per step, as in the original code: the clustering centroids use classes from the **bilinearly** resized
+# posteriors; orthogonality and sparsity recompute them from the **nearest**-resized argmax. The original code calls its
 # output-space term "entropy", but it is the IW-MaxSquare loss of notebook 03 (`LTTM/UDAclustering` `tools/train_UDA.py`): with the three feature
 # weights at 0 the method *is* MaxSquare+IW, which makes it the right comparison for what the embedding objectives
 # add. `step` sums the five terms of the objective at the top of this notebook.
@@ -119,7 +119,7 @@ viz.show_source(ClusteredEmbeddings.step)
 # ## Train, and the controls
 
 # %%
-if RECIPE:  # full scale: the seed's recipe on the real data
+if RECIPE:  # full scale: the original code's recipe on the real data
     from udalib.experiment import run
     from udalib.recipes import load_recipe
     full = run(load_recipe(RECIPE, data_root=DATA_ROOT, device=DEVICE))
@@ -147,7 +147,11 @@ ctrl = {"source": feature_sample(control_model, source_val), "target": feature_s
 viz.plots.feature_projection({"control, lambda 0": ctrl, "clustered embeddings": after}, CLASSES);
 
 # %%
-# class centroids of the target features (by label, analysis only): cosine similarity between classes
+# class centroids of the target features (by label, analysis only): cosine similarity between classes; a class
+# with no labelled cell among the sampled features has no centroid, and its
+# row says "no pixels of this class" instead of staying blank
+print("labelled target cells per class in the sample (the same cells for every model):",
+      {viz.plots.CITYSCAPES_CLASSES[c]: int((after["target"]["label"] == c).sum()) for c in CLASSES})
 matrices = {name: viz.plots.cosine_similarity_matrix(viz.plots.class_centroids_of(s["target"], CLASSES))
             for name, s in {"source model": before, "control": ctrl, "clustered": after}.items()}
 viz.plots.similarity_heatmaps(matrices, CLASSES);
@@ -167,7 +171,8 @@ table.round(2)
 
 # %%
 # a check on this seed: at least 2 points above source-only
-assert clustered_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
+assert clustered_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
+    f"clustered embeddings should gain at least 2 mIoU points over source-only\n{table}"
 
 # %%
 per_class = per_class_iou(runs, TARGET_EVAL)
@@ -229,8 +234,8 @@ viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSq
 #   centroid, centroids pushed apart, toward orthogonal and sparse.
 # * Its output-space term is IW-MaxSquare; compare it with MaxSquare+IW alone to see what the embedding objectives
 #   add, and with the $\lambda=0$ control and AdaBN to see what training on target batches adds by itself.
-# * Pseudo-classes come from the model's own predictions on both domains (`use_source_gt=False`, the seed's
-#   default): the clustering can only be as good as the predictions it groups.
+# * Pseudo-classes come from the model's own predictions on both domains (`use_source_gt=False`, the original
+#   code's default): the clustering can only be as good as the predictions it groups.
 #
 # ## Exercises
 #
@@ -324,7 +329,7 @@ pd.DataFrame({"clustered - MaxSquare+IW, per seed": by_seed}).round(2)
 # %% [markdown]
 # ## Run at full scale
 #
-# The seed README's four runs (DeepLab-v2 ResNet-101 or VGG-16, from the GTA5 / SYNTHIA source model; batch 1,
+# The UDAclustering README's (`LTTM/UDAclustering`) four runs (DeepLab-v2 ResNet-101 or VGG-16, from the GTA5 / SYNTHIA source model; batch 1,
 # source 1280×720 (SYNTHIA 1280×760), target 1024×512; 5 rounds of 2 epochs). The repository reports no numbers;
 # the paper's are in its Tables 1–2.
 #

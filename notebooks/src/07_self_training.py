@@ -27,10 +27,10 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the runs
 STEPS: int = 60  # training iterations, split into ROUNDS rounds
-ROUNDS: int = 3  # pseudo-labelling rounds (the seed: 6)
+ROUNDS: int = 3  # pseudo-labelling rounds (the original code: 6)
 TGT_PORT: float = 0.15  # portion of each class's pixels kept in round 0, +0.05 per round (--init-tgt-port)
 SPATIAL_PRIOR: bool = True  # multiply posteriors by the source labels' per-pixel class frequency (--with-prior)
-PATCHES: int = 4  # MLSL's spatially independent patches per image (the seed: 25 of 512x512)
+PATCHES: int = 4  # MLSL's spatially independent patches per image (the original code: 25 of 512x512)
 RECIPE: str = ""  # full scale: "gta5_cbst", "gta5_mlsl" or "gta5_mlsl_pwl"
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
+from matplotlib.patches import Patch
 
 from udalib import viz, zoo
 from udalib.data import minicity
@@ -117,21 +118,43 @@ pd.concat({"class-balanced": cb_table, "global threshold": gl_table}, axis=1).ro
 # With one global threshold, the top pixels are road, building and sky: sidewalk, vegetation and cars keep nothing,
 # and the model would learn to predict them even less. Class-balanced thresholds keep the top pixels *of every class
 # the model predicts*, at some cost in accuracy for the hardest one (sidewalk, often confused with road). Classes the
-# source model never predicts on the target (here poles, signs and people) stay out either way: self-training
+# source model rarely predicts on the target keep only a handful of pixels either way (next line): self-training
 # cannot teach a class the model does not already find.
 
 # %%
+share = 100 * cb_table["kept"] / cb_table["true pixels"]
+print("kept by the class-balanced thresholds, as a share of each class's true pixels (%):", share.round(2).to_dict())
+
+# %%
+# pixels left out of the pseudo-labels (ignored in training) are drawn white, not black like a class
+def coloured(label):
+    rgb = colorize(label.numpy())
+    rgb[label.numpy() == 255] = 255
+    return rgb
+
 idx = [0, 1, 2]
 conf = probs.max(dim=1).values
-fig, axes = plt.subplots(len(idx), 5, figsize=(14, 1.6 * len(idx) + 0.5))
+fig, axes = plt.subplots(len(idx), 5, figsize=(14, 1.6 * len(idx) + 1.4))
 for r, i in enumerate(idx):
     panels = [viz.plots.denormalize(images[i], "imagenet"), colorize(probs[i].argmax(0).numpy()), conf[i].numpy(),
-              colorize(cb_labels[i].numpy()), colorize(truth[i].numpy())]
-    for ax, p, t in zip(axes[r], panels, ["image", "prediction", "confidence", "pseudo-label (CB)", "truth (analysis)"]):
-        ax.imshow(p, cmap="viridis" if p.ndim == 2 else None)
+              coloured(cb_labels[i]), colorize(truth[i].numpy())]
+    titles = ["image", "prediction", "confidence (top score)", "pseudo-label (CB), white: left out",
+              "truth (analysis)"]
+    for ax, p, t in zip(axes[r], panels, titles):
+        shown = ax.imshow(p, cmap="viridis" if p.ndim == 2 else None, vmin=0 if p.ndim == 2 else None,
+                          vmax=float(conf.max()) if p.ndim == 2 else None)
+        if p.ndim == 2:
+            confidence_image = shown
         ax.set_title(t, fontsize=8)
-        ax.axis("off")
-fig.tight_layout()
+        ax.set_xticks([])
+        ax.set_yticks([])  # the frame stays, so that the white left-out pixels show where the image ends
+handles = viz.plots.legend_handles(CLASSES) + [Patch(facecolor="white", edgecolor="grey", label="left out (ignored)")]
+fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+fig.tight_layout(rect=(0, 0.12, 1, 1))
+box = axes[-1, 2].get_position()
+scale = fig.colorbar(confidence_image, cax=fig.add_axes((box.x0, 0.09, box.width, 0.015)), orientation="horizontal")
+scale.ax.tick_params(labelsize=7)
+scale.ax.text(-0.03, 0.5, "confidence", ha="right", va="center", fontsize=8, transform=scale.ax.transAxes);
 
 # %% [markdown]
 # ## MLSL: spatially independent patches
@@ -153,7 +176,7 @@ viz.show_source(SelfTraining.on_round_start)
 viz.show_source(SelfTraining.step)
 
 # %%
-if RECIPE:  # full scale: the seed's recipe on the real data
+if RECIPE:  # full scale: the original code's recipe on the real data
     from udalib.experiment import run
     from udalib.recipes import load_recipe
     full = run(load_recipe(RECIPE, data_root=DATA_ROOT, device=DEVICE))
@@ -201,8 +224,9 @@ table.round(2)
 
 # %%
 # a check on this seed: both at least 2 points above source-only
-for r in (cbst_run, mlsl_run):
-    assert r.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, table
+for name, r in (("CBST", cbst_run), ("MLSL", mlsl_run)):
+    assert r.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
+        f"{name} should gain at least 2 mIoU points over source-only\n{table}"
 
 # %%
 viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL] for name in ("source-only", "control (lambda 0)", "CBST", "MLSL")},
@@ -377,9 +401,9 @@ correct.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 # %% [markdown]
 # ## Run at full scale
 #
-# The seeds run MXNet ResNet-38 models whose checkpoints cannot be loaded here; udalib runs the same procedure with
-# DeepLab-v2 ResNet-101 from the GTA5 source model (`checkpoints/GTA5_source.pth`), 6 rounds. Reported by the seed
-# README (ResNet-38): CBST 46.2, MLSL (SISC-PWL) 49.0 mIoU on Cityscapes val.
+# The original code bases run MXNet ResNet-38 models whose checkpoints cannot be loaded here; udalib runs the same procedure with
+# DeepLab-v2 ResNet-101 from the GTA5 source model (`checkpoints/GTA5_source.pth`), 6 rounds. Reported by the MLSL
+# README (`engrjavediqbal/MLSL`, ResNet-38): CBST 46.2, MLSL (SISC-PWL) 49.0 mIoU on Cityscapes val.
 #
 # ```bash
 # papermill notebooks/07_self_training.ipynb runs/notebooks/07_gta5_cbst.ipynb \

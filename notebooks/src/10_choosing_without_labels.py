@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 10 · Choosing without target labels: validators, selection regret, test-time baselines
 #
-# **What you will learn.** Every seed paper reports a checkpoint (and a target weight) chosen on *target labels*,
+# **What you will learn.** Every original paper reports a checkpoint (and a target weight) chosen on *target labels*,
 # which a user adapting to an unlabelled domain does not have. A **validator** scores a checkpoint from its
 # predictions on unlabelled target images (and, for some, labelled source images). You will see six of them, score
 # two models live, and read a study on MiniCity that asks of each validator: does it rank checkpoints as target
