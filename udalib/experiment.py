@@ -420,7 +420,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         return Run(run_dir, exp)
     scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
-    if target is not None and not exp.adabn and exp.bn_stats != "target":
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.model.modules())
+    if target is not None and not exp.adabn and exp.bn_stats != "target" and has_bn:  # (VGG-16 has no BatchNorm)
         # the same weights with BatchNorm statistics of the target alone: training alternates source and target
         # batches, so the running statistics are a mixture of both domains (see notebook 02). Under
         # bn_stats="target" the running statistics already are the target's, and re-estimating them would only
