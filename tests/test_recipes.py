@@ -295,3 +295,13 @@ def test_the_torchrun_summary_states_the_effective_batch_and_lr():
         "4 processes x batch 1 = effective batch 4 per step (gradients averaged), lr 0.00025 as in the recipe "
         "(not rescaled), 89280 steps: 357120 source images (one process: 89280; --set steps=22320 keeps that number)")
     assert "effective batch 8 per step" in data_parallel_summary(load_recipe("gta5_mlsl"), 4)  # batch 2 each
+
+
+@pytest.mark.parametrize("name", available())
+def test_recipes_of_the_deeplab_v2_code_bases_take_their_listed_sgd_step(name):
+    """AdaptSegNet, MaxSquare, SNR and UDAclustering build their SGD from ``get_1x_lr_params_NOscale``, which lists
+    each backbone tensor 3-4 times (VGG-16: 2); their recipes reproduce that step (``ListingSGD``). MLSL and CBST
+    (MXNet, ResNet-38) list each tensor once."""
+    exp = load_recipe(name, data_root="/data/prepared")
+    cfg = method_config(exp.method, exp.preset, **exp.method_args)
+    assert cfg.legacy_param_multiplicity is (exp.method not in ("cbst", "mlsl"))

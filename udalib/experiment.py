@@ -32,7 +32,8 @@ SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 TARGET_BN = " | target BN"
 # Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
 # earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
-METHOD_FIELDS_ADDED_LATER = ("target_loss",)  # MaxSquareConfig (and subclasses): the seed's other --target_mode
+METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): the seed's other --target_mode
+                             "legacy_param_multiplicity")  # OptimConfig: the DeepLab-v2 code bases' backbone step
 
 
 def split_target_bn(key: str) -> tuple[str, bool]:
