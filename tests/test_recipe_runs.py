@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import udalib.experiment
 import udalib.methods
 from udalib.experiment import run
+from udalib.methods.base import ListingSGD
 from udalib.recipes import available, load_recipe
 
 SCALE = 16
@@ -99,11 +101,17 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
         if path and not Path(path).exists():
             write_released(Path(path), exp.model, exp.num_classes)
 
-    seen = []
-    build = udalib.methods.build_method
+    seen, optimizers, opened = [], [], []
+    build, open_data = udalib.methods.build_method, udalib.experiment.open_data
+
+    def spying_open(spec, **kwargs):
+        dataset = open_data(spec, **kwargs)
+        opened.append((kwargs["train"], dataset.blur))
+        return dataset
 
     def spying_build(*args, **kwargs):
         method = build(*args, **kwargs)
+        optimizers.append(method.optimizers["model"])
         step = method.step
 
         def recording_step(src, tgt):
@@ -114,6 +122,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
         return method
 
     monkeypatch.setattr(udalib.methods, "build_method", spying_build)
+    monkeypatch.setattr(udalib.experiment, "open_data", spying_open)
     done = run(exp, tmp_path / "run", progress=False, checkpoint_seconds=None)
 
     # the recipe's source and target sizes, each / 16: the difference between them is kept
@@ -121,6 +130,10 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
     target_size = size_of(exp.target) if exp.target else None
     assert seen == [(source_size, target_size)] * 2
     assert abs(source_size[1] / source_size[0] - size_of(full.source)[1] / size_of(full.source)[0]) < 0.05
+    # the recipe's augmentation on its training sets only, and its optimiser
+    assert {blur for train, blur in opened if train} == {exp.blur} and not any(b for t, b in opened if not t)
+    legacy = udalib.methods.method_config(exp.method, exp.preset, **exp.method_args).legacy_param_multiplicity
+    assert isinstance(optimizers[0], ListingSGD) is legacy
     assert set(exp.evaluate_on) <= set(done.scores)
     for spec in exp.evaluate_on:
         assert done.scores[spec].protocol["num_images"] >= 1

@@ -305,3 +305,11 @@ def test_recipes_of_the_deeplab_v2_code_bases_take_their_listed_sgd_step(name):
     exp = load_recipe(name, data_root="/data/prepared")
     cfg = method_config(exp.method, exp.preset, **exp.method_args)
     assert cfg.legacy_param_multiplicity is (exp.method not in ("cbst", "mlsl"))
+
+
+@pytest.mark.parametrize("name", available())
+def test_recipes_of_the_maxsquare_family_blur_their_training_images(name):
+    """MaxSquare, SNR and UDAclustering (``--gaussian_blur`` default True, ``datasets/*_Dataset.py``
+    ``_train_sync_transform``) blur source and target training images; AdaptSegNet and MLSL/CBST do not."""
+    exp = load_recipe(name, data_root="/data/prepared")
+    assert exp.blur is (exp.method not in ("adaptsegnet", "adaptsegnet_multi", "cbst", "mlsl"))

@@ -67,6 +67,7 @@ class Experiment:
     data_root: str | None = None  # prepared real datasets (data_scripts/); MiniCity ignores it
     size: tuple[int, int] | None = None  # (H, W) resize of every image; None keeps the stored size
     flip: bool = False  # flip test-time augmentation in the final evaluation
+    blur: bool = False  # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
     label: str = ""  # free text shown in tables (e.g. "MinEnt, lambda 0")
     device: str = "cpu"
 
@@ -90,6 +91,8 @@ class Experiment:
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
         if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
             del d["bn_stats"]
+        if not self.blur:  # the same: a run without blur keeps the key it had before the field existed
+            del d["blur"]
         specs = (self.source, self.target or "", *self.evaluate_on)
         from .data.minicity import GENERATOR_VERSION
 
@@ -134,7 +137,8 @@ def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     class_set = None if num_classes == 19 else str(num_classes)  # labels on disk are 19-class train ids
     root = None if name.split(":")[0] == "minicity" else exp.data_root  # data_root is for data_scripts/ datasets
     return open_dataset(name, split, root=root, train=train, num_classes=19, class_set=class_set,
-                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
+                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"),
+                        blur=exp.blur and train)
 
 
 @dataclass
