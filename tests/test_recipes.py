@@ -129,10 +129,16 @@ CASES = [
     # "SNR integrated backbone": tools/solve_gta5.py --backbone "deeplabv2_multi_snr" --pretrained_ckpt_file
     #   "./pretrained_model/GTA5_source.pth" --round_num 5 --target_mode "maxsquare" --weight_decay 5e-4 --lr 2.5e-4
     #   --lambda_target 0.1;  Eval: tools/evaluate.py --flip True
+    # The released code (microsoft/SNR segmentation/): SNR blocks in no optimizer group, causality loss never called
     pytest.param("gta5_snr_maxsquare", dict(
         MAXSQUARE_ADAPT, method="snr_maxsquare", model="deeplabv2_multi_snr", init="GTA5_source.pth",
-        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False),
-        id="snr:snr-ms"),
+        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False,
+        mode="reference"), id="snr:snr-ms"),
+    # the same command with the paper's SNR-MS: SNR blocks trained and the dual causality loss (udalib's design)
+    pytest.param("gta5_snr_maxsquare_paper", dict(
+        MAXSQUARE_ADAPT, method="snr_maxsquare", model="deeplabv2_multi_snr", init="GTA5_source.pth",
+        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False,
+        mode="paper", lambda_causality=0.01), id="snr:snr-ms-paper"),
 
     # ---- UDAclustering README (seeds/003), "Source Pre-training (example) GTA5 with ResNet101":
     # tools/train_source.py --backbone "resnet101" --dataset "gta5" --num_classes 19 --iter_max 200000
@@ -313,3 +319,21 @@ def test_recipes_of_the_maxsquare_family_blur_their_training_images(name):
     ``_train_sync_transform``) blur source and target training images; AdaptSegNet and MLSL/CBST do not."""
     exp = load_recipe(name, data_root="/data/prepared")
     assert exp.blur is (exp.method not in ("adaptsegnet", "adaptsegnet_multi", "cbst", "mlsl"))
+
+
+@pytest.mark.parametrize(("name", "trained"), [("gta5_snr_maxsquare", False), ("gta5_snr_maxsquare_paper", True)])
+def test_snr_ms_recipes_run_the_released_code_and_the_paper_variant(name, trained):
+    """The README command's recipe optimises no SNR parameter and has no causality loss, as the released code
+    (``optim_parameters``: conv1..layer4 and the heads); the paper variant trains both."""
+    from udalib.methods import build_method
+
+    exp = load_recipe(name, data_root="/data/prepared")
+    with torch.device("meta"):
+        model = build_model(exp.model, exp.num_classes, **exp.model_args)
+        method = build_method(exp.method, model, exp.preset, **exp.method_args)
+    listed = {id(p) for g in method.optimizers["model"].param_groups for p in g["params"]}
+    snr = [p for m in model.snr_modules() for p in m.parameters()]
+    assert snr and all((id(p) in listed) is trained for p in snr)
+    assert (method.causality is not None) is trained
+    backbone = {id(p) for m in model.backbone_modules() for p in m.parameters() if p.requires_grad}
+    assert backbone <= listed
