@@ -9,15 +9,19 @@ The recipes are read from the folder, so a new recipe is covered without touchin
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import udalib.experiment
 import udalib.methods
-from udalib.experiment import run
+from udalib.eval import evaluate
+from udalib.experiment import open_data, run, score_set
 from udalib.methods.base import ListingSGD
+from udalib.models.deeplabv2 import upsample_to
 from udalib.recipes import available, load_recipe
 
 SCALE = 16
@@ -68,6 +72,14 @@ def data_root(tmp_path_factory):
             sys.path.remove(str(SCRIPTS))
         _DATA["root"] = out
     return _DATA["root"]
+
+
+def _scaled_protocol(p):
+    return replace(p, input_size=tuple(round(v / SCALE) for v in p.input_size),
+                   label_size=None if p.label_size is None else tuple(round(v / SCALE) for v in p.label_size))
+
+
+SCALED_PROTOCOLS = {name: _scaled_protocol(p) for name, p in evaluate.PROTOCOLS.items()}
 
 
 def write_released(path, model_name: str, num_classes: int) -> None:
@@ -123,6 +135,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
 
     monkeypatch.setattr(udalib.methods, "build_method", spying_build)
     monkeypatch.setattr(udalib.experiment, "open_data", spying_open)
+    monkeypatch.setattr(evaluate, "PROTOCOLS", SCALED_PROTOCOLS)
     done = run(exp, tmp_path / "run", progress=False, checkpoint_seconds=None)
 
     # the recipe's source and target sizes, each / 16: the difference between them is kept
@@ -137,5 +150,49 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
     assert set(exp.evaluate_on) <= set(done.scores)
     for spec in exp.evaluate_on:
         assert done.scores[spec].protocol["num_images"] >= 1
+        assert done.scores[spec].protocol.get("name") == exp.eval_protocol  # the recipe's named protocol, if any
     assert (tmp_path / "run" / "model.pt").is_file()
 
+
+
+class Stride8(torch.nn.Module):
+    """A DeepLab-shaped stand-in: logits at stride 8, upsampled inside the model to the input size."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.head = torch.nn.Conv2d(3, 19, 1)
+
+    def forward(self, x):
+        return {"out": upsample_to(self.head(torch.nn.functional.avg_pool2d(x, 8)), x.shape[-2:])}
+
+
+def test_adaptsegnet_recipes_score_the_full_resolution_labels_as_compute_iou(data_root, monkeypatch):
+    """evaluate_cityscapes.py: the image at 1024x512, the main output upsampled (bilinear, align_corners) to
+    2048x1024; compute_iou.py: fast_hist against the full-resolution labels (gt in [0, 19)), IoU = diag / (row + col
+    - diag), mIoU = nanmean. Here at 1/16 of those sizes."""
+    monkeypatch.setattr(evaluate, "PROTOCOLS", SCALED_PROTOCOLS)
+    model = Stride8()
+    for name in ("gta5_adaptsegnet", "gta5_adaptsegnet_multi", "gta5_adaptsegnet_lsgan"):
+        exp = load_recipe(name, data_root=str(data_root))
+        dataset = open_data(exp.evaluate_on[0], default_split="val", train=False, exp=exp)
+        scores = score_set(model, dataset, exp, "last checkpoint")
+
+        hist = np.zeros((19, 19))
+        for i in range(len(dataset)):
+            image, label = dataset[i][:2]
+            assert tuple(label.shape) == (64, 128)  # 2048x1024 / 16: the labels as prepared, not resized
+            small = torch.nn.functional.interpolate(image[None], size=(32, 64), mode="bilinear", antialias=True)
+            with torch.no_grad():
+                pred = upsample_to(model(small)["out"], (64, 128)).argmax(1)[0].numpy().ravel()
+            gt = label.numpy().ravel()
+            keep = (gt >= 0) & (gt < 19)
+            hist += np.bincount(19 * gt[keep] + pred[keep], minlength=19 ** 2).reshape(19, 19)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist))
+        assert scores.miou == pytest.approx(100 * np.nanmean(iou), abs=1e-9)
+        assert scores.protocol["name"] == "adaptsegnet" and scores.protocol["label_resolution"] == "64x128"
+        # the MaxSquare family's way (labels nearest-resized to the input size) is another number
+        low = open_data("cityscapes/val@32x64", default_split="val", train=False, exp=exp)
+        plain = score_set(model, low, replace(exp, eval_protocol=None), "last checkpoint")
+        assert plain.protocol["label_resolution"] == "input" and plain.miou != pytest.approx(scores.miou)

@@ -28,6 +28,10 @@ UDACLUSTERING_ROUND = 2 * 2476  # the same formula over UDAclustering's 2475-ima
 MAXSQUARE_ADAPT = dict(model="deeplabv2_multi", num_classes=19, batch_size=1, source="gta5/train@720x1280",
                        target="cityscapes/train@512x1024", flip=True, weight_decay=5e-4, poly_steps=None)
 
+# evaluate_cityscapes.py: Cityscapes val fed at 1024x512, the main output upsampled to 2048x1024, no flip;
+# compute_iou.py: IoU against the full-resolution gtFine labels
+ADAPTSEGNET_EVAL = dict(evaluate_on=("cityscapes/valfull",), eval_protocol="adaptsegnet", flip=False)
+
 CASES = [
     # ---- MaxSquare README (seeds/000), "1. (Optional) Pretrain the model on the source domain (GTA5)":
     # tools/train_source.py --dataset 'gta5' --iter_max 200000 --iter_stop 80000 --freeze_bn False
@@ -105,19 +109,22 @@ CASES = [
         method="adaptsegnet", lambda_seg=0.0, lambda_adv_target1=0.0, lambda_adv_target2=1e-3, gan="vanilla",
         levels=("out",), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:single"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:single"),
     # (multi-level): --lambda-seg 0.1 --lambda-adv-target1 0.0002 --lambda-adv-target2 0.001
     pytest.param("gta5_adaptsegnet_multi", dict(
         method="adaptsegnet_multi", lambda_seg=0.1, lambda_adv_target1=2e-4, lambda_adv_target2=1e-3, gan="vanilla",
         levels=("aux", "out"), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:multi"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:multi"),
     # (single-level with LS-GAN): --lambda-seg 0.0 --lambda-adv-target1 0.0 --lambda-adv-target2 0.01 --gan LS
     pytest.param("gta5_adaptsegnet_lsgan", dict(
         method="adaptsegnet", lambda_seg=0.0, lambda_adv_target1=0.0, lambda_adv_target2=0.01, gan="ls",
         levels=("out",), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:lsgan"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:lsgan"),
 
     # ---- SNR README (seeds/002), "Domain Generalization Setting": tools/train_source.py --dataset 'gta5'
     #   --iter_max 200000 --iter_stop 80000 --freeze_bn False --weight_decay 5e-4 --lr 2.5e-4 --crop_size "1280,720"
@@ -337,3 +344,11 @@ def test_snr_ms_recipes_run_the_released_code_and_the_paper_variant(name, traine
     assert (method.causality is not None) is trained
     backbone = {id(p) for m in model.backbone_modules() for p in m.parameters() if p.requires_grad}
     assert backbone <= listed
+
+
+def test_a_named_eval_protocol_is_checked_at_load_time():
+    with pytest.raises(ValueError, match=r"eval_protocol 'adaptsegnet' sets flip=False: drop flip=True"):
+        load_recipe("gta5_adaptsegnet", flip=True)
+    with pytest.raises(ValueError, match=r"eval_protocol='compute_iou' is not a protocol; choose one of maxsquare, "
+                                        r"adaptsegnet"):
+        load_recipe("gta5_adaptsegnet", eval_protocol="compute_iou")
