@@ -548,3 +548,35 @@ def test_listing_sgd_takes_the_reference_step_exactly(decay):
         opt.zero_grad()
     w = ref.layer1[0].conv2.weight
     assert (plain.layer1[0].conv2.weight - w).abs().max() > 1e-3 * (w - start["layer1.0.conv2.weight"]).abs().max()
+
+
+def test_listing_sgd_state_resumes_exactly_and_other_models_are_refused():
+    from udalib.methods.base import ListingSGD, sgd
+    from udalib.models.tiny import MiniDeepLab
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    head = ClassifierModule(4, 2)
+    model = nn.Sequential(stem, head)
+
+    def opt_for(m):
+        return ListingSGD(param_groups([m[0]], [m[1]], 0.1, legacy_param_multiplicity=True), lr=0.1,
+                          momentum=0.9, weight_decay=0.01)
+
+    def step(m, opt, seed):
+        torch.manual_seed(seed)
+        opt.zero_grad()
+        m(torch.randn(2, 3, 9, 9)).square().mean().backward()
+        opt.step()
+
+    opt = opt_for(model)
+    assert opt.param_groups[0]["multiplicity"] == [2, 2, 2, 2]  # the Sequential and the layer itself
+    step(model, opt, 0)
+    again = copy.deepcopy(model)
+    resumed = opt_for(again)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    step(model, opt, 1), step(again, resumed, 1)
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="legacy_param_multiplicity reproduces the DeepLab-v2 code bases'"):
+        sgd(MiniDeepLab(19, width=4), 0.1, legacy_param_multiplicity=True)
