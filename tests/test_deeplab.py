@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -580,3 +581,28 @@ def test_listing_sgd_state_resumes_exactly_and_other_models_are_refused():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="legacy_param_multiplicity reproduces the DeepLab-v2 code bases'"):
         sgd(MiniDeepLab(19, width=4), 0.1, legacy_param_multiplicity=True)
+
+
+def test_listing_sgd_by_hand_and_what_todays_torch_sgd_makes_of_a_duplicated_list():
+    """w = 1, g = 1, lr 0.1, momentum 0.9, decay 0.1, one tensor listed 3 times, first step. PyTorch 1.0 (decay added
+    to the gradient in place, one momentum buffer): d = 1.1, b = 1.1, w = 0.89; d = 1.189, b = 0.99 + 1.189 = 2.179,
+    w = 0.6721; d = 1.25621, b = 1.9611 + 1.25621 = 3.21731, w = 0.350369."""
+    from udalib.methods.base import ListingSGD
+
+    def first_step(make):
+        w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+        opt = make(w)
+        w.grad = torch.tensor([1.0], dtype=torch.float64)
+        opt.step()
+        return w.item()
+
+    assert first_step(lambda w: ListingSGD([{"params": [w], "multiplicity": [3]}], lr=0.1, momentum=0.9,
+                                           weight_decay=0.1)) == pytest.approx(0.350369, abs=1e-12)
+    # today's SGD over the list [w, w, w]: the multi-tensor path steps 3x with the pre-step decay, the single-tensor
+    # path with a fresh buffer per listing; neither is the reference's step
+    for foreach, expected in ((True, 1 - 3 * 0.1 * 1.1), (False, 0.673289)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "optimizer contains a parameter group with duplicate parameters"
+            got = first_step(lambda w, f=foreach: torch.optim.SGD([w, w, w], lr=0.1, momentum=0.9, weight_decay=0.1,
+                                                                 foreach=f))
+        assert got == pytest.approx(expected, abs=1e-12)
