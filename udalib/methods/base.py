@@ -216,23 +216,28 @@ class ListingSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
             multiplicity = group.get("multiplicity") or [1] * len(group["params"])
-            for p, k in zip(group["params"], multiplicity):
-                if p.grad is None:
+            live = [(p, int(k)) for p, k in zip(group["params"], multiplicity) if p.grad is not None]
+            # the gradient plus the decay of each listing so far (the reference adds it to p.grad itself; a copy
+            # leaves the gradient as it is); listings run in rounds, each over the tensors listed that often, with
+            # multi-tensor kernels (the same elementwise arithmetic as one tensor at a time)
+            d = {id(p): p.grad.clone() for p, _ in live}
+            for j in range(1, max((k for _, k in live), default=0) + 1):
+                params = [p for p, k in live if k >= j]
+                grads = [d[id(p)] for p in params]
+                if decay:
+                    torch._foreach_add_(grads, params, alpha=decay)
+                if not momentum:
+                    torch._foreach_add_(params, grads, alpha=-lr)
                     continue
-                d = p.grad.clone()  # the reference adds the decay to p.grad itself; a copy leaves the gradient as is
-                state = self.state[p]
-                for _ in range(int(k)):
-                    if decay:
-                        d.add_(p, alpha=decay)
-                    if momentum:
-                        buf = state.get("momentum_buffer")
-                        if buf is None:
-                            buf = state["momentum_buffer"] = d.clone()
-                        else:
-                            buf.mul_(momentum).add_(d)
-                        p.add_(buf, alpha=-lr)
-                    else:
-                        p.add_(d, alpha=-lr)
+                going = [p for p in params if "momentum_buffer" in self.state[p]]
+                if going:
+                    bufs = [self.state[p]["momentum_buffer"] for p in going]
+                    torch._foreach_mul_(bufs, momentum)
+                    torch._foreach_add_(bufs, [d[id(p)] for p in going])
+                for p in params:  # the very first listing of a tensor starts its buffer at d
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = d[id(p)].clone()
+                torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
         return loss
 
 
