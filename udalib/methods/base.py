@@ -177,7 +177,7 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
 
 
 class ListingSGD(torch.optim.Optimizer):
-    r"""SGD as PyTorch 1.0 (the version of MaxSquare, SNR and UDAclustering; AdaptSegNet's 0.4 is the same) applies
+    r"""SGD as PyTorch 1.0 (MaxSquare, SNR, UDAclustering; AdaptSegNet's 0.3/0.4 has the same loop) applies
     it to a group that lists a tensor :math:`k` times, each tensor here listed once with its ``multiplicity``
     :math:`k` (the group key; 1 where absent).
 
