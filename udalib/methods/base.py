@@ -20,9 +20,21 @@ class OptimConfig:
     """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
     ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
 
+    # Named departures from the paper defaults (the dataclass defaults), by preset name: {"minicity": {...}}. A
+    # class attribute, not a field; a config inherits its parent's presets unless it names its own. The registry
+    # (udalib.methods.PRESETS) gathers them per method
+    PRESETS: ClassVar[dict[str, dict]] = {}
+
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+
+# MiniCity ("minicity" presets): MiniDeepLab is trained from scratch on a 2-core CPU in a few hundred steps and adapted
+# in 60; every adaptation starts from the multi-level source run (auxiliary CE 0.1) and keeps its auxiliary CE, at
+# one learning rate
+MINICITY_LR = 0.01
+MINICITY_ADAPT = {"lr": MINICITY_LR, "lambda_seg": 0.1}
 
 
 @dataclass

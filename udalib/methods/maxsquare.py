@@ -19,12 +19,15 @@ from ..losses import (
     seg_loss,
     self_produced_guidance,
 )
-from .base import Method, MethodConfig
+from .base import MINICITY_ADAPT, Method, MethodConfig
 
 
 @dataclass
 class MaxSquareConfig(MethodConfig):
     TARGET_WEIGHTS = ("lambda_target",)  # the guidance term is weighted by lambda_target too
+    # inherited by the IW and IW+Multi configs and by SNR-MS (SNRMaxSquareConfig); λ_T larger than the paper's, as
+    # MinEnt's (MiniDeepLab adapts in 60 steps)
+    PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_target": 5.0}}
 
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
