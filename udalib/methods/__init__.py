@@ -50,7 +50,9 @@ __all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "con
 def method_config(name: str, preset: str | None = None, **overrides):
     """The config dataclass of ``name``: paper defaults, then ``preset``, then ``overrides``.
 
-    Unknown method names, presets or parameter names are errors that list the valid ones.
+    Unknown method names, presets or parameter names, and string switches out of their choices (``gan="lsgan"``),
+    are errors that list the valid ones. The config holds each switch as its :class:`~udalib.methods.base.Choice`
+    member, which equals (and is stored as) its string.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}")
@@ -65,7 +67,10 @@ def method_config(name: str, preset: str | None = None, **overrides):
     if unknown:
         raise TypeError(f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                         f"its parameters are: {', '.join(sorted(valid))}")
-    return config_cls(**overrides)
+    try:
+        return config_cls(**overrides)
+    except ValueError as exc:  # a string switch out of its choices (base.Choice)
+        raise ValueError(f"method {name!r} parameter {exc}") from None
 
 
 def target_weights(name: str) -> tuple[str, ...]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -13,6 +16,44 @@ from torch import Tensor, nn
 
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses import seg_loss
+
+
+class Choice(enum.StrEnum):
+    """A string switch of a config (``gan``, ``normalization``, ``loss``, ``mode``, ``bn_stats``): its members are
+    ``str`` and equal their values, so YAML recipes, ``--set`` values, stored ``config.json`` files and run keys hold
+    the same strings as before; a config turns a string into its member once, when it is built."""
+
+    @classmethod
+    def choices(cls) -> str:
+        return ", ".join(repr(m.value) for m in cls)
+
+    @classmethod
+    def parse(cls, value, what: str):
+        """``value`` as a member; any other value is a one-line ``ValueError`` that lists the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what}={value!r} is not valid: expected one of {cls.choices()}") from None
+
+
+@functools.cache
+def _choice_fields(config_cls: type) -> tuple[tuple[str, type[Choice]], ...]:
+    hints = typing.get_type_hints(config_cls)
+    return tuple((f.name, hints[f.name]) for f in fields(config_cls)
+                 if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+
+
+def parse_choices(config) -> None:
+    """Turn every :class:`Choice` field of the dataclass instance ``config`` from its string into its member."""
+    for name, choice in _choice_fields(type(config)):
+        setattr(config, name, choice.parse(getattr(config, name), name))
+
+
+class BNStats(Choice):
+    """Which batches update the BatchNorm running statistics (:attr:`Method.bn_stats`)."""
+
+    BOTH = "both"  # source and target batches alike, as in the original code bases
+    TARGET = "target"  # target batches only: the adapted model ends with the target's statistics
 
 
 @dataclass
@@ -52,6 +93,9 @@ class MethodConfig(OptimConfig):
     # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
     lambda_seg: float = 0.0
 
+    def __post_init__(self):
+        parse_choices(self)
+
 
 class Method(nn.Module):
     """One UDA algorithm: the networks it trains and one ``step`` on a source/target batch pair.
@@ -69,7 +113,7 @@ class Method(nn.Module):
     # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
-    bn_stats: str = "both"
+    bn_stats: BNStats = BNStats.BOTH
 
     def __init__(self, model: nn.Module, cfg):
         super().__init__()
@@ -85,9 +129,8 @@ class Method(nn.Module):
 
     def source_forward(self, image: Tensor) -> dict[str, Tensor]:
         """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""
-        if self.bn_stats not in BN_STATS:
-            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
-        with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
+        bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        with frozen_running_stats(self.model) if bn_stats == BNStats.TARGET else contextlib.nullcontext():
             return self.model(image)
 
     def source_loss(self, out: dict[str, Tensor], src: SourceBatch,
@@ -119,8 +162,6 @@ class Method(nn.Module):
         average_gradients(optimizer)
         optimizer.step()
 
-
-BN_STATS = ("both", "target")
 
 
 @contextlib.contextmanager
