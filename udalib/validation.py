@@ -114,8 +114,6 @@ def check_device(device: str) -> None:
 
 def check_experiment(exp, *, device: bool = True) -> None:
     """Types and ranges of every field of ``exp`` and of its method parameters; raises a one-line ValueError."""
-    from .methods import method_config
-
     check_types(exp, "Experiment field")
     if exp.steps < 0:
         raise ValueError(f"steps={exp.steps}: the number of training steps must be at least 0")
@@ -134,6 +132,6 @@ def check_experiment(exp, *, device: bool = True) -> None:
         raise ValueError(f"size={list(exp.size)}: height and width must be at least 1")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
-    check_method_config(method_config(exp.method, exp.preset, **exp.method_args), exp.method)
+    check_method_config(exp.method_config, exp.method)
     if device:
         check_device(exp.device)
