@@ -23,6 +23,19 @@ def test_stored_config_still_hashes_to_its_folder_name(entry):
     assert Experiment.from_dict(entry["config"]).name == entry["name"]
 
 
+RECIPES = {e["source"].removeprefix("recipe "): e["name"] for e in REFERENCE if e["source"].startswith("recipe ")}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_a_recipe_file_still_names_the_run_it_named(recipe):
+    """A recipe restates no default: leaving a paper default out of its YAML gives the same run."""
+    from udalib.recipes import load_recipe
+
+    assert load_recipe(recipe).name == RECIPES[recipe], (
+        f"recipe {recipe} now names another run: if its values changed on purpose, write its new name in "
+        "tests/reference/run_keys.json")
+
+
 def test_reference_covers_every_method():
     from udalib.methods import METHODS
 
