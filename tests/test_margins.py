@@ -39,3 +39,13 @@ def test_crosscity_gains_read_the_same_margin():
     # seed 0: bars 40 and 41 -> 41; seed 1: 41 and 40 -> 41; rome 43 - 41 = 2, oslo 44 - 41 = 3
     assert g["vs max(AdaBN, control)"].to_dict() == {"rome": 2.0, "oslo": 3.0}
     assert g["seeds ahead of both"].to_dict() == {"rome": 2, "oslo": 2}
+
+
+def test_a_row_whose_two_bars_are_the_same_run(monkeypatch):
+    from udalib import zoo
+    from udalib.viz.results import control_margins
+
+    monkeypatch.setitem(zoo.CONTROLS, "tent", ("adabn", "adabn"))  # a test-time row: AdaBN is its control
+    df = pd.DataFrame([{"method": m, "seed": s, "target_miou": v} for s in (0, 1)
+                       for m, v in (("adabn", 40.0 + s), ("tent", 42.0))])
+    assert control_margins(df).set_index("seed")["margin"].to_dict() == {0: 2.0, 1: 1.0}
