@@ -248,3 +248,14 @@ def test_experiment_bn_stats_out_of_its_choices_is_one_line_listing_them():
                                          "'target'$"):
         check_experiment(Experiment(bn_stats="source"), device=False)
     check_experiment(Experiment(bn_stats="target", target="minicity:target"), device=False)
+
+
+def test_presets_are_written_beside_their_configs():
+    from udalib.methods.base import MINICITY_LR
+
+    for name, (_, config) in METHODS.items():
+        assert PRESETS[name] == config.PRESETS, name  # the registry gathers, it does not add
+    # every MiniCity adaptation trains at one learning rate (source-only and SNR train from scratch at theirs)
+    lrs = {name: method_config(name, "minicity").__dict__.get("lr") for name in METHODS}
+    assert {n for n, lr in lrs.items() if lr not in (MINICITY_LR, None)} == {"source_only", "snr"}
+    assert method_config("snr_maxsquare", "minicity").lambda_target == 5.0  # inherited from MaxSquare's presets
