@@ -13,10 +13,10 @@ from udalib.zoo import margin_over_controls
 
 
 def test_the_margin_is_the_method_minus_the_better_bar():
-    assert margin_over_controls(50.0, 47.5, 48.0) == 2.0  # the control is the better bar
+    assert margin_over_controls(50.0, 47.5, 48.0) == 2.0  # the control is the better reference
     assert margin_over_controls(50.0, 49.0, 44.0) == 1.0  # AdaBN is
     assert margin_over_controls(40.0, 45.0, 42.0) == -5.0  # behind both: negative
-    assert margin_over_controls(50.0, math.nan, 48.0) == 2.0  # a missing bar: the other one
+    assert margin_over_controls(50.0, math.nan, 48.0) == 2.0  # one reference missing: the other one
     assert math.isnan(margin_over_controls(50.0, math.nan, math.nan))
     assert np.array_equal(margin_over_controls(np.array([50.0, 40.0]), np.array([45.0, 44.0]), np.array([47.0, 41.0])),
                           [3.0, -4.0])
@@ -36,12 +36,12 @@ def test_crosscity_gains_read_the_same_margin():
     scores = pd.DataFrame([{"seed": s, "row": r, "adapted_to": c, "evaluated_on": c, "miou": m,
                             "miou_target_bn": m} for c, s, r, m in rows])
     g = crosscity.gains(scores, "minent")
-    # seed 0: bars 40 and 41 -> 41; seed 1: 41 and 40 -> 41; rome 43 - 41 = 2, oslo 44 - 41 = 3
+    # seed 0: references 40 and 41 -> 41; seed 1: 41 and 40 -> 41; rome 43 - 41 = 2, oslo 44 - 41 = 3
     assert g["vs max(AdaBN, control)"].to_dict() == {"rome": 2.0, "oslo": 3.0}
     assert g["seeds ahead of both"].to_dict() == {"rome": 2, "oslo": 2}
 
 
-def test_a_row_whose_two_bars_are_the_same_run(monkeypatch):
+def test_a_row_whose_adabn_run_is_also_its_control(monkeypatch):
     from udalib import zoo
     from udalib.viz.results import control_margins
 

@@ -138,7 +138,7 @@ CONTROLS = {
 def margin_over_controls(method, adabn, control):
     """A method's margin over the better of its AdaBN run and its lambda = 0 control, ``method - max(adabn,
     control)``: the gain only its own loss can claim. Element-wise on numbers, arrays or pandas objects (aligned on
-    their labels); where one of the two bars is missing (NaN) the other one is the bar (``numpy.fmax``).
+    their labels); where one of the two is missing (NaN), the margin is over the other one (``numpy.fmax``).
 
     The one definition of the margin of the MiniCity table, the atlas, its case tables, CrossCity and the
     benchmarks' summaries.

@@ -311,7 +311,7 @@ def control_margins(df, by: Sequence[str] = ()):
     for method, controls in CONTROLS.items():
         if method not in wide.columns or not all(c in wide.columns for c in controls):
             continue
-        part = wide[list(dict.fromkeys([method, *controls]))].dropna()  # a test-time row: AdaBN is both bars
+        part = wide[list(dict.fromkeys([method, *controls]))].dropna()  # a test-time row: AdaBN is its control too
         control, adabn = controls
         margin = margin_over_controls(part[method], part[adabn], part[control])
         out.append(pd.DataFrame({"method": method, "target_miou": part[method], "margin": margin}).reset_index())
