@@ -60,7 +60,7 @@ class Experiment:
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
-    bn_stats: BNStats = BNStats.BOTH  # batches that update BatchNorm running statistics: "both" (the seeds) or "target"
+    bn_stats: BNStats = BNStats.BOTH  # batches that update BatchNorm running statistics: "both" (original) or "target"
     preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
     method_args: dict = field(default_factory=dict)  # overrides on top of the preset
     model_args: dict = field(default_factory=dict)
