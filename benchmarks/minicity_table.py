@@ -76,16 +76,13 @@ def report_pseudo_labels(df: pd.DataFrame, out: Path) -> None:
 
     from udalib.data import minicity
     from udalib.experiment import load_run
-    from udalib.methods import build_method
     from udalib.methods.self_training import pseudo_label_report
     from udalib.paths import runs_dir
-    from udalib.train.checkpoint import load_checkpoint
 
     rows, truth = [], None
     for rec in df[df.method.isin(["cbst", "mlsl"])].itertuples():
         run = load_run(runs_dir() / rec.run)
-        method = build_method(run.config.method, run.model(), run.config.preset, **run.config.method_args)
-        load_checkpoint(run.dir / "checkpoint.pt", method)
+        method = run.method()  # the pseudo-labels of every round, from the training checkpoint
         if truth is None:
             truth = torch.stack([torch.from_numpy(minicity.make_sample("target", "train", i)[1].astype(np.int64))
                                  for i in range(method.pseudo_labels.shape[0])])

@@ -46,7 +46,8 @@ def test_an_unknown_preset_lists_the_presets():
 
 
 def test_maxsquare_target_losses_are_checked():
-    with pytest.raises(ValueError, match="target_loss must be 'maxsquare', 'entropy' or 'hard', got 'IW_entropy'"):
+    with pytest.raises(ValueError, match="method 'maxsquare' parameter target_loss='IW_entropy' is not valid: "
+                                         "expected one of 'maxsquare', 'entropy', 'hard'$"):
         build_method("maxsquare", small_model(), target_loss="IW_entropy")
     with pytest.raises(ValueError, match="target_loss 'hard' has no image-wise weights: set iw_ratio to None"):
         build_method("maxsquare_iw", small_model(), target_loss="hard")
@@ -210,3 +211,60 @@ def test_adabn_on_a_real_model_changes_only_the_batchnorm_buffers():
 def test_adabn_needs_a_batchnorm_layer():
     with pytest.raises(ValueError, match="the model has no BatchNorm layer to adapt"):
         adapt_batchnorm(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()), batches())
+
+
+@pytest.mark.parametrize("method, field, bad, choices", [
+    ("adaptsegnet", "gan", "lsgan", "'vanilla', 'ls'"),
+    ("minent", "normalization", "advent", "'seed', 'log_c'"),
+    ("mlsl", "loss", "focal", "'ce', 'ohem'"),
+    ("snr_maxsquare", "mode", "released", "'paper', 'reference'"),
+    ("maxsquare_iw", "target_loss", "IW_maxsquare", "'maxsquare', 'entropy', 'hard'"),
+])
+def test_a_string_switch_out_of_its_choices_is_one_line_listing_them(method, field, bad, choices):
+    from udalib.experiment import Experiment
+    from udalib.validation import check_experiment
+
+    message = f"method '{method}' parameter {field}='{bad}' is not valid: expected one of {choices}$"
+    with pytest.raises(ValueError, match=message):
+        method_config(method, **{field: bad})
+    with pytest.raises(ValueError, match=message):  # the check before any data is read says the same
+        check_experiment(Experiment(method=method, target="minicity:target", method_args={field: bad}), device=False)
+
+
+def test_string_switches_are_members_stored_and_hashed_as_their_strings():
+    import json
+    from dataclasses import asdict
+
+    from udalib.experiment import Experiment
+    from udalib.methods.adaptsegnet import GAN
+    from udalib.methods.base import BNStats
+
+    cfg = method_config("adaptsegnet", gan="ls")
+    assert cfg.gan is GAN.LS and cfg.gan == "ls" and method_config("adaptsegnet").gan is GAN.VANILLA
+    assert json.loads(json.dumps(asdict(cfg)))["gan"] == "ls"
+    as_member = Experiment(method="adaptsegnet", target="minicity:target", method_args={"gan": GAN.LS})
+    as_string = Experiment(method="adaptsegnet", target="minicity:target", method_args={"gan": "ls"})
+    assert as_member.key() == as_string.key() != Experiment(method="adaptsegnet", target="minicity:target").key()
+    assert Experiment(bn_stats=BNStats.TARGET).key() == Experiment(bn_stats="target").key()
+    assert json.loads(json.dumps(asdict(Experiment())))["bn_stats"] == "both"
+
+
+def test_experiment_bn_stats_out_of_its_choices_is_one_line_listing_them():
+    from udalib.experiment import Experiment
+    from udalib.validation import check_experiment
+
+    with pytest.raises(ValueError, match="^Experiment field bn_stats='source' is not valid: expected one of 'both', "
+                                         "'target'$"):
+        check_experiment(Experiment(bn_stats="source"), device=False)
+    check_experiment(Experiment(bn_stats="target", target="minicity:target"), device=False)
+
+
+def test_presets_are_written_beside_their_configs():
+    from udalib.methods.base import MINICITY_LR
+
+    for name, (_, config) in METHODS.items():
+        assert PRESETS[name] == config.PRESETS, name  # the registry gathers, it does not add
+    # every MiniCity adaptation trains at one learning rate (source-only and SNR train from scratch at theirs)
+    lrs = {name: method_config(name, "minicity").__dict__.get("lr") for name in METHODS}
+    assert {n for n, lr in lrs.items() if lr not in (MINICITY_LR, None)} == {"source_only", "snr"}
+    assert method_config("snr_maxsquare", "minicity").lambda_target == 5.0  # inherited from MaxSquare's presets

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .methods.base import BNStats
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
@@ -60,7 +61,7 @@ class Experiment:
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
-    bn_stats: str = "both"  # batches that update BatchNorm running statistics: "both" (the seeds) or "target"
+    bn_stats: BNStats = BNStats.BOTH  # batches that update BatchNorm running statistics: "both" (original) or "target"
     preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
     method_args: dict = field(default_factory=dict)  # overrides on top of the preset
     model_args: dict = field(default_factory=dict)
@@ -78,6 +79,28 @@ class Experiment:
         self.evaluate_on = tuple(self.evaluate_on)
         self.size = tuple(self.size) if self.size is not None else None
 
+    @property
+    def method_config(self):
+        """The method's parameters, resolved: its config dataclass with the paper defaults, then the ``preset``,
+        then ``method_args`` (:func:`udalib.methods.method_config`; errors list the valid names and values).
+
+        The one place a run's method parameters are resolved: the run key, the checks before a run, the training
+        and :meth:`Run.method` all read it. Computed from the fields on each access (a few microseconds), so it
+        never disagrees with them.
+        """
+        from .methods import method_config
+
+        return method_config(self.method, self.preset, **self.method_args)
+
+    def build_method(self, model: torch.nn.Module):
+        """The :class:`~udalib.methods.Method` this experiment trains, on ``model``: its class with
+        :attr:`method_config`, and the experiment's BatchNorm policy (``bn_stats``)."""
+        from .methods import METHODS
+
+        method = METHODS[self.method][0](model, self.method_config)
+        method.bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        return method
+
     def key(self) -> str:
         """A short hash of everything that changes the result (not the device or the label).
 
@@ -85,10 +108,8 @@ class Experiment:
         naming a preset's value explicitly gives the same run as leaving it out. A field of
         :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, as the runs before it had no such field.
         """
-        from .methods import method_config
-
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
-        cfg = method_config(self.method, self.preset, **self.method_args)
+        cfg = self.method_config
         defaults = {f.name: f.default for f in fields(cfg)}
         d["method_config"] = {k: v for k, v in asdict(cfg).items()
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
@@ -180,6 +201,24 @@ class Run:
         load_into(model, load_state_dict_file(self.dir / MODEL))
         return model.to(device).eval()
 
+    def method(self, device: str = "cpu"):
+        """The run's :class:`~udalib.methods.Method` as its training left it, in eval mode: rebuilt from
+        ``config.json`` (:meth:`Experiment.build_method`) and loaded from the last training checkpoint
+        (``checkpoint.pt``): the segmenter, the method's other networks and buffers (AdaptSegNet's discriminators,
+        centroids, pseudo-label thresholds) and its optimisers. The segmenter holds the weights of the end of
+        training, before any AdaBN (``model.pt`` holds those after it: :meth:`model`)."""
+        from .models import build_model
+        from .train.checkpoint import load_checkpoint
+
+        path = self.dir / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"run {self.name} has no {CHECKPOINT} (its training checkpoint was removed): "
+                                    "Run.model() loads its final weights; train it again for its method's state")
+        method = self.config.build_method(build_model(self.config.model, self.config.num_classes,
+                                                      **self.config.model_args))
+        load_checkpoint(path, method)
+        return method.to(device).eval()
+
     def history(self):
         import pandas as pd
 
@@ -209,12 +248,9 @@ def read_config(path: str | os.PathLike) -> Experiment:
 def identity(exp: Experiment) -> dict:
     """What makes two experiments the same run: every field but the device and the label, with the method's
     parameters resolved (paper defaults, preset, overrides), so naming a preset's value is the same run."""
-    from .methods import method_config
-
     d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args")}
     try:
-        d |= {f"method_config.{k}": v for k, v in asdict(method_config(exp.method, exp.preset,
-                                                                       **exp.method_args)).items()}
+        d |= {f"method_config.{k}": v for k, v in asdict(exp.method_config).items()}
     except (TypeError, ValueError):  # a stored method or parameter that no longer exists: compare as written
         d |= {"preset": exp.preset, "method_args": exp.method_args}
     return json.loads(json.dumps(d, default=list))  # tuples and lists compare equal, as they are stored
@@ -381,7 +417,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
          amp: bool | None, main: bool) -> Run:
     from .data import eval_loader
     from .locks import atomic_write_text
-    from .methods import adapt_batchnorm, build_method
+    from .methods import adapt_batchnorm
     from .models import build_model
     from .models.checkpoint import load_imagenet_init, load_into, load_state_dict_file
     from .train import distributed, fit
@@ -398,8 +434,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         optional = tuple(p for p in getattr(model, "optional_init_prefixes", ())
                          if not any(key.startswith(p) for key in init))
         load_into(model, init, skip_prefixes=optional)
-    method = build_method(exp.method, model, exp.preset, **exp.method_args)
-    method.bn_stats = exp.bn_stats
+    method = exp.build_method(model)
     method.progress_label = exp.label or run_dir.name  # what the progress bar is called
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)

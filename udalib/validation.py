@@ -7,6 +7,7 @@ names the field, the value and what is expected.
 
 from __future__ import annotations
 
+import enum
 import math
 import types
 import typing
@@ -26,6 +27,8 @@ def _describe(tp) -> str:
         return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
     if origin in (dict,) or tp is dict:
         return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
     return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -53,6 +56,8 @@ def matches(value, tp) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(matches(v, args[0]) for v in value)
         return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # a string switch (udalib.methods.base.Choice)
+        return isinstance(value, str) and value in {m.value for m in tp}
     if tp is dict or origin is dict:
         return isinstance(value, dict)
     if tp is list or origin is list:
@@ -109,8 +114,6 @@ def check_device(device: str) -> None:
 
 def check_experiment(exp, *, device: bool = True) -> None:
     """Types and ranges of every field of ``exp`` and of its method parameters; raises a one-line ValueError."""
-    from .methods import method_config
-
     check_types(exp, "Experiment field")
     if exp.steps < 0:
         raise ValueError(f"steps={exp.steps}: the number of training steps must be at least 0")
@@ -138,6 +141,6 @@ def check_experiment(exp, *, device: bool = True) -> None:
                              f"drop flip={exp.flip} (or leave eval_protocol unset)")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
-    check_method_config(method_config(exp.method, exp.preset, **exp.method_args), exp.method)
+    check_method_config(exp.method_config, exp.method)
     if device:
         check_device(exp.device)

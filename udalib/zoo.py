@@ -142,6 +142,19 @@ CONTROLS = {
 }
 
 
+def margin_over_controls(method, adabn, control):
+    """A method's margin over the better of its AdaBN run and its lambda = 0 control, ``method - max(adabn,
+    control)``: the gain only its own loss can claim. Element-wise on numbers, arrays or pandas objects (aligned on
+    their labels); where one of the two is missing (NaN), the margin is over the other one (``numpy.fmax``).
+
+    The one definition of the margin of the MiniCity table, the atlas, its case tables, CrossCity and the
+    benchmarks' summaries.
+    """
+    import numpy as np
+
+    return method - np.fmax(adabn, control)
+
+
 # The atlas (benchmarks/minicity_atlas.py, notebook 09 and the "where it works, where it breaks" runs of notebooks
 # 02-07): the standard rows on each single shift factor of MiniCity (the source world with only that factor,
 # minicity:target-<factor>, the same streets as the target) and on the composite. `graded` only grades the palette

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -15,10 +18,53 @@ from ..data.batch import SourceBatch, TargetBatch
 from ..losses import seg_loss
 
 
+class Choice(enum.StrEnum):
+    """A string switch of a config (``gan``, ``normalization``, ``loss``, ``mode``, ``bn_stats``): its members are
+    ``str`` and equal their values, so YAML recipes, ``--set`` values, stored ``config.json`` files and run keys hold
+    the same strings as before; a config turns a string into its member once, when it is built."""
+
+    @classmethod
+    def choices(cls) -> str:
+        return ", ".join(repr(m.value) for m in cls)
+
+    @classmethod
+    def parse(cls, value, what: str):
+        """``value`` as a member; any other value is a one-line ``ValueError`` that lists the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what}={value!r} is not valid: expected one of {cls.choices()}") from None
+
+
+@functools.cache
+def _choice_fields(config_cls: type) -> tuple[tuple[str, type[Choice]], ...]:
+    hints = typing.get_type_hints(config_cls)
+    return tuple((f.name, hints[f.name]) for f in fields(config_cls)
+                 if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+
+
+def parse_choices(config) -> None:
+    """Turn every :class:`Choice` field of the dataclass instance ``config`` from its string into its member."""
+    for name, choice in _choice_fields(type(config)):
+        setattr(config, name, choice.parse(getattr(config, name), name))
+
+
+class BNStats(Choice):
+    """Which batches update the BatchNorm running statistics (:attr:`Method.bn_stats`)."""
+
+    BOTH = "both"  # source and target batches alike, as in the original code bases
+    TARGET = "target"  # target batches only: the adapted model ends with the target's statistics
+
+
 @dataclass
 class OptimConfig:
     """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
     ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
+
+    # Named departures from the paper defaults (the dataclass defaults), by preset name: {"minicity": {...}}. A
+    # class attribute, not a field; a config inherits its parent's presets unless it names its own. The registry
+    # (udalib.methods.PRESETS) gathers them per method
+    PRESETS: ClassVar[dict[str, dict]] = {}
 
     lr: float = 2.5e-4
     momentum: float = 0.9
@@ -27,6 +73,13 @@ class OptimConfig:
     # (:class:`ListingSGD`, exact; about 3x the nominal backbone step); False: each tensor once (the full-scale
     # recipes of those code bases set True)
     legacy_param_multiplicity: bool = False
+
+
+# MiniCity ("minicity" presets): MiniDeepLab is trained from scratch on a 2-core CPU in a few hundred steps and adapted
+# in 60; every adaptation starts from the multi-level source run (auxiliary CE 0.1) and keeps its auxiliary CE, at
+# one learning rate
+MINICITY_LR = 0.01
+MINICITY_ADAPT = {"lr": MINICITY_LR, "lambda_seg": 0.1}
 
 
 @dataclass
@@ -43,6 +96,9 @@ class MethodConfig(OptimConfig):
     # CE weight of the auxiliary head on source: MaxSquare's --lambda_seg (with --multi True), AdaptSegNet's
     # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
     lambda_seg: float = 0.0
+
+    def __post_init__(self):
+        parse_choices(self)
 
 
 class Method(nn.Module):
@@ -61,7 +117,7 @@ class Method(nn.Module):
     # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
-    bn_stats: str = "both"
+    bn_stats: BNStats = BNStats.BOTH
 
     def __init__(self, model: nn.Module, cfg):
         super().__init__()
@@ -78,9 +134,8 @@ class Method(nn.Module):
 
     def source_forward(self, image: Tensor) -> dict[str, Tensor]:
         """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""
-        if self.bn_stats not in BN_STATS:
-            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
-        with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
+        bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        with frozen_running_stats(self.model) if bn_stats == BNStats.TARGET else contextlib.nullcontext():
             return self.model(image)
 
     def source_loss(self, out: dict[str, Tensor], src: SourceBatch,
@@ -112,8 +167,6 @@ class Method(nn.Module):
         average_gradients(optimizer)
         optimizer.step()
 
-
-BN_STATS = ("both", "target")
 
 
 @contextlib.contextmanager

@@ -303,7 +303,7 @@ def control_margins(df, by: Sequence[str] = ()):
     """
     import pandas as pd
 
-    from ..zoo import CONTROLS
+    from ..zoo import CONTROLS, margin_over_controls
 
     keys = [*by, "seed"]
     wide = df.pivot_table(index=keys, columns="method", values="target_miou")
@@ -311,8 +311,9 @@ def control_margins(df, by: Sequence[str] = ()):
     for method, controls in CONTROLS.items():
         if method not in wide.columns or not all(c in wide.columns for c in controls):
             continue
-        part = wide[[method, *controls]].dropna()
-        margin = part[method] - part[list(controls)].max(axis=1)
+        part = wide[list(dict.fromkeys([method, *controls]))].dropna()  # a test-time row: AdaBN is its control too
+        control, adabn = controls
+        margin = margin_over_controls(part[method], part[adabn], part[control])
         out.append(pd.DataFrame({"method": method, "target_miou": part[method], "margin": margin}).reset_index())
     if not out:
         return pd.DataFrame(columns=[*keys, "method", "target_miou", "margin"])
@@ -402,10 +403,12 @@ def case_table(runs: Mapping[str, Run], dataset: str):
     and the last run's margin over the better of ``"AdaBN"`` and ``"control"``, class by class."""
     import pandas as pd
 
+    from ..zoo import margin_over_controls
+
     table = pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
     table.loc["mIoU"] = [r.miou(dataset) for r in runs.values()]
     method = list(runs)[-1]
-    table["margin"] = table[method] - table[["AdaBN", "control"]].max(axis=1)
+    table["margin"] = margin_over_controls(table[method], table["AdaBN"], table["control"])
     return table.round(1)
 
 
@@ -421,7 +424,7 @@ def atlas_case_table(row: str, factor: str, df=None):
     then averaged (so the mIoU row's margin is the atlas's margin)."""
     import pandas as pd
 
-    from ..zoo import CONTROLS
+    from ..zoo import CONTROLS, margin_over_controls
 
     if df is None:
         if not ATLAS_TABLE.is_file():
@@ -440,7 +443,7 @@ def atlas_case_table(row: str, factor: str, df=None):
     seeds = sorted(set.intersection(*(set(values.loc[m].index) for m in names)))
     per_seed = {names[m]: values.loc[m].loc[seeds] for m in names}
     table = pd.DataFrame({name: v.mean() for name, v in per_seed.items()})
-    table["margin"] = (per_seed[row] - np.maximum(per_seed["AdaBN"], per_seed["control"])).mean()
+    table["margin"] = margin_over_controls(per_seed[row], per_seed["AdaBN"], per_seed["control"]).mean()
     table.index.name = "class"
     return table.round(1)
 
