@@ -16,7 +16,7 @@ from udalib import zoo
 from udalib.cli import main
 from udalib.data import SegmentationList
 from udalib.data.minicity import MiniCitySpec
-from udalib.experiment import Experiment, load_run, run
+from udalib.experiment import Experiment, list_runs, load_run, run
 from udalib.methods import build_method
 from udalib.models import build_model
 from udalib.train import Selector, fit
@@ -95,10 +95,12 @@ def test_selection_changes_no_update_and_resumes_exactly(tiny_minicity, tmp_path
 
     plain = _method()
     fit(plain, src, tgt, steps=9, batch_size=2, progress=False)
+    rng = torch.get_rng_state()  # what a method drawing random numbers in its step would see next
     straight_dir, resumed_dir = tmp_path / "a", tmp_path / "b"
     straight = _method()
     s1 = selector(straight_dir)
     fit(straight, src, tgt, steps=9, batch_size=2, progress=False, run_dir=straight_dir, callbacks=(s1,))
+    assert torch.equal(torch.get_rng_state(), rng)
     for a, b in zip(plain.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
     fit(_method(), src, tgt, steps=9, batch_size=2, progress=False, run_dir=resumed_dir, stop_after=5,
@@ -145,9 +147,10 @@ def store(home):
 
 
 def test_the_key_is_unchanged_at_the_default_and_the_run_stores_its_selections(store):
-    exp = _adapted(0, select_every=0)
-    assert "select_every" not in json.dumps(exp.key())
-    assert exp.key() == replace(exp, select_every=0).key() != _adapted(0).key()
+    # at the default the standard runs keep the names they had before the field existed
+    assert zoo.source_experiment(0).name == "source_only-s0-55c927408f"
+    assert zoo.MINICITY_ROWS["minent"](0).name == "minent-s0-5cc96042c7"
+    assert _adapted(0, select_every=0).key() != _adapted(0).key() != _adapted(0, select_every=3).key()
     folder = store / _adapted(0).name
     stored = json.loads((folder / "scores.json").read_text())
     sel = stored["selections"]
@@ -181,12 +184,31 @@ def test_a_run_with_selection_trains_the_same_weights_as_without(store):
     shutil.rmtree(without.dir)
 
 
+# hand-written selections, one mIoU per rule and seed, all different: each column must read its own rule
+PICKED = {"last": (40.0, 42.0, 47.0), IM: (41.0, 45.0, 50.0), LABELS: (44.0, 46.0, 51.0)}
+
+
+@pytest.fixture()
+def picked_store(store, tmp_path):
+    """A copy of the store whose selection runs hold the selections of ``PICKED``."""
+    runs = tmp_path / "runs"
+    shutil.copytree(store, runs)
+    for k, seed in enumerate(SEEDS):
+        path = runs / _adapted(seed).name / "scores.json"
+        stored = json.loads(path.read_text())
+        stored["selections"] = {rule: {**stored["selections"][rule], "miou": v[k]} for rule, v in PICKED.items()}
+        path.write_text(json.dumps(stored))
+    return runs
+
+
 def _sel(store, rule):
     return [json.loads((store / _adapted(s).name / "scores.json").read_text())["selections"][rule]["miou"]
             for s in SEEDS]
 
 
-def test_the_table_shows_the_three_selections_pooled_over_seeds(store, capsys):
+def test_the_table_shows_the_three_selections_pooled_over_seeds(picked_store, capsys):
+    store = picked_store
+    assert [_sel(store, rule) for rule in PICKED] == [list(v) for v in PICKED.values()]
     out = store.parent / "table.csv"
     assert main(["table", "--runs", str(store), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -202,8 +224,14 @@ def test_the_table_shows_the_three_selections_pooled_over_seeds(store, capsys):
     assert board.loc["maxsquare", RULE_LABELS[LABELS]] == pytest.approx(np.mean(_sel(store, LABELS)))
     assert board.loc["maxsquare", RULE_LABELS[IM] + " std"] == pytest.approx(np.std(_sel(store, IM), ddof=1))
     assert np.isnan(board.loc["source_only", RULE_LABELS["last"]])
+    assert board.loc["maxsquare", RULE_LABELS["last"]] == pytest.approx(np.mean(PICKED["last"]))
     shown = results.with_spread(board)
-    assert " ± " in shown.loc["maxsquare", RULE_LABELS[IM]] and shown.loc["source_only", RULE_LABELS[IM]] == ""
+    assert shown.loc["maxsquare", RULE_LABELS[IM]] == "45.3 ± 4.5" and shown.loc["source_only", RULE_LABELS[IM]] == ""
+    # list_runs: the picks on the row of the set they were scored on, NaN on every other row
+    df = list_runs(store)
+    scored = df[(df.method == "maxsquare") & (df.evaluated_on == TARGET) & ~df.target_bn].sort_values("seed")
+    assert list(scored[IM]) == list(PICKED[IM])
+    assert df[(df.evaluated_on != TARGET) | (df.method != "maxsquare")][list(RULE_LABELS)].isna().all().all()
 
 
 def test_without_selections_the_table_is_unchanged(home, tmp_path, capsys):
