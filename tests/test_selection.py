@@ -256,3 +256,45 @@ def test_bad_selection_settings_are_one_line(changes, message):
 
     with pytest.raises(ValueError, match=message):
         check_experiment(replace(_adapted(0), **changes), device=False)
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "minicity_table.py"
+    spec = importlib.util.spec_from_file_location("minicity_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_appends_one_line_per_run_skips_them_on_rerun_and_summarises_by_hand(tmp_path, monkeypatch):
+    bench = _benchmark()
+    trained = []
+
+    def fake(exp, **_kwargs):  # a finished run with hand-written selections (last, IM, target labels)
+        trained.append(exp)
+        picks = {0: (40.0, 44.0, 45.0), 1: (50.0, 49.0, 53.0)}[exp.seed]
+        return type("R", (), {"name": exp.name, "selections": {
+            "last": {"step": 60, "miou": picks[0]}, IM: {"step": 30, "miou": picks[1], "score": 0.5},
+            LABELS: {"step": 40, "miou": picks[2]}}})()
+
+    monkeypatch.setattr(bench, "get_or_train", fake)
+    out = tmp_path / "sel.csv"
+    bench.run_selection(["minent"], [0, 1], 10, out)
+    assert all(e.select_every == 10 for e in trained if e.method == "minent")
+    first = pd.read_csv(out)
+    assert list(first.method) == ["minent", "minent"] and list(first.im) == [44.0, 49.0]
+    trained.clear()
+    bench.run_selection(["minent"], [0, 1], 10, out)  # both lines there: nothing trained, nothing appended
+    assert trained == [] and len(pd.read_csv(out)) == 2
+    table = bench.selection_summary(pd.read_csv(out))
+    row = table.loc["minent"]
+    assert (row["last"], row["im"], row["target"]) == (45.0, 46.5, 49.0)
+    assert row["regret"] == pytest.approx(2.5) and row["regret std"] == pytest.approx(np.std([1.0, 4.0], ddof=1))
+    assert row["gain"] == pytest.approx(1.5)  # IM-selected minus last: +4 and -1
+    assert "| minent | 2 | 45.00 ± 7.07 | 46.50 ± 3.54 | 49.00 ± 5.66 | 2.50 ± 2.12 | 1.50 ± 3.54 |" in \
+        bench.selection_markdown(table, 10)
+    with pytest.raises(SystemExit, match="does not train on target images"):
+        bench.run_selection(["source_only"], [0], 10, out)
