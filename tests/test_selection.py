@@ -213,6 +213,7 @@ def test_the_table_shows_the_three_selections_pooled_over_seeds(picked_store, ca
     assert main(["table", "--runs", str(store), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(out, index_col=0)
+    assert "45.33 ± 4.51" in printed  # IM-selected of maxsquare, as printed
     for rule, label in RULE_LABELS.items():
         assert label in printed
         values = _sel(store, rule)

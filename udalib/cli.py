@@ -281,7 +281,7 @@ def _table(args) -> int:
     summary = _with_selections(summary, main)
     print(f"mIoU (%) on {args.dataset}, mean over seeds (last checkpoint; 'target BN': BatchNorm statistics "
           "re-estimated on target images)\n")
-    print(summary.round(2).to_string())
+    print(_shown(summary).to_string())
     if summary.columns.size > 5:
         print("\nselections (runs trained with select_every): mIoU of the step each rule picked -- the last step; the "
               "largest IM score on unlabelled target training images; the best target val mIoU (uses target labels)")
@@ -307,6 +307,17 @@ def _with_selections(summary, main):
         summary[f"{label} mean"] = by_row[rule].mean()
         summary[f"{label} std"] = by_row[rule].std()
     return summary
+
+
+def _shown(summary):
+    """The table as printed: rounded, each selection's mean and std as one "mean ± std" column."""
+    from .train.select import RULE_LABELS
+    from .viz.results import with_spread
+
+    if summary.columns.size == 5:
+        return summary.round(2)
+    named = summary.round(2).rename(columns={f"{label} mean": label for label in RULE_LABELS.values()})
+    return with_spread(named, digits=2)
 
 
 def parser() -> argparse.ArgumentParser:
