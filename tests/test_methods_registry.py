@@ -64,19 +64,28 @@ def test_a_method_field_added_later_enters_the_run_key_only_off_its_default():
                           method_args={"target_loss": "entropy"}).key() != base.key()
     # the key of a run before the field existed: the resolved config without it
     exp = Experiment(method="maxsquare", target="minicity:target", method_args={"lambda_target": 0.3})
-    assert exp.key() == _key_without(exp, "target_loss")
+    assert exp.key() == _key_without(exp, "target_loss", "legacy_param_multiplicity")
+    # the same for OptimConfig's legacy_param_multiplicity, in every method that has it
+    for method in ("source_only", "maxsquare", "adaptsegnet", "clustered_embeddings", "snr_maxsquare"):
+        base = Experiment(method=method, target="minicity:target")
+        assert Experiment(method=method, target="minicity:target",
+                          method_args={"legacy_param_multiplicity": False}).key() == base.key()
+        assert Experiment(method=method, target="minicity:target",
+                          method_args={"legacy_param_multiplicity": True}).key() != base.key()
+        assert base.key() == _key_without(base, "target_loss", "legacy_param_multiplicity")
 
 
-def _key_without(exp, field):
+def _key_without(exp, *fields):
     import hashlib
     import json
     from dataclasses import asdict
 
     from udalib.data.minicity import GENERATOR_VERSION
 
-    d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args", "bn_stats")}
+    d = {k: v for k, v in asdict(exp).items()
+         if k not in ("device", "label", "preset", "method_args", "bn_stats", "blur", "eval_protocol")}
     d["method_config"] = {k: v for k, v in asdict(method_config(exp.method, exp.preset, **exp.method_args)).items()
-                          if k != field}
+                          if k not in fields}
     if GENERATOR_VERSION > 1:
         d["minicity_generator"] = GENERATOR_VERSION
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]

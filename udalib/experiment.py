@@ -37,7 +37,8 @@ SELECTIONS = "selections"
 TARGET_BN = " | target BN"
 # Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
 # earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
-METHOD_FIELDS_ADDED_LATER = ("target_loss",)  # MaxSquareConfig (and subclasses): the seed's other --target_mode
+METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): the seed's other --target_mode
+                             "legacy_param_multiplicity")  # OptimConfig: the DeepLab-v2 code bases' backbone step
 
 
 def split_target_bn(key: str) -> tuple[str, bool]:
@@ -75,6 +76,10 @@ class Experiment:
     # validator on unlabelled target training images, and keep the best target val weights (udalib.train.select);
     # 0: off
     select_every: int = 0
+    blur: bool = False  # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
+    # scoring: a named protocol of udalib.eval.evaluate.PROTOCOLS ("adaptsegnet": 1024x512 input, scored at the
+    # full-resolution labels of cityscapes/valfull); None: each evaluation set at its own size, with `flip`
+    eval_protocol: str | None = None
     label: str = ""  # free text shown in tables (e.g. "MinEnt, lambda 0")
     device: str = "cpu"
 
@@ -100,6 +105,9 @@ class Experiment:
             del d["bn_stats"]
         if self.select_every == 0:  # the same for select_every at its default (off)
             del d["select_every"]
+        for name in ("blur", "eval_protocol"):  # at their defaults: the key the run had before the field existed
+            if not d[name]:
+                del d[name]
         specs = (self.source, self.target or "", *self.evaluate_on)
         from .data.minicity import GENERATOR_VERSION
 
@@ -161,7 +169,8 @@ def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     class_set = None if num_classes == 19 else str(num_classes)  # labels on disk are 19-class train ids
     root = None if name.split(":")[0] == "minicity" else exp.data_root  # data_root is for data_scripts/ datasets
     return open_dataset(name, split, root=root, train=train, num_classes=19, class_set=class_set,
-                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
+                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"),
+                        blur=exp.blur and train)
 
 
 @dataclass
@@ -422,7 +431,6 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
          checkpoint_seconds: float | None, eval_every: int, stop_after: int | None, workers: int,
          amp: bool | None, main: bool) -> Run:
     from .data import eval_loader
-    from .eval.evaluate import evaluate
     from .locks import atomic_write_text
     from .methods import adapt_batchnorm, build_method
     from .models import build_model
@@ -443,6 +451,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         load_into(model, init, skip_prefixes=optional)
     method = build_method(exp.method, model, exp.preset, **exp.method_args)
     method.bn_stats = exp.bn_stats
+    method.progress_label = exp.label or run_dir.name  # what the progress bar is called
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
@@ -451,8 +460,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
 
     def score(dataset, selection: str):
-        return evaluate(method.model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
-                        protocol={"model_selection": selection})
+        return score_set(method.model, dataset, exp, selection, device=device)
 
     def periodic(_method) -> dict:
         return {spec: score(ds, "periodic").miou for spec, ds in eval_sets.items()}
@@ -473,7 +481,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         return Run(run_dir, exp)
     scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
-    if target is not None and not exp.adabn and exp.bn_stats != "target":
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.model.modules())
+    if target is not None and not exp.adabn and exp.bn_stats != "target" and has_bn:  # (VGG-16 has no BatchNorm)
         # the same weights with BatchNorm statistics of the target alone: training alternates source and target
         # batches, so the running statistics are a mixture of both domains (see notebook 02). Under
         # bn_stats="target" the running statistics already are the target's, and re-estimating them would only
@@ -528,6 +537,19 @@ class _ImagesOnly(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.dataset[i][0]
+def score_set(model: torch.nn.Module, dataset, exp: Experiment, selection: str, *, device="cpu"):
+    """``model``'s :class:`~udalib.eval.metrics.Scores` on ``dataset`` as ``exp`` scores its evaluation sets: under
+    its named ``eval_protocol`` (:func:`~udalib.eval.evaluate.evaluate_protocol`; ``"adaptsegnet"``: the images fed
+    at 1024x512, the main logits upsampled to the full-resolution labels, as AdaptSegNet ``compute_iou.py``), else
+    at the set's own size with ``exp.flip``. ``selection`` says how the checkpoint was chosen."""
+    from .data import eval_loader
+    from .eval.evaluate import evaluate, evaluate_protocol
+
+    if exp.eval_protocol:
+        return evaluate_protocol(model, eval_loader(dataset), exp.num_classes, exp.eval_protocol,
+                                 model_selection=selection, device=device)
+    return evaluate(model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
+                    protocol={"model_selection": selection})
 
 
 def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kwargs) -> Run:

@@ -127,6 +127,15 @@ def check_experiment(exp, *, device: bool = True) -> None:
                          "before training does; leave poly_steps unset or raise it")
     if exp.size is not None and min(exp.size) < 1:
         raise ValueError(f"size={list(exp.size)}: height and width must be at least 1")
+    if exp.eval_protocol is not None:
+        from .eval.evaluate import PROTOCOLS
+
+        if exp.eval_protocol not in PROTOCOLS:
+            raise ValueError(f"eval_protocol={exp.eval_protocol!r} is not a protocol; choose one of "
+                             f"{', '.join(PROTOCOLS)} (or leave it unset)")
+        if exp.flip != PROTOCOLS[exp.eval_protocol].flip:
+            raise ValueError(f"eval_protocol {exp.eval_protocol!r} sets flip={PROTOCOLS[exp.eval_protocol].flip}: "
+                             f"drop flip={exp.flip} (or leave eval_protocol unset)")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
     if exp.select_every < 0:

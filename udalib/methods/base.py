@@ -23,6 +23,10 @@ class OptimConfig:
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # True: the backbone steps as in the DeepLab-v2 code bases, whose optimiser lists each backbone tensor 3-4 times
+    # (:class:`ListingSGD`, exact; about 3x the nominal backbone step); False: each tensor once (the full-scale
+    # recipes of those code bases set True)
+    legacy_param_multiplicity: bool = False
 
 
 @dataclass
@@ -66,7 +70,8 @@ class Method(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.configure_model(model)
         if isinstance(cfg, OptimConfig):
-            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                           legacy_param_multiplicity=cfg.legacy_param_multiplicity)
 
     def configure_model(self, model: nn.Module) -> None:
         """Checks or settings of the model that must precede its optimiser (which parameters it trains)."""
@@ -150,13 +155,90 @@ def average_gradients(optimizer: torch.optim.Optimizer) -> None:
         offset += g.numel()
 
 
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """SGD over the model's parameter groups (backbone at ``lr``, heads at ``10 * lr`` where defined)."""
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, *,
+        legacy_param_multiplicity: bool = False) -> torch.optim.Optimizer:
+    """SGD over the model's parameter groups (backbone at ``lr``, heads at ``10 * lr`` where defined).
+
+    ``legacy_param_multiplicity``: the reference's step for a model whose ``optim_groups`` records how many times
+    the reference lists each tensor (DeepLab-v2 ResNet and VGG-16), through :class:`ListingSGD`.
+    """
+    if legacy_param_multiplicity:
+        try:
+            groups = model.optim_groups(lr, legacy_param_multiplicity=True)
+        except (AttributeError, TypeError):
+            raise ValueError(f"legacy_param_multiplicity reproduces the DeepLab-v2 code bases' optimiser groups; "
+                             f"{type(model).__name__} has none: use a deeplabv2* model or set it False") from None
+        return ListingSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if hasattr(model, "optim_groups"):
         groups = model.optim_groups(lr)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "lr_mult": 1.0}]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+class ListingSGD(torch.optim.Optimizer):
+    r"""SGD as PyTorch 1.0 (MaxSquare, SNR, UDAclustering; AdaptSegNet's 0.3/0.4 has the same loop) applies
+    it to a group that lists a tensor :math:`k` times, each tensor here listed once with its ``multiplicity``
+    :math:`k` (the group key; 1 where absent).
+
+    The reference's ``get_1x_lr_params_NOscale`` lists a backbone tensor once per ancestor module, and its SGD
+    (``torch/optim/sgd.py`` of 1.0) runs its per-parameter update once per listing, with the gradient :math:`g` and
+    the momentum buffer :math:`b` shared by all listings of a tensor (one ``state[p]``) and the weight decay
+    added to the gradient in place. Listing :math:`j = 1..k` of one step:
+
+    .. math:: d \leftarrow d + \lambda\, w, \qquad b \leftarrow \mu\, b + d \ (b = d \text{ at the very first
+              listing}), \qquad w \leftarrow w - \eta\, b, \qquad d_0 = g
+
+    so within one step the momentum already compounds (a first step with :math:`k = 3` moves
+    :math:`\approx (1 + (1 + \mu) + (1 + \mu + \mu^2))\,\eta g = 5.6\,\eta g`), the buffer is multiplied by
+    :math:`\mu` :math:`k` times per step (steady state :math:`k\,\eta g / (1 - \mu)`: 3x plain SGD) and the weight
+    decay grows with each listing (on average 2x for :math:`k = 3`). This is exact, not a rescaled lr. PyTorch from
+    1.5 on no longer adds the decay in place, and its multi-tensor path applies the :math:`k` listings with one
+    shared pre-step value: a duplicated list under today's ``torch.optim.SGD`` gives neither the reference's nor a
+    consistent step, hence this class. ``dampening`` 0 and no Nesterov, as in every reference.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+        for group in self.param_groups:
+            k = group.get("multiplicity")
+            if k is not None and (len(k) != len(group["params"]) or any(int(v) != v or v < 1 for v in k)):
+                raise ValueError("multiplicity must hold one integer >= 1 per parameter of its group")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            multiplicity = group.get("multiplicity") or [1] * len(group["params"])
+            live = [(p, int(k)) for p, k in zip(group["params"], multiplicity) if p.grad is not None]
+            # the gradient plus the decay of each listing so far (the reference adds it to p.grad itself; a copy
+            # leaves the gradient as it is); listings run in rounds, each over the tensors listed that often, with
+            # multi-tensor kernels (the same elementwise arithmetic as one tensor at a time)
+            d = {id(p): p.grad.clone() for p, _ in live}
+            for j in range(1, max((k for _, k in live), default=0) + 1):
+                params = [p for p, k in live if k >= j]
+                grads = [d[id(p)] for p in params]
+                if decay:
+                    torch._foreach_add_(grads, params, alpha=decay)
+                if not momentum:
+                    torch._foreach_add_(params, grads, alpha=-lr)
+                    continue
+                going = [p for p in params if "momentum_buffer" in self.state[p]]
+                if going:
+                    bufs = [self.state[p]["momentum_buffer"] for p in going]
+                    torch._foreach_mul_(bufs, momentum)
+                    torch._foreach_add_(bufs, [d[id(p)] for p in going])
+                for p in params:  # the very first listing of a tensor starts its buffer at d
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = d[id(p)].clone()
+                torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
+        return loss
 
 
 def require_attributes(model: nn.Module, method: str, *names: str) -> None:

@@ -120,7 +120,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     if progress and is_main and end > start:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=end - start, desc=type(method).__name__, leave=False)
+        bar = tqdm(total=end - start, desc=getattr(method, "progress_label", "") or type(method).__name__, leave=False)
     t0 = time.perf_counter()
     for i in range(start, end):
         if uses_target and i in round_starts:
