@@ -9,6 +9,8 @@ need, whoever started the run (a notebook, papermill, the command line, torchrun
                scores.json     final per-class IoU on every evaluation set, with its protocol
                model.pt        the final model weights (state_dict)
                checkpoint.pt   the last training checkpoint (resume)
+               best_model.pt   with select_every > 0: the weights of the best target val mIoU (target labels)
+               selection.csv   with select_every > 0: target val mIoU and validator scores every select_every steps
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from . import paths
 from .methods.base import BNStats
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
+# the key of scores.json that holds the model selections of a run trained with select_every > 0 (Run.selections);
+# every other key is a dataset spec
+SELECTIONS = "selections"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
 # go through Run.scores_on / split_target_bn rather than matching it
 TARGET_BN = " | target BN"
@@ -68,6 +73,10 @@ class Experiment:
     data_root: str | None = None  # prepared real datasets (data_scripts/); MiniCity ignores it
     size: tuple[int, int] | None = None  # (H, W) resize of every image; None keeps the stored size
     flip: bool = False  # flip test-time augmentation in the final evaluation
+    # every this many steps (and at the last), score the model on the target val set (labels) and with the IM
+    # validator on unlabelled target training images, and keep the best target val weights (udalib.train.select);
+    # 0: off
+    select_every: int = 0
     blur: bool = False  # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
     # scoring: a named protocol of udalib.eval.evaluate.PROTOCOLS ("adaptsegnet": 1024x512 input, scored at the
     # full-resolution labels of cityscapes/valfull); None: each evaluation set at its own size, with `flip`
@@ -115,6 +124,8 @@ class Experiment:
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
         if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
             del d["bn_stats"]
+        if self.select_every == 0:  # the same for select_every at its default (off)
+            del d["select_every"]
         for name in ("blur", "eval_protocol"):  # at their defaults: the key the run had before the field existed
             if not d[name]:
                 del d[name]
@@ -152,6 +163,23 @@ def parse_spec(spec: str, default_split: str) -> tuple[str, str, tuple[int, int]
     return name, split or default_split, None
 
 
+SELECTION_IMAGES = 100  # unlabelled target training images the validator scores (evenly spaced over the list)
+
+
+def selection_dataset(exp: Experiment) -> str:
+    """The evaluation set of ``exp`` on which ``select_every`` scores checkpoints with target labels: the first of
+    ``exp.evaluate_on`` of the target's dataset (``minicity:target`` -> ``minicity:target/val``)."""
+    def dataset(spec: str) -> str:
+        return spec.partition("@")[0].partition("/")[0]
+
+    for spec in exp.evaluate_on:
+        if exp.target and dataset(spec) == dataset(exp.target):
+            return spec
+    raise ValueError(f"select_every={exp.select_every} scores checkpoints on a labelled val set of the target "
+                     f"{exp.target!r}, and evaluate_on {list(exp.evaluate_on)} has none: add one (e.g. "
+                     f"{dataset(exp.target or 'minicity:target')}/val) or set select_every=0")
+
+
 def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     """Open a dataset spec of an Experiment (``DATASET[:DOMAIN][/SPLIT][@HxW]``) in its model's convention."""
     from .data import open_dataset
@@ -173,6 +201,8 @@ class Run:
     dir: Path
     config: Experiment
     scores: dict = field(default_factory=dict)  # dataset spec -> Scores
+    # rule ("last", "validator:im", "target labels") -> {"step", "miou"[, "score"]}; empty without select_every
+    selections: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -192,13 +222,32 @@ class Run:
                            f"it has: {', '.join(self.scores)}")
         return scores.miou
 
-    def model(self, device: str = "cpu") -> torch.nn.Module:
-        """The trained model, in eval mode."""
+    def selected(self, rule: str) -> dict | None:
+        """What the selection ``rule`` picked (``"last"``, ``"validator:im"``, ``"target labels"``: see
+        :mod:`udalib.train.select`): ``{"step", "miou"[, "score"]}`` with the target val mIoU (%) of the picked
+        step, or None for a run trained without ``select_every`` (or an unknown rule)."""
+        return self.selections.get(rule)
+
+    def selected_miou(self, rule: str) -> float:
+        """The target val mIoU (%) of the step ``rule`` picked; NaN where the run has no such selection."""
+        picked = self.selected(rule)
+        return float(picked["miou"]) if picked is not None else float("nan")
+
+    def model(self, device: str = "cpu", selected: str = "last") -> torch.nn.Module:
+        """The trained model, in eval mode; ``selected="target labels"``: the weights of the best target val mIoU
+        (``best_model.pt``, runs trained with ``select_every``)."""
         from .models import build_model
         from .models.checkpoint import load_into, load_state_dict_file
+        from .train.select import BEST_MODEL, LAST, TARGET_LABELS
 
+        files = {LAST: MODEL, TARGET_LABELS: BEST_MODEL}
+        if selected not in files:
+            raise ValueError(f"selected={selected!r}: the weights kept are {sorted(files)}")
+        if not (self.dir / files[selected]).is_file():
+            raise FileNotFoundError(f"run {self.name} has no {files[selected]}: only runs trained with "
+                                    "select_every > 0 keep the target-selected weights")
         model = build_model(self.config.model, self.config.num_classes, **self.config.model_args)
-        load_into(model, load_state_dict_file(self.dir / MODEL))
+        load_into(model, load_state_dict_file(self.dir / files[selected]))
         return model.to(device).eval()
 
     def method(self, device: str = "cpu"):
@@ -305,7 +354,7 @@ def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = 
                          "--no-resume (resume=False) to discard its checkpoint and start this experiment there, "
                          "or use another run folder (--run-dir)")
     if not resume and write:
-        for name in (CHECKPOINT, "metrics.csv", "eval.csv"):
+        for name in (CHECKPOINT, "metrics.csv", "eval.csv", "selection.csv", "best_model.pt"):
             (run_dir / name).unlink(missing_ok=True)
     return None
 
@@ -321,7 +370,7 @@ def _refuse_foreign(run_dir: Path) -> None:
 
 def _discard_if_empty(run_dir: Path) -> None:
     """After a failure: remove a folder this call created if it holds nothing worth keeping (no checkpoint)."""
-    keep = (CHECKPOINT, MODEL, SCORES, "metrics.csv", "eval.csv")
+    keep = (CHECKPOINT, MODEL, SCORES, "metrics.csv", "eval.csv", "best_model.pt")
     if any((run_dir / name).exists() for name in keep):
         return
     for p in run_dir.iterdir():
@@ -339,14 +388,16 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     if not (run_dir / CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} is not a udalib run folder (no {CONFIG})")
     config = read_config(run_dir / CONFIG)
-    scores = {}
+    scores, selections = {}, {}
     if (run_dir / SCORES).exists():
         try:
-            scores = {k: Scores(**v) for k, v in json.loads((run_dir / SCORES).read_text()).items()}
+            stored = json.loads((run_dir / SCORES).read_text())
+            selections = dict(stored.pop(SELECTIONS, {}))
+            scores = {k: Scores(**v) for k, v in stored.items()}
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"{run_dir / SCORES} is not readable ({str(exc).splitlines()[0]}): move that run "
                              "folder away, or evaluate its model.pt again") from None
-    return Run(run_dir, config, scores)
+    return Run(run_dir, config, scores, selections)
 
 
 def _resolve_init(init: str) -> Path:
@@ -449,11 +500,13 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     def periodic(_method) -> dict:
         return {spec: score(ds, "periodic").miou for spec, ds in eval_sets.items()}
 
+    selector = _selector(exp, eval_sets, score, run_dir, device) if exp.select_every and main else None
     t0 = time.perf_counter()
     fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
         run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds, evaluate=periodic if eval_every else None, eval_every=eval_every,
-        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp)
+        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp,
+        callbacks=(selector,) if selector is not None else ())
     if stop_after is not None and stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:
@@ -476,10 +529,49 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     out = {k: v.as_dict() for k, v in scores.items()}
     for v in out.values():
         v["protocol"]["train_seconds"] = round(time.perf_counter() - t0, 1)
+    if selector is not None:
+        from .train.loop import write_csv
+
+        write_csv(run_dir / "selection.csv", selector.history)
+        out[SELECTIONS] = selector.selections()
     atomic_write_text(run_dir / SCORES, json.dumps(out, indent=1))  # last: from now on the run is finished
     return load_run(run_dir)
 
 
+def _selector(exp: Experiment, eval_sets: dict, score, run_dir: Path, device):
+    """The :class:`~udalib.train.select.Selector` of a run with ``select_every``: target val mIoU on
+    :func:`selection_dataset` (target labels) and the validators of :func:`udalib.validate.score_model` on
+    :data:`SELECTION_IMAGES` unlabelled target training images (their list holds no labels; the images alone are
+    passed on)."""
+    from torch.utils.data import Subset
+
+    from .data import eval_loader
+    from .train.select import BEST_MODEL, Selector
+    from .validate import score_model
+
+    labelled = eval_sets[selection_dataset(exp)]
+    images = open_data(exp.target, default_split="train", train=False, exp=exp)
+    n = min(SELECTION_IMAGES, len(images))
+    unlabelled = eval_loader(_ImagesOnly(Subset(images, [i * len(images) // n for i in range(n)])))
+
+    def validate(model) -> dict:
+        return score_model(model, unlabelled, num_classes=exp.num_classes, seed=exp.seed, device=device)
+
+    return Selector(exp.select_every, steps=exp.steps, target_miou=lambda _model: score(labelled, "periodic").miou,
+                    validate=validate, best_path=run_dir / BEST_MODEL)
+
+
+class _ImagesOnly(torch.utils.data.Dataset):
+    """The images of a dataset, without its labels."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i][0]
 def score_set(model: torch.nn.Module, dataset, exp: Experiment, selection: str, *, device="cpu"):
     """``model``'s :class:`~udalib.eval.metrics.Scores` on ``dataset`` as ``exp`` scores its evaluation sets: under
     its named ``eval_protocol`` (:func:`~udalib.eval.evaluate.evaluate_protocol`; ``"adaptsegnet"``: the images fed
@@ -601,18 +693,32 @@ def _init_experiment(init: str, runs: Mapping[str, Experiment]) -> Experiment | 
     return None
 
 
+def _selection_spec(r: Run) -> str | None:
+    """The evaluation set a run's selections were scored on (:func:`selection_dataset`), or None without any."""
+    if not r.selections:
+        return None
+    try:
+        return selection_dataset(r.config)
+    except ValueError:
+        return None
+
+
 def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
     """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set, BatchNorm statistics).
 
     Finished means :func:`is_finished`. ``experiment`` is :func:`group_key` with the runs under ``root`` as the
     inits it looks up: rows that share it are seeds of one experiment. ``evaluated_on`` is the dataset spec and
     ``target_bn`` says whether the scores were taken after re-estimating BatchNorm statistics on target images;
-    ``target`` is the run's target training set (None without one). A folder whose files cannot be read is
-    skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
+    ``target`` is the run's target training set (None without one). The columns ``last``, ``validator:im`` and
+    ``target labels`` hold the mIoU of the step each selection rule picked (:mod:`udalib.train.select`) on the row
+    of the evaluation set it was scored on (runs trained with ``select_every``), NaN elsewhere. A folder whose
+    files cannot be read is skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
     """
     import warnings
 
     import pandas as pd
+
+    from .train.select import RULE_LABELS
 
     root = Path(root) if root is not None else paths.runs_dir()
     runs = []
@@ -628,12 +734,15 @@ def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
     rows = []
     for r in runs:
         group = group_key(r.config, by_name)
+        selected_on = _selection_spec(r)
         for key, s in r.scores.items():
             spec, target_bn = split_target_bn(key)
             rows.append({"run": r.name, "method": r.config.method, "label": r.config.label or r.config.method,
                          "seed": r.config.seed, "steps": r.config.steps, "target": r.config.target,
                          "evaluated_on": spec, "target_bn": target_bn, "miou": s.miou,
-                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group})
+                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group,
+                         **{rule: r.selected_miou(rule) if spec == selected_on and not target_bn else float("nan")
+                            for rule in RULE_LABELS}})
     columns = ["run", "method", "label", "seed", "steps", "target", "evaluated_on", "target_bn", "miou", "seconds",
-               "dir", "experiment"]
+               "dir", "experiment", *RULE_LABELS]
     return pd.DataFrame(rows, columns=columns)

@@ -141,6 +141,21 @@ def check_experiment(exp, *, device: bool = True) -> None:
                              f"drop flip={exp.flip} (or leave eval_protocol unset)")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
+    if exp.select_every < 0:
+        raise ValueError(f"select_every={exp.select_every} must be at least 0 (0: off)")
+    if exp.select_every:
+        if not exp.target:
+            raise ValueError("select_every needs unlabelled target images for its validator: give --target "
+                             "(e.g. minicity:target), or set select_every=0")
+        if exp.adabn:
+            raise ValueError("select_every scores checkpoints during training and adabn re-estimates BatchNorm "
+                             "statistics after it: use one of the two")
+        if exp.steps < 1:
+            raise ValueError("select_every needs training steps to select from: set steps of at least 1, or "
+                             "select_every=0")
+        from .experiment import selection_dataset
+
+        selection_dataset(exp)
     check_method_config(exp.method_config, exp.method)
     if device:
         check_device(exp.device)

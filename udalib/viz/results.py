@@ -191,16 +191,49 @@ def leaderboard(groups: Groups, dataset: str = "minicity:target/val", *, class_s
     return table
 
 
+def selection_board(groups: Groups, dataset: str = "minicity:target/val", *, seeds: Sequence[int] | None = None):
+    """Target mIoU (%) on ``dataset`` of the checkpoint each selection rule picks, mean and sample standard deviation
+    over the selected seeds: one row per group, columns ``last``, ``IM-selected (no target labels)`` and
+    ``target-selected (uses target labels)`` (:data:`udalib.train.select.RULE_LABELS`), each with its ``<name> std``.
+
+    Only runs trained with ``select_every`` (and scored on ``dataset`` there) have these numbers; other groups get
+    NaN. :func:`with_spread` turns it into ``"mean ± std"`` text.
+    """
+    import pandas as pd
+
+    from ..experiment import selection_dataset
+    from ..train.select import RULE_LABELS
+
+    def picked(r: Run, rule: str) -> float:
+        try:
+            on = selection_dataset(r.config) if r.selections else None
+        except ValueError:
+            on = None
+        return r.selected_miou(rule) if on == dataset else math.nan
+
+    rows = {}
+    for name, runs in groups.items():
+        row = {}
+        for rule, label in RULE_LABELS.items():
+            v = [x for x in (picked(r, rule) for r in _select(runs, seeds)) if not math.isnan(x)]
+            row[label] = np.mean(v) if v else math.nan
+            row[f"{label} std"] = np.std(v, ddof=1) if len(v) > 1 else math.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def with_spread(board, digits: int = 1):
-    """A :func:`leaderboard` for reading: each mean and its standard deviation as one ``"mean ± std"`` text column
-    (just the mean for one seed, empty where there is no number)."""
+    """A :func:`leaderboard` (or :func:`selection_board`) for reading: each mean and its standard deviation as one
+    ``"mean ± std"`` text column (just the mean for one seed, empty where there is no number)."""
     def pm(mean: float, std: float) -> str:
         if math.isnan(mean):
             return ""
         return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
     out = board.copy()
-    for mean, std in (("mIoU", "std"), ("target BN mIoU", "target BN std")):
+    pairs = [("mIoU", "std"), ("target BN mIoU", "target BN std")]
+    pairs += [(c, f"{c} std") for c in board.columns if f"{c} std" in board.columns and c != "target BN mIoU"]
+    for mean, std in pairs:
         if mean in out:
             out[mean] = [pm(m, s) for m, s in zip(out[mean], out[std])]
             out = out.drop(columns=std)
