@@ -261,16 +261,14 @@ def crop_box(label: Tensor, side: int, mine_ids, priority, mine_port: float,
     half = side // 2
     mined = bool(torch.rand(1, generator=generator) < mine_port)
     if mined:
-        region = torch.full_like(label, IGNORE_INDEX)
-        r1, c1 = max(1, h - half - 1), max(1, w - half - 1)
-        region[half:r1, half:c1] = label[half:r1, half:c1]
+        region = label[half:max(1, h - half - 1), half:max(1, w - half - 1)]  # the centres whose crop fits
         present = set(torch.unique(region).tolist())
         chosen = [int(c) for c in priority if int(c) in present] or [int(c) for c in mine_ids if int(c) in present]
         if chosen:
             cls = chosen[int(torch.rand(1, generator=generator) * len(chosen))]
-            rows, cols = torch.nonzero(region == cls, as_tuple=True)
+            rows, cols = torch.nonzero(region == cls, as_tuple=True)  # row-major, as np.where
             k = int(torch.randint(0, len(rows), (1,), generator=generator))
-            return int(rows[k]) - half, int(cols[k]) - half, cls
+            return int(rows[k]), int(cols[k]), cls  # centre (row + half) minus half
     top = int(torch.randint(0, max(1, h - side + 1), (1,), generator=generator))
     left = int(torch.randint(0, max(1, w - side + 1), (1,), generator=generator))
     return top, left, -1
