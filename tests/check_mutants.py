@@ -88,6 +88,8 @@ MUTANTS = [
     (M + "self_training.py", "nn.Sequential(nn.Linear(model.feat_channels, 512), nn.Linear(512, model.num_classes))",
      "nn.Linear(model.feat_channels, model.num_classes)", TF),
     (M + "self_training.py", "float(torch.rand(1)) < q", "float(torch.rand(1)) < 0.5", TF),
+    (M + "self_training.py", 'seg_loss(out["aux"], source_only)', 'seg_loss(out["aux"], label)', TF),
+    (M + "self_training.py", "l_weak = self._weak(out, label)", "l_weak = self._weak(out, source_only)", TF),
     (M + "self_training.py", "n * h * w > DISK_BYTES", "n * h * w > DISK_BYTES + 10**9", TF),
     (M + "self_training.py", "        if self.label_file.numel():\n            self._disk_labels = self._open_labels(",
      "        if False:\n            self._disk_labels = self._open_labels(", TF),

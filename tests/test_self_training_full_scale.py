@@ -26,6 +26,8 @@ from udalib.losses.self_training import (
     mine_classes,
     scale_crop_side,
     source_subset,
+    weak_label_loss,
+    weak_labels,
 )
 from udalib.methods import build_method
 from udalib.models import build_model
@@ -272,3 +274,45 @@ def test_a_killed_run_with_labels_on_disk_resumes_with_the_same_labels_and_losse
     assert np.array_equal(np.load(tmp_path / "a" / "pseudo_labels" / "round_1.npy"),
                           np.load(tmp_path / "b" / "pseudo_labels" / "round_1.npy"))
     assert bytes(resumed.label_file.tolist()).decode().endswith("round_1.npy")
+
+
+def test_a_mixed_step_is_one_loss_over_the_batch_with_the_auxiliary_ce_on_its_source_images(monkeypatch):
+    torch.manual_seed(0)
+    m = build_method("mlsl", build_model("minideeplab", 19, width=8), None, rounds=1, crop_size=16, loss="ce",
+                     src_port=0.5, spatial_prior=False, lambda_seg=0.3, weak_labels=True, weak_head="fc512",
+                     mine_port=0.8, tgt_port=0.9, tgt_port_max=0.9)
+    source = [(torch.randn(3, 32, 64), torch.randint(0, 19, (32, 64)), i, False) for i in range(20)]
+    target = [(torch.randn(3, 32, 64), None, i, False) for i in range(20)]
+    m.on_round_start(0, target, source)
+    ref = copy.deepcopy(m)
+    calls = []
+    original = st.seg_loss
+
+    def recording(logits, label):
+        calls.append(label.clone())
+        return original(logits, label)
+
+    monkeypatch.setattr(st, "seg_loss", recording)
+    seen = []
+    m.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    images = torch.stack([t[0] for t in target[:6]])
+    torch.manual_seed(4)
+    logs = m.step(SourceBatch(images, torch.zeros(6, 32, 64, dtype=torch.long)),
+                  TargetBatch(images, torch.arange(6), torch.zeros(6, dtype=torch.bool)))
+    assert 0 < logs["source_images"] < 6  # both kinds in the batch (this seed)
+    (image,), (label, source_only) = seen, calls  # one forward; main CE over all, auxiliary CE on source images
+    assert image.shape == (6, 3, 16, 16)
+    is_source = (source_only != 255).flatten(1).any(1)
+    assert int(is_source.sum()) == logs["source_images"]
+    assert torch.equal(source_only[is_source], label[is_source])
+    assert (label[~is_source][:, 4::8, 4::8] != 255).any()  # pseudo-labels on the target images' weak-label grid
+    out = ref.model(image)
+    grid = label[:, 4::8, 4::8]
+    loss = (F.cross_entropy(out["out"], label, ignore_index=255) + 0.3 * F.cross_entropy(out["aux"], source_only,
+            ignore_index=255) + weak_label_loss(ref.weak_head(out["feat"].mean((2, 3))), weak_labels(grid, 19)))
+    params = [*ref.model.parameters(), *ref.weak_head.parameters()]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for p, g, q in zip([*m.model.parameters(), *m.weak_head.parameters()], grads, params):
+        g = torch.zeros_like(q) if g is None else g
+        got = p.grad if p.grad is not None else torch.zeros_like(g)
+        assert torch.allclose(got, g, rtol=1e-5, atol=1e-8)
