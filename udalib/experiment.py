@@ -32,7 +32,7 @@ SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 TARGET_BN = " | target BN"
 # Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
 # earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
-METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): the seed's other --target_mode
+METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): MaxSquare's other --target_mode
                              # CBSTConfig / MLSLConfig: the full-scale geometry and schedule of MLSL
                              "infer_size", "crop_size", "scale_range", "origin_size", "raw_size", "mine_port",
                              "mine_ids", "mine_thresh", "src_port", "src_port_step", "src_port_max", "lr_policy",
