@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 NOTEBOOK_OMP_WAIT_POLICY ?= ACTIVE
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env tutorial test unit notebooks-test browser-test lint table clean
+.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table clean
 
 env: $(STAMP)
 
@@ -53,11 +53,21 @@ browser-test: $(STAMP)
 	  fi; }
 	$(VENV)/bin/pytest -q tests_browser
 
+# Each notebook is paired with its percent-format source notebooks/src/NN_*.py (jupytext, notebooks/jupytext.toml):
+# edit either, then bring the other up to date (the newer of the two wins). Outputs are never stored.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/src/*.py
+
+# Student copies of the notebooks in runs/student_notebooks/: each solution block (nbgrader's ### BEGIN SOLUTION /
+# ### END SOLUTION markers) replaced by `raise NotImplementedError()`, outputs cleared.
+student-notebooks: $(STAMP)
+	$(PY) notebooks/release_student_version.py --out runs/student_notebooks
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts
+	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts notebooks/src
 
 table: $(STAMP)
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv

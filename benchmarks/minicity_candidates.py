@@ -41,7 +41,7 @@ def margins(df: pd.DataFrame) -> str:
                   "", "| method | mIoU | − max(AdaBN, control) | std | seeds ahead | seeds ≥ +2 |",
                   "|---|---|---|---|---|---|"]
         for method, (control, adabn) in zoo.CONTROLS.items():
-            d = t.loc[method] - t.loc[[control, adabn]].max()
+            d = zoo.margin_over_controls(t.loc[method], t.loc[adabn], t.loc[control])
             lines.append(f"| {method} | {t.loc[method].mean():.1f} | {d.mean():+.1f} | {d.std():.1f} | "
                          f"{int((d > 0).sum())}/{len(d)} | {int((d >= 2).sum())}/{len(d)} |")
         lines.append("")

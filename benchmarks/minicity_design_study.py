@@ -74,14 +74,14 @@ def summarize(df: pd.DataFrame) -> str:
     for design in [d for d in DESIGNS if d in table.index]:
         m, s = table.loc[design, "mean"], table.loc[design, "std"]
         cells = [f"{m[c]:.1f} ± {s[c]:.1f}" for c in cols]
-        bar = max(m.get("adabn", float("nan")), m.get("control", float("nan")))
         best = max(m[c] for c in ("minent", "adaptsegnet_multi", "cbst") if c in m)
-        lines.append(f"| {design} | `{DESIGNS[design]}` | " + " | ".join(cells) + f" | {best - bar:+.1f} |")
+        margin = zoo.margin_over_controls(best, m.get("adabn", float("nan")), m.get("control", float("nan")))
+        lines.append(f"| {design} | `{DESIGNS[design]}` | " + " | ".join(cells) + f" | {margin:+.1f} |")
     margins = df.pivot_table(index=["design", "seed"], columns="row", values="target_miou")
     lines += ["", "per seed: method − max(AdaBN, control)", ""]
     for (design, seed), r in margins.iterrows():
-        bar = max(r["adabn"], r["control"])
-        gains = ", ".join(f"{c} {r[c] - bar:+.1f}" for c in ("minent", "adaptsegnet_multi", "cbst") if c in r)
+        gains = ", ".join(f"{c} {zoo.margin_over_controls(r[c], r['adabn'], r['control']):+.1f}"
+                          for c in ("minent", "adaptsegnet_multi", "cbst") if c in r)
         lines.append(f"- {design}, seed {seed}: source-only {r['source_only']:.1f}, oracle {r['oracle']:.1f}, "
                      f"AdaBN {r['adabn']:.1f}, control {r['control']:.1f}; {gains}")
     return "\n".join(lines)

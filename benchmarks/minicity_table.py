@@ -10,6 +10,16 @@ trained again.
 
     python benchmarks/minicity_table.py                       # seeds 0-4, every row
     python benchmarks/minicity_table.py --seeds 0 --only source_only adabn oracle
+    python benchmarks/minicity_table.py --select-every 10 --seeds 0 1 2   # model selection, below
+
+With ``--select-every N`` the rows that adapt to the target (the adaptation methods and their controls) are trained
+again with ``Experiment.select_every = N`` (their own run folders: the run key differs; the weights trained are the
+same): every N steps and at the last, the target val mIoU (target labels) and the information-maximisation
+validator on unlabelled target training images are recorded (``udalib.train.select``). Per row and seed, one line of
+``benchmarks/results/minicity_selection.csv`` is appended as its run finishes (a rerun skips the lines already
+there): the target mIoU of the last step, of the step IM selects (no target labels) and of the step the target
+labels select (what the original code bases report). ``minicity_selection.md`` summarises them over seeds, with the
+regret of IM selection (target-selected minus IM-selected).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -27,14 +38,94 @@ from udalib.experiment import get_or_train
 TARGET_EVAL = "minicity:target/val"
 
 ROWS = zoo.MINICITY_ROWS
+RESULTS = Path(__file__).parent / "results"
+# the rows that train on target images: the ones a target val set could select checkpoints of
+SELECTION_ROWS = [name for name, make in ROWS.items() if make(0).target and make(0).steps > 0 and not make(0).adabn]
+SELECTION_COLUMNS = ["method", "seed", "steps", "select_every", "last_step", "last", "im_step", "im_score", "im",
+                     "target_step", "target", "run"]
+RULES = {"last": "last", "im": "validator:im", "target": "target labels"}
+
+
+def run_selection(rows, seeds, every: int, out: Path) -> None:
+    """Train (or find) every row x seed with ``select_every=every`` and append its line to ``out``, skipping the
+    lines already there; rows outer, so that finished rows have all their seeds."""
+    done = set()
+    if out.is_file() and out.stat().st_size:
+        old = pd.read_csv(out)
+        done = {(m, int(s), int(e)) for m, s, e in zip(old.method, old.seed, old.select_every)}
+    for name in rows:
+        if name not in SELECTION_ROWS:
+            raise SystemExit(f"row {name!r} does not train on target images; choose from {', '.join(SELECTION_ROWS)}")
+        for seed in seeds:
+            if (name, seed, every) in done:
+                continue
+            standard = {make(seed).name: make(seed) for make in ROWS.values()}
+            exp = replace(ROWS[name](seed), select_every=every)
+            if exp.init in standard:  # the run it starts from (the source model): found, or trained first
+                get_or_train(standard[exp.init], progress=False)
+            result = get_or_train(exp, progress=False)
+            sel = result.selections
+            line = {"method": name, "seed": seed, "steps": exp.steps, "select_every": every,
+                    "last_step": sel["last"]["step"], "last": sel["last"]["miou"],
+                    "im_step": sel["validator:im"]["step"], "im_score": sel["validator:im"]["score"],
+                    "im": sel["validator:im"]["miou"], "target_step": sel["target labels"]["step"],
+                    "target": sel["target labels"]["miou"], "run": result.name}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([line], columns=SELECTION_COLUMNS).to_csv(out, mode="a", index=False,
+                                                                  header=not out.is_file() or not out.stat().st_size)
+            print(f"{name:24s} seed {seed}: last {line['last']:6.2f}  IM-selected {line['im']:6.2f} (step "
+                  f"{line['im_step']})  target-selected {line['target']:6.2f} (step {line['target_step']})",
+                  flush=True)
+
+
+def selection_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per row: mean and sample std over seeds of the three selections' target mIoU, and the regret of IM selection
+    (target-selected minus IM-selected, per seed, then averaged), in the order of ``ROWS``."""
+    df = df.assign(regret=df["target"] - df["im"], gain=df["im"] - df["last"])
+    g = df.groupby("method")
+    table = pd.DataFrame({"seeds": g.seed.nunique()})
+    for col in ("last", "im", "target", "regret", "gain"):
+        table[col] = g[col].mean()
+        table[f"{col} std"] = g[col].std()
+    return table.reindex([m for m in ROWS if m in table.index])
+
+
+def selection_markdown(table: pd.DataFrame, every: int) -> str:
+    """The summary as a Markdown table: mean ± std over seeds."""
+    def pm(row, col):
+        std = row[f"{col} std"]
+        return f"{row[col]:.2f}" if pd.isna(std) else f"{row[col]:.2f} ± {std:.2f}"
+
+    lines = [f"Target val mIoU (%) of the checkpoint each rule selects, scored every {every} steps and at the last; "
+             "mean ± std over seeds. Regret: target-selected minus IM-selected; IM gain: IM-selected minus last.",
+             "", "| row | seeds | last | IM-selected (no target labels) | target-selected (uses target labels) | "
+             "regret of IM | IM gain over last |", "|---|---|---|---|---|---|---|"]
+    for name, row in table.iterrows():
+        lines.append(f"| {name} | {int(row['seeds'])} | {pm(row, 'last')} | {pm(row, 'im')} | {pm(row, 'target')} | "
+                     f"{pm(row, 'regret')} | {pm(row, 'gain')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="+", choices=sorted(ROWS), help="rows to run (default: all)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "minicity_table.csv"))
+    parser.add_argument("--out", default=None, help="result CSV (default: results/minicity_table.csv, or "
+                        "results/minicity_selection.csv with --select-every)")
+    parser.add_argument("--select-every", type=int, default=0, metavar="N",
+                        help="train the rows that adapt to the target with model selection every N steps (see above)")
     args = parser.parse_args(argv)
+    if args.select_every < 0:
+        parser.error(f"--select-every {args.select_every}: give a number of steps of at least 1 (0: off)")
+    if args.select_every:
+        out = Path(args.out) if args.out else RESULTS / "minicity_selection.csv"
+        run_selection(args.only or SELECTION_ROWS, args.seeds, args.select_every, out)
+        table = selection_summary(pd.read_csv(out))
+        markdown = selection_markdown(table, args.select_every)
+        out.with_suffix(".md").write_text(markdown)
+        print("\n" + markdown + f"\nsaved {out} and {out.with_suffix('.md')}")
+        return 0
+    args.out = args.out or str(RESULTS / "minicity_table.csv")
 
     records = []
     for name in args.only or ROWS:
@@ -76,16 +167,13 @@ def report_pseudo_labels(df: pd.DataFrame, out: Path) -> None:
 
     from udalib.data import minicity
     from udalib.experiment import load_run
-    from udalib.methods import build_method
     from udalib.methods.self_training import pseudo_label_report
     from udalib.paths import runs_dir
-    from udalib.train.checkpoint import load_checkpoint
 
     rows, truth = [], None
     for rec in df[df.method.isin(["cbst", "mlsl"])].itertuples():
         run = load_run(runs_dir() / rec.run)
-        method = build_method(run.config.method, run.model(), run.config.preset, **run.config.method_args)
-        load_checkpoint(run.dir / "checkpoint.pt", method)
+        method = run.method()  # the pseudo-labels of every round, from the training checkpoint
         if truth is None:
             truth = torch.stack([torch.from_numpy(minicity.make_sample("target", "train", i)[1].astype(np.int64))
                                  for i in range(method.pseudo_labels.shape[0])])

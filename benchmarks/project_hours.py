@@ -32,7 +32,6 @@ from pathlib import Path
 import pandas as pd
 
 from udalib.experiment import parse_spec
-from udalib.methods import method_config
 from udalib.recipes import available
 from udalib.recipes import load_recipe as _load_recipe
 
@@ -87,7 +86,7 @@ def project(families: pd.DataFrame) -> pd.DataFrame:
             train = exp.steps * seconds / 3600
             passes = 0.0
             if exp.method in ("cbst", "mlsl"):
-                cfg = method_config(exp.method, exp.preset, **exp.method_args)
+                cfg = exp.method_config
                 dataset, split, _ = parse_spec(exp.target, "train")
                 images = TRAIN_IMAGES.get((dataset, split))
                 per_image = float(f["pass_s_per_target_image"])

@@ -96,7 +96,6 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
     rows it wrote."""
     from udalib.data import eval_loader
     from udalib.eval.evaluate import evaluate
-    from udalib.methods import build_method
     from udalib.models import build_model
     from udalib.models.checkpoint import load_into, load_state_dict_file
     from udalib.train import fit
@@ -110,8 +109,7 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
     torch.manual_seed(exp.seed)  # as udalib.experiment.run builds a run
     model = build_model(exp.model, exp.num_classes, **exp.model_args)
     load_into(model, load_state_dict_file(source_run.dir / MODEL))
-    method = build_method(exp.method, model, exp.preset, **exp.method_args)
-    method.bn_stats = exp.bn_stats
+    method = exp.build_method(model)
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp)
     target_val = eval_loader(open_data(TARGET_VAL, default_split="val", train=False, exp=exp))

@@ -23,6 +23,7 @@ V, TV = "udalib/validate.py", ("tests/test_validate.py",)
 T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
+LISTING = ("tests/test_deeplab.py", "-k", "listing")
 
 # (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
 MUTANTS = [
@@ -34,6 +35,17 @@ MUTANTS = [
     (M + "base.py", 'main_loss(out["out"], src.label)', 'main_loss(out["aux"], src.label)'),
     (M + "base.py", 'main_loss(out["out"], src.label)', 'seg_loss(out["out"], src.label)'),
     (M + "base.py", 'if self.cfg.lambda_seg and "aux" in out:', "if False:"),
+    # the reference's listed SGD step (ListingSGD): decay per listing, one shared buffer, every listing
+    (M + "base.py", "                if decay:\n                    torch._foreach_add_(grads",
+     "                if decay and j == 1:\n                    torch._foreach_add_(grads", LISTING),
+    (M + "base.py", "                if going:", "                if False:", LISTING),
+    (M + "base.py", "live = [(p, int(k))", "live = [(p, 1)", LISTING),
+    ("udalib/models/deeplabv2.py", "counts[id(p)] = counts.get(id(p), 0) + 1", "counts[id(p)] = 1", LISTING),
+    # the MaxSquare family's blur: probability and radius
+    ("udalib/data/dataset.py", "            if rng.random() < 0.5:\n                blur",
+     "            if rng.random() < 0.9:\n                blur", ("tests/test_data.py", "-k", "blur")),
+    ("udalib/data/dataset.py", "GaussianBlur(radius=rng.random())", "GaussianBlur(radius=1.0)",
+     ("tests/test_data.py", "-k", "blur")),
     # the declared target weights: the control must zero each of them
     (M + "adaptsegnet.py", 'TARGET_WEIGHTS = ("lambda_adv_target1", "lambda_adv_target2")',
      'TARGET_WEIGHTS = ("lambda_adv_target2",)', CONTROLS),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from udalib.data import (
     IGNORE_INDEX,
@@ -295,3 +295,51 @@ def test_real_datasets_need_a_root(name):
 def test_a_real_dataset_root_without_the_prepared_folder(tmp_path):
     with pytest.raises(DatasetError, match="cityscapes does not exist.*data_scripts"):
         open_dataset("cityscapes", "val", root=tmp_path)
+
+
+def _one_image_dataset(root):
+    rng = np.random.default_rng(5)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "lists").mkdir()
+    Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(rng.integers(0, 19, (12, 20), dtype=np.uint8)).save(root / "labels" / "a.png")
+    (root / "lists" / "gta5_train.txt").write_text("images/a.png labels/a.png\n")
+    return root
+
+
+def test_blur_is_the_maxsquare_family_gaussian_blur_drawn_from_the_item_seed(tmp_path):
+    """MaxSquare ``datasets/cityscapes_Dataset.py`` ``_train_sync_transform``: ``if random.random() < 0.5:
+    img.filter(ImageFilter.GaussianBlur(radius=random.random()))``, here from the item's seed after the flip's draw."""
+    root = _one_image_dataset(tmp_path / "gta5")
+    image = np.asarray(Image.open(root / "images" / "a.png"))
+    blurred = SegmentationList(root, "lists/gta5_train.txt", blur=True, hflip=True)
+    plain = SegmentationList(root, "lists/gta5_train.txt", hflip=True)
+    applied = changed = 0
+    for k in range(300):
+        seed = (0, 1, k)
+        x, y, _, flipped = blurred[(0, seed)]
+        x0, y0, _, flipped0 = plain[(0, seed)]
+        assert flipped == flipped0 and torch.equal(y, y0)  # the flip's draw and the labels are as without blur
+        rng = np.random.default_rng(seed)
+        expected = image[:, ::-1] if rng.random() < 0.5 else image
+        if rng.random() < 0.5:
+            applied += 1
+            pil = Image.fromarray(np.ascontiguousarray(expected)).filter(ImageFilter.GaussianBlur(rng.random()))
+            expected = np.asarray(pil)
+        torch.testing.assert_close(x, normalize(expected), rtol=0, atol=0)
+        changed += not torch.equal(x, x0)
+        assert torch.equal(blurred[(0, seed)][0], x)  # the same seed, the same blur
+    assert 0.4 < applied / 300 < 0.6 and changed > 0.3 * 300  # p = 0.5; most radii change the image
+    assert torch.equal(blurred[0][0], plain[0][0])  # no seed (evaluation): never blurred
+    without_flip = SegmentationList(root, "lists/gta5_train.txt", blur=True)
+    assert sum(not torch.equal(without_flip[(0, (0, 1, k))][0], normalize(image)) for k in range(300)) == changed
+    with pytest.raises(ValueError, match="blur is a training augmentation"):
+        open_dataset("gta5", "train", root=tmp_path, blur=True)
+
+
+def test_blur_enters_the_run_key_only_when_on():
+    from udalib.experiment import Experiment
+
+    assert Experiment(blur=False).key() == Experiment().key()
+    assert Experiment(blur=True).key() != Experiment().key()

@@ -272,16 +272,19 @@ def test_synthia_colour_label_is_refused(tmp_path, scripts):
 CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt",)}
 
 
-def make_cityscapes(raw: Path) -> Path:
+def make_cityscapes(raw: Path, block: int = 4) -> Path:
+    """The 4x8 label grid blown up to ``block`` x ``block`` pixels per id (16x32 by default; 2048x1024 / 16 with
+    ``block=16``), images of the same size."""
+    h, w = 4 * block, 8 * block
     for split, cities in CITIES.items():
         for c, city in enumerate(cities):
             for frame in (19, 20):
                 stem = f"{city}_00000{c}_0000{frame}"
-                save_png(raw / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rgb(frame + c, 16, 32))
+                save_png(raw / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rgb(frame + c, h, w))
                 gt = raw / "gtFine" / split / city
-                save_png(gt / f"{stem}_gtFine_labelIds.png", np.kron(LABEL_IDS, np.ones((4, 4), np.uint8)))
-                save_png(gt / f"{stem}_gtFine_color.png", rgb(1, 16, 32))  # files the script must ignore
-                save_png(gt / f"{stem}_gtFine_instanceIds.png", np.zeros((16, 32), np.uint16))
+                save_png(gt / f"{stem}_gtFine_labelIds.png", np.kron(LABEL_IDS, np.ones((block, block), np.uint8)))
+                save_png(gt / f"{stem}_gtFine_color.png", rgb(1, h, w))  # files the script must ignore
+                save_png(gt / f"{stem}_gtFine_instanceIds.png", np.zeros((h, w), np.uint16))
                 (gt / f"{stem}_gtFine_polygons.json").write_text("{}")
     return raw
 

@@ -6,8 +6,10 @@ run on the CPU at 33x41 or on small stand-in modules, so the whole file takes we
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +90,7 @@ def read_feature_shapes(model_name: str) -> dict[str, dict[str, tuple]]:
 
 
 def stride8(h: int) -> int:
-    """Spec §0.1: conv1 ceil(H/2), ceil-mode max-pool ceil((h-1)/2)+1, layer2 ceil(h/2)."""
+    """The reference DeepLab-v2 ResNet-101: conv1 ceil(H/2), ceil-mode max-pool ceil((h-1)/2)+1, layer2 ceil(h/2)."""
     h = math.ceil(h / 2)
     h = math.ceil((h - 1) / 2) + 1
     return math.ceil(h / 2)
@@ -266,11 +268,21 @@ def test_optim_groups_match_reference_once_each(ref_name, build):
     assert groups[0]["lr"] == pytest.approx(2.5e-4) and groups[1]["lr"] == pytest.approx(2.5e-3)
 
 
-def test_legacy_param_multiplicity_scales_backbone_lr():
+def test_legacy_param_multiplicity_counts_the_reference_listings():
     model = on_meta(lambda: DeepLabV2(19, True))
     groups = model.optim_groups(1e-3, legacy_param_multiplicity=True)
-    assert [g["lr_mult"] for g in groups] == [3.0, 10.0]
-    assert groups[0]["lr"] == pytest.approx(3e-3) and groups[1]["lr"] == pytest.approx(1e-2)
+    assert [g["lr_mult"] for g in groups] == [1.0, 10.0]  # the lr is not rescaled: the listings are counted
+    names = {id(p): n for n, p in model.named_parameters()}
+    listed = {names[id(p)]: k for p, k in zip(groups[0]["params"], groups[0]["multiplicity"])}
+    ref = {}
+    for line in (REF / "optim_groups_maxsquare_deeplabv2_multi.txt").read_text().splitlines():
+        if line.startswith("0\t"):
+            _, name, k = line.split("\t")
+            ref[name] = int(k)
+    assert listed == ref  # 940 listings of 310 tensors: conv1 once, block tensors 3x, downsample 4x
+    assert sum(listed.values()) == 940 and groups[1]["multiplicity"] == [1] * 16
+    vgg = on_meta(lambda: DeepLabV2VGG(19)).optim_groups(1e-3, legacy_param_multiplicity=True)
+    assert set(vgg[0]["multiplicity"]) == {2} and len(vgg[0]["params"]) == 30  # features tensors twice
 
 
 def test_sgd_step_applies_each_update_once():
@@ -453,3 +465,144 @@ def test_torchvision_vgg16_init_reindexes_conv5(tmp_path):
     assert torch.equal(model.features[29].weight, fc6_before)
     assert report.unexpected == ["classifier.0.weight"]
     assert "features.29.weight" in report.missing and "classifier.conv2d_list.0.weight" in report.missing
+
+
+# --------------------------------------------------------------------------- the reference's SGD over its listings
+def reference_1x_params(model):
+    """``get_1x_lr_params_NOscale`` as the reference writes it: every tensor once per ancestor in the walk."""
+    for module in [model.conv1, model.bn1, model.layer1, model.layer2, model.layer3, model.layer4]:
+        for sub in module.modules():
+            for p in sub.parameters():
+                if p.requires_grad:
+                    yield p
+
+
+def reference_10x_params(model):
+    """``get_10x_lr_params``: the heads, each tensor once."""
+    for module in [model.layer5, model.layer6]:
+        yield from module.parameters()
+
+
+def torch_1_0_sgd_step(groups, state, momentum, weight_decay):
+    """``torch.optim.SGD.step`` of PyTorch 1.0 (dampening 0, no Nesterov): one pass over each group's list."""
+    for group in groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            d_p = p.grad.data
+            d_p.add_(p.data, alpha=weight_decay)  # in place, on the gradient
+            param_state = state.setdefault(p, {})
+            if "momentum_buffer" not in param_state:
+                buf = param_state["momentum_buffer"] = torch.zeros_like(p.data)
+                buf.mul_(momentum).add_(d_p)
+            else:
+                buf = param_state["momentum_buffer"]
+                buf.mul_(momentum).add_(d_p)
+            p.data.add_(buf, alpha=-group["lr"])
+
+
+def _backward(model, seed):
+    torch.manual_seed(seed)
+    out = model(torch.randn(1, 3, 21, 27))
+    (((out["out"] - 0.3) ** 2).mean() + (out["aux"] ** 2).mean()).backward()
+
+
+@pytest.mark.parametrize("decay", [5e-4, 0.1])  # the references' weight decay, and one that dominates small grads
+def test_listing_sgd_takes_the_reference_step_exactly(decay):
+    from udalib.methods.base import ListingSGD, sgd
+
+    torch.manual_seed(0)
+    ref = DeepLabV2(5, True, legacy_aspp=False, blocks=(1, 2, 1, 1))  # all four ASPP branches get gradients
+    for bn in (m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)):  # BN affines away from 1 and 0
+        nn.init.normal_(bn.weight, 1.0, 0.2), nn.init.normal_(bn.bias, 0.0, 0.2)
+    ours = copy.deepcopy(ref)
+    lr, momentum = 0.05, 0.9
+    groups = [{"params": list(reference_1x_params(ref)), "lr": lr},
+              {"params": list(reference_10x_params(ref)), "lr": 10 * lr}]
+    listed = groups[0]["params"]
+    assert sorted({sum(q is p for q in listed) for p in listed}) == [1, 3, 4]  # conv1, blocks, downsample
+    opt = sgd(ours, lr, momentum, decay, legacy_param_multiplicity=True)
+    assert isinstance(opt, ListingSGD)
+    start = {k: v.clone() for k, v in ref.state_dict().items()}
+    state = {}
+    for step in range(2):  # the first step, then one with the momentum buffers of the first
+        _backward(ref, step), _backward(ours, step)
+        for (name, a), b in zip(ref.named_parameters(), ours.parameters()):
+            if a.requires_grad:
+                assert a.grad is not None and a.grad.abs().sum() > 0, name
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+        torch_1_0_sgd_step(groups, state, momentum, decay)
+        opt.step()
+        ref.zero_grad(), opt.zero_grad()
+        for (name, a), b in zip(ref.named_parameters(), ours.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9, msg=name)
+
+    # not a rescaled lr: plain SGD over each tensor once, even at 3x the backbone lr, ends elsewhere
+    plain = copy.deepcopy(ours)
+    plain.load_state_dict(start)
+    opt = torch.optim.SGD([{"params": [p for p in plain.optim_groups(lr)[0]["params"]], "lr": 3 * lr},
+                           {"params": plain.optim_groups(lr)[1]["params"], "lr": 10 * lr}], lr=lr,
+                          momentum=momentum, weight_decay=decay)
+    for step in range(2):
+        _backward(plain, step)
+        opt.step()
+        opt.zero_grad()
+    w = ref.layer1[0].conv2.weight
+    assert (plain.layer1[0].conv2.weight - w).abs().max() > 1e-3 * (w - start["layer1.0.conv2.weight"]).abs().max()
+
+
+def test_listing_sgd_state_resumes_exactly_and_other_models_are_refused():
+    from udalib.methods.base import ListingSGD, sgd
+    from udalib.models.tiny import MiniDeepLab
+
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    head = ClassifierModule(4, 2)
+    model = nn.Sequential(stem, head)
+
+    def opt_for(m):
+        return ListingSGD(param_groups([m[0]], [m[1]], 0.1, legacy_param_multiplicity=True), lr=0.1,
+                          momentum=0.9, weight_decay=0.01)
+
+    def step(m, opt, seed):
+        torch.manual_seed(seed)
+        opt.zero_grad()
+        m(torch.randn(2, 3, 9, 9)).square().mean().backward()
+        opt.step()
+
+    opt = opt_for(model)
+    assert opt.param_groups[0]["multiplicity"] == [2, 2, 2, 2]  # the Sequential and the layer itself
+    step(model, opt, 0)
+    again = copy.deepcopy(model)
+    resumed = opt_for(again)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    step(model, opt, 1), step(again, resumed, 1)
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="legacy_param_multiplicity reproduces the DeepLab-v2 code bases'"):
+        sgd(MiniDeepLab(19, width=4), 0.1, legacy_param_multiplicity=True)
+
+
+def test_listing_sgd_by_hand_and_what_todays_torch_sgd_makes_of_a_duplicated_list():
+    """w = 1, g = 1, lr 0.1, momentum 0.9, decay 0.1, one tensor listed 3 times, first step. PyTorch 1.0 (decay added
+    to the gradient in place, one momentum buffer): d = 1.1, b = 1.1, w = 0.89; d = 1.189, b = 0.99 + 1.189 = 2.179,
+    w = 0.6721; d = 1.25621, b = 1.9611 + 1.25621 = 3.21731, w = 0.350369."""
+    from udalib.methods.base import ListingSGD
+
+    def first_step(make):
+        w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+        opt = make(w)
+        w.grad = torch.tensor([1.0], dtype=torch.float64)
+        opt.step()
+        return w.item()
+
+    assert first_step(lambda w: ListingSGD([{"params": [w], "multiplicity": [3]}], lr=0.1, momentum=0.9,
+                                           weight_decay=0.1)) == pytest.approx(0.350369, abs=1e-12)
+    # today's SGD over the list [w, w, w]: the multi-tensor path steps 3x with the pre-step decay, the single-tensor
+    # path with a fresh buffer per listing; neither is the reference's step
+    for foreach, expected in ((True, 1 - 3 * 0.1 * 1.1), (False, 0.673289)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "optimizer contains a parameter group with duplicate parameters"
+            got = first_step(lambda w, f=foreach: torch.optim.SGD([w, w, w], lr=0.1, momentum=0.9, weight_decay=0.1,
+                                                                 foreach=f))
+        assert got == pytest.approx(expected, abs=1e-12)

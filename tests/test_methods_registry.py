@@ -46,7 +46,8 @@ def test_an_unknown_preset_lists_the_presets():
 
 
 def test_maxsquare_target_losses_are_checked():
-    with pytest.raises(ValueError, match="target_loss must be 'maxsquare', 'entropy' or 'hard', got 'IW_entropy'"):
+    with pytest.raises(ValueError, match="method 'maxsquare' parameter target_loss='IW_entropy' is not valid: "
+                                         "expected one of 'maxsquare', 'entropy', 'hard'$"):
         build_method("maxsquare", small_model(), target_loss="IW_entropy")
     with pytest.raises(ValueError, match="target_loss 'hard' has no image-wise weights: set iw_ratio to None"):
         build_method("maxsquare_iw", small_model(), target_loss="hard")
@@ -64,19 +65,29 @@ def test_a_method_field_added_later_enters_the_run_key_only_off_its_default():
                           method_args={"target_loss": "entropy"}).key() != base.key()
     # the key of a run before the field existed: the resolved config without it
     exp = Experiment(method="maxsquare", target="minicity:target", method_args={"lambda_target": 0.3})
-    assert exp.key() == _key_without(exp, "target_loss")
+    assert exp.key() == _key_without(exp, "target_loss", "legacy_param_multiplicity")
+    # the same for OptimConfig's legacy_param_multiplicity, in every method that has it
+    for method in ("source_only", "maxsquare", "adaptsegnet", "clustered_embeddings", "snr_maxsquare"):
+        base = Experiment(method=method, target="minicity:target")
+        assert Experiment(method=method, target="minicity:target",
+                          method_args={"legacy_param_multiplicity": False}).key() == base.key()
+        assert Experiment(method=method, target="minicity:target",
+                          method_args={"legacy_param_multiplicity": True}).key() != base.key()
+        assert base.key() == _key_without(base, "target_loss", "legacy_param_multiplicity")
 
 
-def _key_without(exp, field):
+def _key_without(exp, *fields):
     import hashlib
     import json
     from dataclasses import asdict
 
     from udalib.data.minicity import GENERATOR_VERSION
 
-    d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args", "bn_stats")}
+    d = {k: v for k, v in asdict(exp).items()
+         if k not in ("device", "label", "preset", "method_args", "bn_stats", "blur", "eval_protocol",
+                     "select_every")}
     d["method_config"] = {k: v for k, v in asdict(method_config(exp.method, exp.preset, **exp.method_args)).items()
-                          if k != field}
+                          if k not in fields}
     if GENERATOR_VERSION > 1:
         d["minicity_generator"] = GENERATOR_VERSION
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:10]
@@ -201,3 +212,60 @@ def test_adabn_on_a_real_model_changes_only_the_batchnorm_buffers():
 def test_adabn_needs_a_batchnorm_layer():
     with pytest.raises(ValueError, match="the model has no BatchNorm layer to adapt"):
         adapt_batchnorm(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()), batches())
+
+
+@pytest.mark.parametrize("method, field, bad, choices", [
+    ("adaptsegnet", "gan", "lsgan", "'vanilla', 'ls'"),
+    ("minent", "normalization", "advent", "'seed', 'log_c'"),
+    ("mlsl", "loss", "focal", "'ce', 'ohem'"),
+    ("snr_maxsquare", "mode", "released", "'paper', 'reference'"),
+    ("maxsquare_iw", "target_loss", "IW_maxsquare", "'maxsquare', 'entropy', 'hard'"),
+])
+def test_a_string_switch_out_of_its_choices_is_one_line_listing_them(method, field, bad, choices):
+    from udalib.experiment import Experiment
+    from udalib.validation import check_experiment
+
+    message = f"method '{method}' parameter {field}='{bad}' is not valid: expected one of {choices}$"
+    with pytest.raises(ValueError, match=message):
+        method_config(method, **{field: bad})
+    with pytest.raises(ValueError, match=message):  # the check before any data is read says the same
+        check_experiment(Experiment(method=method, target="minicity:target", method_args={field: bad}), device=False)
+
+
+def test_string_switches_are_members_stored_and_hashed_as_their_strings():
+    import json
+    from dataclasses import asdict
+
+    from udalib.experiment import Experiment
+    from udalib.methods.adaptsegnet import GAN
+    from udalib.methods.base import BNStats
+
+    cfg = method_config("adaptsegnet", gan="ls")
+    assert cfg.gan is GAN.LS and cfg.gan == "ls" and method_config("adaptsegnet").gan is GAN.VANILLA
+    assert json.loads(json.dumps(asdict(cfg)))["gan"] == "ls"
+    as_member = Experiment(method="adaptsegnet", target="minicity:target", method_args={"gan": GAN.LS})
+    as_string = Experiment(method="adaptsegnet", target="minicity:target", method_args={"gan": "ls"})
+    assert as_member.key() == as_string.key() != Experiment(method="adaptsegnet", target="minicity:target").key()
+    assert Experiment(bn_stats=BNStats.TARGET).key() == Experiment(bn_stats="target").key()
+    assert json.loads(json.dumps(asdict(Experiment())))["bn_stats"] == "both"
+
+
+def test_experiment_bn_stats_out_of_its_choices_is_one_line_listing_them():
+    from udalib.experiment import Experiment
+    from udalib.validation import check_experiment
+
+    with pytest.raises(ValueError, match="^Experiment field bn_stats='source' is not valid: expected one of 'both', "
+                                         "'target'$"):
+        check_experiment(Experiment(bn_stats="source"), device=False)
+    check_experiment(Experiment(bn_stats="target", target="minicity:target"), device=False)
+
+
+def test_presets_are_written_beside_their_configs():
+    from udalib.methods.base import MINICITY_LR
+
+    for name, (_, config) in METHODS.items():
+        assert PRESETS[name] == config.PRESETS, name  # the registry gathers, it does not add
+    # every MiniCity adaptation trains at one learning rate (source-only and SNR train from scratch at theirs)
+    lrs = {name: method_config(name, "minicity").__dict__.get("lr") for name in METHODS}
+    assert {n for n, lr in lrs.items() if lr not in (MINICITY_LR, None)} == {"source_only", "snr"}
+    assert method_config("snr_maxsquare", "minicity").lambda_target == 5.0  # inherited from MaxSquare's presets

@@ -85,5 +85,5 @@ def test_notebook_shows_the_source_of_its_equation_terms(name):
 
 
 def test_every_notebook_source_is_checked():
-    sources = {p.stem for p in (ROOT / "notebooks" / "src").glob("nb0[2-7].py")}
-    assert {f"nb{name[:2]}" for name in REQUIRED} == sources
+    sources = {p.stem[:2] for p in (ROOT / "notebooks" / "src").glob("0[2-7]_*.py")}
+    assert {name[:2] for name in REQUIRED} == sources

@@ -35,6 +35,9 @@ MLSL_ROUNDS_IMAGES = sum(2975 + int(24966 * (0.03 + 0.0025 * r)) for r in range(
 MLSL_GEOMETRY = dict(lr=2.5e-4, lr_policy="round", infer_size=2048, crop_size=500, scale_range=(0.7, 1.3),
                      origin_size=2048, raw_size=(1914, 2048), mine_port=0.8, mine_ids=3, mine_thresh=0.001,
                      src_port=0.03, src_port_step=0.0025, src_port_max=0.06)
+# evaluate_cityscapes.py: Cityscapes val fed at 1024x512, the main output upsampled to 2048x1024, no flip;
+# compute_iou.py: IoU against the full-resolution gtFine labels
+ADAPTSEGNET_EVAL = dict(evaluate_on=("cityscapes/valfull",), eval_protocol="adaptsegnet", flip=False)
 
 CASES = [
     # ---- MaxSquare README (seeds/000), "1. (Optional) Pretrain the model on the source domain (GTA5)":
@@ -113,19 +116,22 @@ CASES = [
         method="adaptsegnet", lambda_seg=0.0, lambda_adv_target1=0.0, lambda_adv_target2=1e-3, gan="vanilla",
         levels=("out",), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:single"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:single"),
     # (multi-level): --lambda-seg 0.1 --lambda-adv-target1 0.0002 --lambda-adv-target2 0.001
     pytest.param("gta5_adaptsegnet_multi", dict(
         method="adaptsegnet_multi", lambda_seg=0.1, lambda_adv_target1=2e-4, lambda_adv_target2=1e-3, gan="vanilla",
         levels=("aux", "out"), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:multi"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:multi"),
     # (single-level with LS-GAN): --lambda-seg 0.0 --lambda-adv-target1 0.0 --lambda-adv-target2 0.01 --gan LS
     pytest.param("gta5_adaptsegnet_lsgan", dict(
         method="adaptsegnet", lambda_seg=0.0, lambda_adv_target1=0.0, lambda_adv_target2=0.01, gan="ls",
         levels=("out",), lr=2.5e-4, lr_d=1e-4, steps=150000, poly_steps=250000, batch_size=1,
         source="gta5/train@720x1280", target="cityscapes/train@512x1024", pretrained=IMAGENET_INIT, init=None,
-        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19), id="adaptsegnet:lsgan"),
+        model="deeplabv2_multi", model_args={"freeze_bn_affine": True}, num_classes=19, **ADAPTSEGNET_EVAL),
+        id="adaptsegnet:lsgan"),
 
     # ---- SNR README (seeds/002), "Domain Generalization Setting": tools/train_source.py --dataset 'gta5'
     #   --iter_max 200000 --iter_stop 80000 --freeze_bn False --weight_decay 5e-4 --lr 2.5e-4 --crop_size "1280,720"
@@ -137,10 +143,16 @@ CASES = [
     # "SNR integrated backbone": tools/solve_gta5.py --backbone "deeplabv2_multi_snr" --pretrained_ckpt_file
     #   "./pretrained_model/GTA5_source.pth" --round_num 5 --target_mode "maxsquare" --weight_decay 5e-4 --lr 2.5e-4
     #   --lambda_target 0.1;  Eval: tools/evaluate.py --flip True
+    # The released code (microsoft/SNR segmentation/): SNR blocks in no optimizer group, causality loss never called
     pytest.param("gta5_snr_maxsquare", dict(
         MAXSQUARE_ADAPT, method="snr_maxsquare", model="deeplabv2_multi_snr", init="GTA5_source.pth",
-        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False),
-        id="snr:snr-ms"),
+        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False,
+        mode="reference"), id="snr:snr-ms"),
+    # the same command with the paper's SNR-MS: SNR blocks trained and the dual causality loss (udalib's design)
+    pytest.param("gta5_snr_maxsquare_paper", dict(
+        MAXSQUARE_ADAPT, method="snr_maxsquare", model="deeplabv2_multi_snr", init="GTA5_source.pth",
+        steps=5 * MAXSQUARE_ROUND, lr=2.5e-4, lambda_target=0.1, iw_ratio=None, lambda_seg=0.0, guidance=False,
+        mode="paper", lambda_causality=0.01), id="snr:snr-ms-paper"),
 
     # ---- UDAclustering README (seeds/003), "Source Pre-training (example) GTA5 with ResNet101":
     # tools/train_source.py --backbone "resnet101" --dataset "gta5" --num_classes 19 --iter_max 200000
@@ -305,3 +317,47 @@ def test_the_torchrun_summary_states_the_effective_batch_and_lr():
         "4 processes x batch 1 = effective batch 4 per step (gradients averaged), lr 0.00025 as in the recipe "
         "(not rescaled), 89280 steps: 357120 source images (one process: 89280; --set steps=22320 keeps that number)")
     assert "effective batch 8 per step" in data_parallel_summary(load_recipe("gta5_mlsl"), 4)  # batch 2 each
+
+
+@pytest.mark.parametrize("name", available())
+def test_recipes_of_the_deeplab_v2_code_bases_take_their_listed_sgd_step(name):
+    """AdaptSegNet, MaxSquare, SNR and UDAclustering build their SGD from ``get_1x_lr_params_NOscale``, which lists
+    each backbone tensor 3-4 times (VGG-16: 2); their recipes reproduce that step (``ListingSGD``). MLSL and CBST
+    (MXNet, ResNet-38) list each tensor once."""
+    exp = load_recipe(name, data_root="/data/prepared")
+    cfg = method_config(exp.method, exp.preset, **exp.method_args)
+    assert cfg.legacy_param_multiplicity is (exp.method not in ("cbst", "mlsl"))
+
+
+@pytest.mark.parametrize("name", available())
+def test_recipes_of_the_maxsquare_family_blur_their_training_images(name):
+    """MaxSquare, SNR and UDAclustering (``--gaussian_blur`` default True, ``datasets/*_Dataset.py``
+    ``_train_sync_transform``) blur source and target training images; AdaptSegNet and MLSL/CBST do not."""
+    exp = load_recipe(name, data_root="/data/prepared")
+    assert exp.blur is (exp.method not in ("adaptsegnet", "adaptsegnet_multi", "cbst", "mlsl"))
+
+
+@pytest.mark.parametrize(("name", "trained"), [("gta5_snr_maxsquare", False), ("gta5_snr_maxsquare_paper", True)])
+def test_snr_ms_recipes_run_the_released_code_and_the_paper_variant(name, trained):
+    """The README command's recipe optimises no SNR parameter and has no causality loss, as the released code
+    (``optim_parameters``: conv1..layer4 and the heads); the paper variant trains both."""
+    from udalib.methods import build_method
+
+    exp = load_recipe(name, data_root="/data/prepared")
+    with torch.device("meta"):
+        model = build_model(exp.model, exp.num_classes, **exp.model_args)
+        method = build_method(exp.method, model, exp.preset, **exp.method_args)
+    listed = {id(p) for g in method.optimizers["model"].param_groups for p in g["params"]}
+    snr = [p for m in model.snr_modules() for p in m.parameters()]
+    assert snr and all((id(p) in listed) is trained for p in snr)
+    assert (method.causality is not None) is trained
+    backbone = {id(p) for m in model.backbone_modules() for p in m.parameters() if p.requires_grad}
+    assert backbone <= listed
+
+
+def test_a_named_eval_protocol_is_checked_at_load_time():
+    with pytest.raises(ValueError, match=r"eval_protocol 'adaptsegnet' sets flip=False: drop flip=True"):
+        load_recipe("gta5_adaptsegnet", flip=True)
+    with pytest.raises(ValueError, match=r"eval_protocol='compute_iou' is not a protocol; choose one of maxsquare, "
+                                        r"adaptsegnet"):
+        load_recipe("gta5_adaptsegnet", eval_protocol="compute_iou")

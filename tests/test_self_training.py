@@ -231,8 +231,12 @@ def test_the_spatial_prior_needs_the_source_set_and_changes_the_labels(tiny_mini
 
 
 def test_unknown_options_are_clear_errors():
-    with pytest.raises(ValueError, match="loss must be 'ce' or 'ohem'"):
+    with pytest.raises(ValueError, match="method 'cbst' parameter loss='focal' is not valid: expected one of 'ce', "
+                                         "'ohem'$"):
         _method(loss="focal")
+    with pytest.raises(ValueError, match="parameter pseudo_label_bn='source' is not valid: expected one of 'model', "
+                                         "'target'$"):
+        _method(pseudo_label_bn="source")
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         _method(rounds=0)
 

@@ -169,7 +169,8 @@ def test_a_step_moves_snr_parameters_in_paper_mode_only():
 def test_snr_methods_refuse_a_model_without_snr_blocks_and_unknown_modes():
     with pytest.raises(ValueError, match="minideeplab_snr"):
         build_method("snr", build_model("minideeplab", 19, width=8))
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="method 'snr' parameter mode='papre' is not valid: expected one of "
+                                         "'paper', 'reference'$"):
         build_method("snr", build_model("minideeplab_snr", 19, width=8), mode="papre")
 
 

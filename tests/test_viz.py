@@ -246,3 +246,71 @@ def test_training_curves_draw_a_reference_line_only_on_its_panel():
     lines = {line.get_label(): line for line in d_out.get_lines()}
     assert list(lines["chance (log 2)"].get_ydata()) == [math.log(2), math.log(2)]
     assert [line.get_label() for line in seg.get_lines()] == ["a"]
+
+
+def test_iou_heatmap_fits_its_colour_scale_to_the_data_and_caps_a_diverging_one():
+    import pandas as pd
+
+    table = pd.DataFrame({"road": [50.0, 70.0], "sky": [np.nan, 30.0]}, index=["rome", "tokyo"])
+    mesh = plots.iou_heatmap(table).axes[0].collections[0]
+    assert mesh.get_clim() == (30.0, 70.0)  # smallest to largest value, not 0 to 100
+    assert plots.iou_heatmap(table, limits=(0, 100)).axes[0].collections[0].get_clim() == (0.0, 100.0)
+    ax = plots.iou_heatmap(table).axes[0]
+    assert [t.get_rotation() for t in ax.get_yticklabels()] == [0.0, 0.0]  # row names read side by side
+    change = pd.DataFrame({"road": [57.8, -1.5], "sky": [0.5, 2.0]}, index=["vs source-only", "vs control"])
+    assert plots.iou_heatmap(change, center=0).axes[0].collections[0].get_clim() == (-57.8, 57.8)
+    fig = plots.iou_heatmap(change, center=0, cap=3)
+    assert fig.axes[0].collections[0].get_clim() == (-3.0, 3.0)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["-1.5", "0.5", "2.0", "57.8"]  # values, not caps
+    assert fig.axes[1].collections or fig.axes[1].patches  # the colour bar, with arrows for the capped cells
+    with pytest.raises(ValueError, match="cap"):
+        plots.iou_heatmap(change, center=0, cap=0)
+
+
+def test_bar_legends_sit_under_the_axes_and_prediction_grids_take_a_title(tiny_minicity):
+    import pandas as pd
+
+    from udalib.models import build_model
+
+    names = ["road", "sidewalk"]
+    fig = plots.iou_bars({"a": Scores([50.0, 20.0], 35.0, 90.0, 40.0, names),
+                          "b": Scores([60.0, 10.0], 35.0, 90.0, 40.0, names)})
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    fig.canvas.draw()
+    box = fig.legends[0].get_window_extent()
+    assert box.y1 <= ax.get_window_extent().y0  # entirely below the axes: no bar is covered
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    long = pd.DataFrame({"name": ["a", "b"], "seed": [0, 0], "class": ["road"] * 2, "IoU": [40.0, 10.0]})
+    fig = plots.class_iou_bars(long)
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
+    ds = SegmentationList(tiny_minicity, "lists/target_val.txt")
+    fig = plots.show_predictions({"m": build_model("minideeplab", 19, width=4)}, ds, [0], title="target images")
+    assert fig._suptitle.get_text() == "target images"
+
+
+def test_style_scatter_shares_the_first_panels_axes_and_counts_points_beyond_them():
+    rng = np.random.default_rng(0)
+    wide = {"a": rng.normal(0, 1, (20, 3)) * [4.0, 1.0, 0.1], "b": rng.normal(0, 1, (20, 3)) * [4.0, 1.0, 0.1]}
+    tight = {"a": wide["a"] * 0.01, "b": wide["b"] * 0.01}
+    tight["a"][0] = [1000.0, 0.0, 0.0]  # one image far beyond the first panel's view
+    fig = plots.style_scatter({"wide": wide, "tight": tight})
+    first, second = fig.axes[0], fig.axes[1]
+    assert second.get_xlim() == first.get_xlim() and second.get_ylim() == first.get_ylim()
+    assert "1 beyond the view" in second.get_title() and "beyond" not in first.get_title()
+    assert "first panel" in second.get_xlabel() and first.get_xlabel() == "principal axis 1"
+    spread = np.sqrt(((np.concatenate(list(wide.values())) - np.concatenate(list(wide.values())).mean(0)) ** 2)
+                     .sum(1).mean())
+    assert f"spread {spread:.2g}" in first.get_title()
+    own = plots.style_scatter({"wide": wide, "tight": tight}, shared_axes=False)
+    assert own.axes[1].get_xlim() != own.axes[0].get_xlim() and "beyond" not in own.axes[1].get_title()
+
+
+def test_similarity_heatmaps_say_which_class_has_no_pixels():
+    centroids = np.array([[1.0, 0.0], [np.nan, np.nan], [1.0, 1.0]])
+    m = plots.cosine_similarity_matrix(centroids)
+    assert np.isnan(m[1]).all() and m[0, 2] == pytest.approx(1 / math.sqrt(2))
+    fig = plots.similarity_heatmaps({"a": m}, [0, 5, 8])
+    texts = [(t.get_text(), t.get_position()[1]) for t in fig.axes[0].texts]
+    assert texts == [("no pixels of this class", 1)]  # on the row of the absent class (pole), only there
+    assert "0.71" in fig.axes[0].get_title()  # the mean over the similarities that exist

@@ -23,8 +23,23 @@ def _weights(exp) -> dict:
     return {k: v for k, v in cfg.items() if k not in target_weights(exp.method)}
 
 
+UDA_ROWS = sorted(set(zoo.CONTROLS) - set(zoo.TEST_TIME_ROWS))
+
+
 @pytest.mark.parametrize("seed", [0, 3])
-@pytest.mark.parametrize("row", sorted(zoo.CONTROLS))
+@pytest.mark.parametrize("row", zoo.TEST_TIME_ROWS)
+def test_test_time_rows_start_from_the_source_model_with_adabn_as_their_control(row, seed):
+    """TENT and BN-alpha declare no target weight, so AdaBN (the same source model and target images, no training)
+    is their only control."""
+    method = zoo.MINICITY_ROWS[row](seed)
+    assert zoo.CONTROLS[row] == ("adabn", "adabn") and target_weights(method.method) == ()
+    adabn = zoo.MINICITY_ROWS["adabn"](seed)
+    assert method.init == adabn.init == zoo.source_experiment(seed).name
+    assert method.target == adabn.target and method.evaluate_on == adabn.evaluate_on and method.seed == seed
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("row", UDA_ROWS)
 def test_each_method_and_its_controls_share_everything_but_the_target_weight(row, seed):
     method = zoo.MINICITY_ROWS[row](seed)
     control_name, adabn_name = zoo.CONTROLS[row]
@@ -62,7 +77,8 @@ def test_the_design_studys_controls_share_everything_with_its_methods():
 
 
 def test_every_adaptation_row_keeps_target_batchnorm_statistics_and_so_do_its_controls():
-    for row, (control, adabn) in zoo.CONTROLS.items():
+    for row in UDA_ROWS:
+        control, adabn = zoo.CONTROLS[row]
         assert zoo.MINICITY_ROWS[row](0).bn_stats == zoo.MINICITY_ROWS[control](0).bn_stats == zoo.BN_STATS == "target"
         assert zoo.MINICITY_ROWS[adabn](0).steps == 0 and zoo.MINICITY_ROWS[adabn](0).adabn  # re-estimated, no training
 

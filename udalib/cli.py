@@ -115,6 +115,7 @@ def _train(args) -> int:
                      init=args.init, adabn=args.adabn, preset=None if args.preset == "none" else args.preset,
                      method_args=_pairs(args.set, "--set"), model_args=_pairs(args.model_arg, "--model-arg"),
                      data_root=args.data_root, flip=args.flip, device=args.device, label=args.label,
+                     select_every=args.select_every,
                      evaluate_on=tuple(args.eval_on) if args.eval_on else Experiment.evaluate_on)
     result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
                  checkpoint_every=args.checkpoint_every, checkpoint_seconds=_seconds(args.checkpoint_minutes),
@@ -277,9 +278,13 @@ def _table(args) -> int:
                               + sorted(x for x in summary.index if x not in order and x != "oracle")
                               + (["oracle"] if "oracle" in summary.index else []))
     summary.columns = ["mIoU mean", "std", "seeds", "target BN mean", "train s"]
+    summary = _with_selections(summary, main)
     print(f"mIoU (%) on {args.dataset}, mean over seeds (last checkpoint; 'target BN': BatchNorm statistics "
           "re-estimated on target images)\n")
-    print(summary.round(2).to_string())
+    print(_shown(summary).to_string())
+    if summary.columns.size > 5:
+        print("\nselections (runs trained with select_every): mIoU of the step each rule picked -- the last step; the "
+              "largest IM score on unlabelled target training images; the best target val mIoU (uses target labels)")
     if {"source_only", "oracle"} <= set(summary.index):
         src, orc = summary.loc["source_only", "mIoU mean"], summary.loc["oracle", "mIoU mean"]
         print(f"\ndomain gap: oracle {orc:.1f} - source-only {src:.1f} = {orc - src:.1f} points "
@@ -288,6 +293,31 @@ def _table(args) -> int:
         summary.to_csv(args.out)
         print(f"saved {args.out}")
     return 0
+
+
+def _with_selections(summary, main):
+    """The table with, where any run was trained with select_every, the mIoU of the step each selection rule
+    picked (udalib.train.select), mean and std over seeds: last, IM-selected, target-selected."""
+    from .train.select import RULE_LABELS
+
+    if not main[list(RULE_LABELS)].notna().any().any():
+        return summary
+    by_row = main.groupby("row")
+    for rule, label in RULE_LABELS.items():
+        summary[f"{label} mean"] = by_row[rule].mean()
+        summary[f"{label} std"] = by_row[rule].std()
+    return summary
+
+
+def _shown(summary):
+    """The table as printed: rounded, each selection's mean and std as one "mean ± std" column."""
+    from .train.select import RULE_LABELS
+    from .viz.results import with_spread
+
+    if summary.columns.size == 5:
+        return summary.round(2)
+    named = summary.round(2).rename(columns={f"{label} mean": label for label in RULE_LABELS.values()})
+    return with_spread(named, digits=2)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -324,6 +354,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-minutes", type=_minutes, default=5.0,
                    help="checkpoint every so many minutes of wall time (0: off); always at the end")
     t.add_argument("--eval-every", type=_count, default=0)
+    t.add_argument("--select-every", type=_count, default=0,
+                   help="every N steps score the target val mIoU and the IM validator, keep best_model.pt (0: off)")
     t.add_argument("--workers", type=_count, default=0, help="data-loading processes")
     t.add_argument("--label", default="", help="name shown in tables")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from .data.labels import CITIES
 from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
+from .zoo import margin_over_controls
 
 METHODS = ("maxsquare", "maxsquare_iw")
 SOURCE_ONLY, ADABN, CONTROL = "source-only", "AdaBN", "control"
@@ -186,7 +187,7 @@ def gains(scores, method: str, *, target_bn: bool = False):
             out[f"seeds ahead of {ref}"] = (diff > 0).groupby(level=0).sum().astype(int)
             out[f"seeds, {ref}"] = diff.groupby(level=0).count().astype(int)
     if {ADABN, CONTROL, method} <= set(wide.columns):  # the margin only the method's own term can claim
-        diff = wide[method] - wide[[ADABN, CONTROL]].max(axis=1)
+        diff = margin_over_controls(wide[method], wide[ADABN], wide[CONTROL])
         out["vs max(AdaBN, control)"] = diff.groupby(level=0).mean()
         out["seeds ahead of both"] = (diff > 0).groupby(level=0).sum().astype(int)
     import pandas as pd

@@ -9,6 +9,8 @@ need, whoever started the run (a notebook, papermill, the command line, torchrun
                scores.json     final per-class IoU on every evaluation set, with its protocol
                model.pt        the final model weights (state_dict)
                checkpoint.pt   the last training checkpoint (resume)
+               best_model.pt   with select_every > 0: the weights of the best target val mIoU (target labels)
+               selection.csv   with select_every > 0: target val mIoU and validator scores every select_every steps
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .methods.base import BNStats
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
+# the key of scores.json that holds the model selections of a run trained with select_every > 0 (Run.selections);
+# every other key is a dataset spec
+SELECTIONS = "selections"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
 # go through Run.scores_on / split_target_bn rather than matching it
 TARGET_BN = " | target BN"
 # Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
 # earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
 METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): MaxSquare's other --target_mode
+                             "legacy_param_multiplicity",  # OptimConfig: the DeepLab-v2 code bases' backbone step
                              # CBSTConfig / MLSLConfig: the full-scale geometry and schedule of MLSL
                              "infer_size", "crop_size", "scale_range", "origin_size", "raw_size", "mine_port",
                              "mine_ids", "mine_thresh", "src_port", "src_port_step", "src_port_max", "lr_policy",
@@ -63,19 +70,49 @@ class Experiment:
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
-    bn_stats: str = "both"  # batches that update BatchNorm running statistics: "both" (the seeds) or "target"
+    bn_stats: BNStats = BNStats.BOTH  # batches that update BatchNorm running statistics: "both" (original) or "target"
     preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
     method_args: dict = field(default_factory=dict)  # overrides on top of the preset
     model_args: dict = field(default_factory=dict)
     data_root: str | None = None  # prepared real datasets (data_scripts/); MiniCity ignores it
     size: tuple[int, int] | None = None  # (H, W) resize of every image; None keeps the stored size
     flip: bool = False  # flip test-time augmentation in the final evaluation
+    # every this many steps (and at the last), score the model on the target val set (labels) and with the IM
+    # validator on unlabelled target training images, and keep the best target val weights (udalib.train.select);
+    # 0: off
+    select_every: int = 0
+    blur: bool = False  # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
+    # scoring: a named protocol of udalib.eval.evaluate.PROTOCOLS ("adaptsegnet": 1024x512 input, scored at the
+    # full-resolution labels of cityscapes/valfull); None: each evaluation set at its own size, with `flip`
+    eval_protocol: str | None = None
     label: str = ""  # free text shown in tables (e.g. "MinEnt, lambda 0")
     device: str = "cpu"
 
     def __post_init__(self):
         self.evaluate_on = tuple(self.evaluate_on)
         self.size = tuple(self.size) if self.size is not None else None
+
+    @property
+    def method_config(self):
+        """The method's parameters, resolved: its config dataclass with the paper defaults, then the ``preset``,
+        then ``method_args`` (:func:`udalib.methods.method_config`; errors list the valid names and values).
+
+        The one place a run's method parameters are resolved: the run key, the checks before a run, the training
+        and :meth:`Run.method` all read it. Computed from the fields on each access (a few microseconds), so it
+        never disagrees with them.
+        """
+        from .methods import method_config
+
+        return method_config(self.method, self.preset, **self.method_args)
+
+    def build_method(self, model: torch.nn.Module):
+        """The :class:`~udalib.methods.Method` this experiment trains, on ``model``: its class with
+        :attr:`method_config`, and the experiment's BatchNorm policy (``bn_stats``)."""
+        from .methods import METHODS
+
+        method = METHODS[self.method][0](model, self.method_config)
+        method.bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        return method
 
     def key(self) -> str:
         """A short hash of everything that changes the result (not the device or the label).
@@ -84,15 +121,18 @@ class Experiment:
         naming a preset's value explicitly gives the same run as leaving it out. A field of
         :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, as the runs before it had no such field.
         """
-        from .methods import method_config
-
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
-        cfg = method_config(self.method, self.preset, **self.method_args)
+        cfg = self.method_config
         defaults = {f.name: f.default for f in fields(cfg)}
         d["method_config"] = {k: v for k, v in asdict(cfg).items()
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
         if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
             del d["bn_stats"]
+        if self.select_every == 0:  # the same for select_every at its default (off)
+            del d["select_every"]
+        for name in ("blur", "eval_protocol"):  # at their defaults: the key the run had before the field existed
+            if not d[name]:
+                del d[name]
         specs = (self.source, self.target or "", *self.evaluate_on)
         from .data.minicity import GENERATOR_VERSION
 
@@ -127,6 +167,23 @@ def parse_spec(spec: str, default_split: str) -> tuple[str, str, tuple[int, int]
     return name, split or default_split, None
 
 
+SELECTION_IMAGES = 100  # unlabelled target training images the validator scores (evenly spaced over the list)
+
+
+def selection_dataset(exp: Experiment) -> str:
+    """The evaluation set of ``exp`` on which ``select_every`` scores checkpoints with target labels: the first of
+    ``exp.evaluate_on`` of the target's dataset (``minicity:target`` -> ``minicity:target/val``)."""
+    def dataset(spec: str) -> str:
+        return spec.partition("@")[0].partition("/")[0]
+
+    for spec in exp.evaluate_on:
+        if exp.target and dataset(spec) == dataset(exp.target):
+            return spec
+    raise ValueError(f"select_every={exp.select_every} scores checkpoints on a labelled val set of the target "
+                     f"{exp.target!r}, and evaluate_on {list(exp.evaluate_on)} has none: add one (e.g. "
+                     f"{dataset(exp.target or 'minicity:target')}/val) or set select_every=0")
+
+
 def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     """Open a dataset spec of an Experiment (``DATASET[:DOMAIN][/SPLIT][@HxW]``) in its model's convention."""
     from .data import open_dataset
@@ -137,7 +194,8 @@ def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     class_set = None if num_classes == 19 else str(num_classes)  # labels on disk are 19-class train ids
     root = None if name.split(":")[0] == "minicity" else exp.data_root  # data_root is for data_scripts/ datasets
     return open_dataset(name, split, root=root, train=train, num_classes=19, class_set=class_set,
-                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"))
+                        size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"),
+                        blur=exp.blur and train)
 
 
 @dataclass
@@ -147,6 +205,8 @@ class Run:
     dir: Path
     config: Experiment
     scores: dict = field(default_factory=dict)  # dataset spec -> Scores
+    # rule ("last", "validator:im", "target labels") -> {"step", "miou"[, "score"]}; empty without select_every
+    selections: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -166,14 +226,51 @@ class Run:
                            f"it has: {', '.join(self.scores)}")
         return scores.miou
 
-    def model(self, device: str = "cpu") -> torch.nn.Module:
-        """The trained model, in eval mode."""
+    def selected(self, rule: str) -> dict | None:
+        """What the selection ``rule`` picked (``"last"``, ``"validator:im"``, ``"target labels"``: see
+        :mod:`udalib.train.select`): ``{"step", "miou"[, "score"]}`` with the target val mIoU (%) of the picked
+        step, or None for a run trained without ``select_every`` (or an unknown rule)."""
+        return self.selections.get(rule)
+
+    def selected_miou(self, rule: str) -> float:
+        """The target val mIoU (%) of the step ``rule`` picked; NaN where the run has no such selection."""
+        picked = self.selected(rule)
+        return float(picked["miou"]) if picked is not None else float("nan")
+
+    def model(self, device: str = "cpu", selected: str = "last") -> torch.nn.Module:
+        """The trained model, in eval mode; ``selected="target labels"``: the weights of the best target val mIoU
+        (``best_model.pt``, runs trained with ``select_every``)."""
         from .models import build_model
         from .models.checkpoint import load_into, load_state_dict_file
+        from .train.select import BEST_MODEL, LAST, TARGET_LABELS
 
+        files = {LAST: MODEL, TARGET_LABELS: BEST_MODEL}
+        if selected not in files:
+            raise ValueError(f"selected={selected!r}: the weights kept are {sorted(files)}")
+        if not (self.dir / files[selected]).is_file():
+            raise FileNotFoundError(f"run {self.name} has no {files[selected]}: only runs trained with "
+                                    "select_every > 0 keep the target-selected weights")
         model = build_model(self.config.model, self.config.num_classes, **self.config.model_args)
-        load_into(model, load_state_dict_file(self.dir / MODEL))
+        load_into(model, load_state_dict_file(self.dir / files[selected]))
         return model.to(device).eval()
+
+    def method(self, device: str = "cpu"):
+        """The run's :class:`~udalib.methods.Method` as its training left it, in eval mode: rebuilt from
+        ``config.json`` (:meth:`Experiment.build_method`) and loaded from the last training checkpoint
+        (``checkpoint.pt``): the segmenter, the method's other networks and buffers (AdaptSegNet's discriminators,
+        centroids, pseudo-label thresholds) and its optimisers. The segmenter holds the weights of the end of
+        training, before any AdaBN (``model.pt`` holds those after it: :meth:`model`)."""
+        from .models import build_model
+        from .train.checkpoint import load_checkpoint
+
+        path = self.dir / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"run {self.name} has no {CHECKPOINT} (its training checkpoint was removed): "
+                                    "Run.model() loads its final weights; train it again for its method's state")
+        method = self.config.build_method(build_model(self.config.model, self.config.num_classes,
+                                                      **self.config.model_args))
+        load_checkpoint(path, method)
+        return method.to(device).eval()
 
     def history(self):
         import pandas as pd
@@ -204,12 +301,9 @@ def read_config(path: str | os.PathLike) -> Experiment:
 def identity(exp: Experiment) -> dict:
     """What makes two experiments the same run: every field but the device and the label, with the method's
     parameters resolved (paper defaults, preset, overrides), so naming a preset's value is the same run."""
-    from .methods import method_config
-
     d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args")}
     try:
-        d |= {f"method_config.{k}": v for k, v in asdict(method_config(exp.method, exp.preset,
-                                                                       **exp.method_args)).items()}
+        d |= {f"method_config.{k}": v for k, v in asdict(exp.method_config).items()}
     except (TypeError, ValueError):  # a stored method or parameter that no longer exists: compare as written
         d |= {"preset": exp.preset, "method_args": exp.method_args}
     return json.loads(json.dumps(d, default=list))  # tuples and lists compare equal, as they are stored
@@ -264,7 +358,7 @@ def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = 
                          "--no-resume (resume=False) to discard its checkpoint and start this experiment there, "
                          "or use another run folder (--run-dir)")
     if not resume and write:
-        for name in (CHECKPOINT, "metrics.csv", "eval.csv"):
+        for name in (CHECKPOINT, "metrics.csv", "eval.csv", "selection.csv", "best_model.pt"):
             (run_dir / name).unlink(missing_ok=True)
     return None
 
@@ -280,7 +374,7 @@ def _refuse_foreign(run_dir: Path) -> None:
 
 def _discard_if_empty(run_dir: Path) -> None:
     """After a failure: remove a folder this call created if it holds nothing worth keeping (no checkpoint)."""
-    keep = (CHECKPOINT, MODEL, SCORES, "metrics.csv", "eval.csv")
+    keep = (CHECKPOINT, MODEL, SCORES, "metrics.csv", "eval.csv", "best_model.pt")
     if any((run_dir / name).exists() for name in keep):
         return
     for p in run_dir.iterdir():
@@ -298,14 +392,16 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     if not (run_dir / CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} is not a udalib run folder (no {CONFIG})")
     config = read_config(run_dir / CONFIG)
-    scores = {}
+    scores, selections = {}, {}
     if (run_dir / SCORES).exists():
         try:
-            scores = {k: Scores(**v) for k, v in json.loads((run_dir / SCORES).read_text()).items()}
+            stored = json.loads((run_dir / SCORES).read_text())
+            selections = dict(stored.pop(SELECTIONS, {}))
+            scores = {k: Scores(**v) for k, v in stored.items()}
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"{run_dir / SCORES} is not readable ({str(exc).splitlines()[0]}): move that run "
                              "folder away, or evaluate its model.pt again") from None
-    return Run(run_dir, config, scores)
+    return Run(run_dir, config, scores, selections)
 
 
 def _resolve_init(init: str) -> Path:
@@ -375,9 +471,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
          checkpoint_seconds: float | None, eval_every: int, stop_after: int | None, workers: int,
          amp: bool | None, main: bool) -> Run:
     from .data import eval_loader
-    from .eval.evaluate import evaluate
     from .locks import atomic_write_text
-    from .methods import adapt_batchnorm, build_method
+    from .methods import adapt_batchnorm
     from .models import build_model
     from .models.checkpoint import load_imagenet_init, load_into, load_state_dict_file
     from .train import distributed, fit
@@ -394,8 +489,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         optional = tuple(p for p in getattr(model, "optional_init_prefixes", ())
                          if not any(key.startswith(p) for key in init))
         load_into(model, init, skip_prefixes=optional)
-    method = build_method(exp.method, model, exp.preset, **exp.method_args)
-    method.bn_stats = exp.bn_stats
+    method = exp.build_method(model)
+    method.progress_label = exp.label or run_dir.name  # what the progress bar is called
 
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
@@ -406,17 +501,18 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
 
     def score(dataset, selection: str):
-        return evaluate(method.model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
-                        protocol={"model_selection": selection})
+        return score_set(method.model, dataset, exp, selection, device=device)
 
     def periodic(_method) -> dict:
         return {spec: score(ds, "periodic").miou for spec, ds in eval_sets.items()}
 
+    selector = _selector(exp, eval_sets, score, run_dir, device) if exp.select_every and main else None
     t0 = time.perf_counter()
     fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
         run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds, evaluate=periodic if eval_every else None, eval_every=eval_every,
-        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp)
+        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp,
+        callbacks=(selector,) if selector is not None else ())
     if stop_after is not None and stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:
@@ -426,7 +522,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         return Run(run_dir, exp)
     scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
-    if target is not None and not exp.adabn and exp.bn_stats != "target":
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.model.modules())
+    if target is not None and not exp.adabn and exp.bn_stats != "target" and has_bn:  # (VGG-16 has no BatchNorm)
         # the same weights with BatchNorm statistics of the target alone: training alternates source and target
         # batches, so the running statistics are a mixture of both domains (see notebook 02). Under
         # bn_stats="target" the running statistics already are the target's, and re-estimating them would only
@@ -438,8 +535,62 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     out = {k: v.as_dict() for k, v in scores.items()}
     for v in out.values():
         v["protocol"]["train_seconds"] = round(time.perf_counter() - t0, 1)
+    if selector is not None:
+        from .train.loop import write_csv
+
+        write_csv(run_dir / "selection.csv", selector.history)
+        out[SELECTIONS] = selector.selections()
     atomic_write_text(run_dir / SCORES, json.dumps(out, indent=1))  # last: from now on the run is finished
     return load_run(run_dir)
+
+
+def _selector(exp: Experiment, eval_sets: dict, score, run_dir: Path, device):
+    """The :class:`~udalib.train.select.Selector` of a run with ``select_every``: target val mIoU on
+    :func:`selection_dataset` (target labels) and the validators of :func:`udalib.validate.score_model` on
+    :data:`SELECTION_IMAGES` unlabelled target training images (their list holds no labels; the images alone are
+    passed on)."""
+    from torch.utils.data import Subset
+
+    from .data import eval_loader
+    from .train.select import BEST_MODEL, Selector
+    from .validate import score_model
+
+    labelled = eval_sets[selection_dataset(exp)]
+    images = open_data(exp.target, default_split="train", train=False, exp=exp)
+    n = min(SELECTION_IMAGES, len(images))
+    unlabelled = eval_loader(_ImagesOnly(Subset(images, [i * len(images) // n for i in range(n)])))
+
+    def validate(model) -> dict:
+        return score_model(model, unlabelled, num_classes=exp.num_classes, seed=exp.seed, device=device)
+
+    return Selector(exp.select_every, steps=exp.steps, target_miou=lambda _model: score(labelled, "periodic").miou,
+                    validate=validate, best_path=run_dir / BEST_MODEL)
+
+
+class _ImagesOnly(torch.utils.data.Dataset):
+    """The images of a dataset, without its labels."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i][0]
+def score_set(model: torch.nn.Module, dataset, exp: Experiment, selection: str, *, device="cpu"):
+    """``model``'s :class:`~udalib.eval.metrics.Scores` on ``dataset`` as ``exp`` scores its evaluation sets: under
+    its named ``eval_protocol`` (:func:`~udalib.eval.evaluate.evaluate_protocol`; ``"adaptsegnet"``: the images fed
+    at 1024x512, the main logits upsampled to the full-resolution labels, as AdaptSegNet ``compute_iou.py``), else
+    at the set's own size with ``exp.flip``. ``selection`` says how the checkpoint was chosen."""
+    from .data import eval_loader
+    from .eval.evaluate import evaluate, evaluate_protocol
+
+    if exp.eval_protocol:
+        return evaluate_protocol(model, eval_loader(dataset), exp.num_classes, exp.eval_protocol,
+                                 model_selection=selection, device=device)
+    return evaluate(model, eval_loader(dataset), exp.num_classes, device=device, flip=exp.flip,
+                    protocol={"model_selection": selection})
 
 
 def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kwargs) -> Run:
@@ -548,18 +699,32 @@ def _init_experiment(init: str, runs: Mapping[str, Experiment]) -> Experiment | 
     return None
 
 
+def _selection_spec(r: Run) -> str | None:
+    """The evaluation set a run's selections were scored on (:func:`selection_dataset`), or None without any."""
+    if not r.selections:
+        return None
+    try:
+        return selection_dataset(r.config)
+    except ValueError:
+        return None
+
+
 def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
     """Every finished run under ``root`` as a DataFrame: one row per (run, evaluation set, BatchNorm statistics).
 
     Finished means :func:`is_finished`. ``experiment`` is :func:`group_key` with the runs under ``root`` as the
     inits it looks up: rows that share it are seeds of one experiment. ``evaluated_on`` is the dataset spec and
     ``target_bn`` says whether the scores were taken after re-estimating BatchNorm statistics on target images;
-    ``target`` is the run's target training set (None without one). A folder whose files cannot be read is
-    skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
+    ``target`` is the run's target training set (None without one). The columns ``last``, ``validator:im`` and
+    ``target labels`` hold the mIoU of the step each selection rule picked (:mod:`udalib.train.select`) on the row
+    of the evaluation set it was scored on (runs trained with ``select_every``), NaN elsewhere. A folder whose
+    files cannot be read is skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
     """
     import warnings
 
     import pandas as pd
+
+    from .train.select import RULE_LABELS
 
     root = Path(root) if root is not None else paths.runs_dir()
     runs = []
@@ -575,12 +740,15 @@ def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
     rows = []
     for r in runs:
         group = group_key(r.config, by_name)
+        selected_on = _selection_spec(r)
         for key, s in r.scores.items():
             spec, target_bn = split_target_bn(key)
             rows.append({"run": r.name, "method": r.config.method, "label": r.config.label or r.config.method,
                          "seed": r.config.seed, "steps": r.config.steps, "target": r.config.target,
                          "evaluated_on": spec, "target_bn": target_bn, "miou": s.miou,
-                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group})
+                         "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group,
+                         **{rule: r.selected_miou(rule) if spec == selected_on and not target_bn else float("nan")
+                            for rule in RULE_LABELS}})
     columns = ["run", "method", "label", "seed", "steps", "target", "evaluated_on", "target_bn", "miou", "seconds",
-               "dir", "experiment"]
+               "dir", "experiment", *RULE_LABELS]
     return pd.DataFrame(rows, columns=columns)

@@ -7,6 +7,7 @@ names the field, the value and what is expected.
 
 from __future__ import annotations
 
+import enum
 import math
 import types
 import typing
@@ -26,6 +27,8 @@ def _describe(tp) -> str:
         return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
     if origin in (dict,) or tp is dict:
         return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
     return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -53,6 +56,8 @@ def matches(value, tp) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(matches(v, args[0]) for v in value)
         return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # a string switch (udalib.methods.base.Choice)
+        return isinstance(value, str) and value in {m.value for m in tp}
     if tp is dict or origin is dict:
         return isinstance(value, dict)
     if tp is list or origin is list:
@@ -109,8 +114,6 @@ def check_device(device: str) -> None:
 
 def check_experiment(exp, *, device: bool = True) -> None:
     """Types and ranges of every field of ``exp`` and of its method parameters; raises a one-line ValueError."""
-    from .methods import method_config
-
     check_types(exp, "Experiment field")
     if exp.steps < 0:
         raise ValueError(f"steps={exp.steps}: the number of training steps must be at least 0")
@@ -127,8 +130,32 @@ def check_experiment(exp, *, device: bool = True) -> None:
                          "before training does; leave poly_steps unset or raise it")
     if exp.size is not None and min(exp.size) < 1:
         raise ValueError(f"size={list(exp.size)}: height and width must be at least 1")
+    if exp.eval_protocol is not None:
+        from .eval.evaluate import PROTOCOLS
+
+        if exp.eval_protocol not in PROTOCOLS:
+            raise ValueError(f"eval_protocol={exp.eval_protocol!r} is not a protocol; choose one of "
+                             f"{', '.join(PROTOCOLS)} (or leave it unset)")
+        if exp.flip != PROTOCOLS[exp.eval_protocol].flip:
+            raise ValueError(f"eval_protocol {exp.eval_protocol!r} sets flip={PROTOCOLS[exp.eval_protocol].flip}: "
+                             f"drop flip={exp.flip} (or leave eval_protocol unset)")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
-    check_method_config(method_config(exp.method, exp.preset, **exp.method_args), exp.method)
+    if exp.select_every < 0:
+        raise ValueError(f"select_every={exp.select_every} must be at least 0 (0: off)")
+    if exp.select_every:
+        if not exp.target:
+            raise ValueError("select_every needs unlabelled target images for its validator: give --target "
+                             "(e.g. minicity:target), or set select_every=0")
+        if exp.adabn:
+            raise ValueError("select_every scores checkpoints during training and adabn re-estimates BatchNorm "
+                             "statistics after it: use one of the two")
+        if exp.steps < 1:
+            raise ValueError("select_every needs training steps to select from: set steps of at least 1, or "
+                             "select_every=0")
+        from .experiment import selection_dataset
+
+        selection_dataset(exp)
+    check_method_config(exp.method_config, exp.method)
     if device:
         check_device(exp.device)

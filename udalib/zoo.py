@@ -122,7 +122,13 @@ MINICITY_ROWS = {
     # same updates: CE on source, the MiniCity presets use CE for MLSL too)
     "cbst": lambda seed: adaptation_experiment("cbst", source_experiment(seed)),
     "mlsl": lambda seed: adaptation_experiment("mlsl", source_experiment(seed)),
+    # test-time baselines (notebook 10): no source batch, the source model adapted on target images alone. TENT
+    # trains BatchNorm's affine parameters on the target's entropy; BN-alpha mixes source and target statistics.
+    # Neither has a target weight to set to 0: their control is AdaBN itself
+    "tent": lambda seed: adaptation_experiment("tent", source_experiment(seed)),
+    "bn_alpha": lambda seed: adaptation_experiment("bn_alpha", source_experiment(seed)),
 }
+TEST_TIME_ROWS = ("tent", "bn_alpha")
 
 # Each adaptation row of MINICITY_ROWS -> (its lambda = 0 control, its AdaBN row): the runs it must beat, trained
 # with the same steps, batches, target images, BatchNorm policy and evaluation (tests/test_zoo_controls.py)
@@ -132,7 +138,21 @@ CONTROLS = {
     "adaptsegnet": ("control_adaptsegnet", "adabn"),
     "adaptsegnet_multi": ("control_adaptsegnet", "adabn"),
     "snr_maxsquare": ("control_snr_maxsquare", "adabn_snr"),
+    **{m: ("adabn", "adabn") for m in TEST_TIME_ROWS},  # no target weight: AdaBN is the control
 }
+
+
+def margin_over_controls(method, adabn, control):
+    """A method's margin over the better of its AdaBN run and its lambda = 0 control, ``method - max(adabn,
+    control)``: the gain only its own loss can claim. Element-wise on numbers, arrays or pandas objects (aligned on
+    their labels); where one of the two is missing (NaN), the margin is over the other one (``numpy.fmax``).
+
+    The one definition of the margin of the MiniCity table, the atlas, its case tables, CrossCity and the
+    benchmarks' summaries.
+    """
+    import numpy as np
+
+    return method - np.fmax(adabn, control)
 
 
 # The atlas (benchmarks/minicity_atlas.py, notebook 09 and the "where it works, where it breaks" runs of notebooks

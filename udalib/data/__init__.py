@@ -16,15 +16,18 @@ __all__ = ["IGNORE_INDEX", "SourceBatch", "TargetBatch", "SegmentationList", "Da
 
 def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, train: bool = False,
                  num_classes: int = 19, size: tuple[int, int] | None = None, normalization: str = "imagenet",
-                 cache: bool | None = None, class_set: str | None = None) -> SegmentationList:
+                 cache: bool | None = None, class_set: str | None = None, blur: bool = False) -> SegmentationList:
     """Open ``name``/``split`` for training (``train=True``: random flips) or evaluation.
 
     Names: ``minicity:source``, ``minicity:target``, ``minicity:<city>``, ``minicity:target-<factor>[+...]``
     (the source world with only those shift factors; a build of its own) (generated on first use, under
     ``root`` or ``data/``), and the prepared real datasets ``gta5``, ``synthia``, ``cityscapes``,
     ``nthu:<city>`` under ``root`` (the folder ``data_scripts/`` wrote). Labels are stored as 19-class train
-    ids; ``class_set="16"`` or ``"13"`` maps them to that subset (SYNTHIA, CrossCity).
+    ids; ``class_set="16"`` or ``"13"`` maps them to that subset (SYNTHIA, CrossCity). ``blur`` (training only):
+    the random Gaussian blur of the MaxSquare family (see :class:`SegmentationList`).
     """
+    if blur and not train:
+        raise ValueError("blur is a training augmentation: open the dataset with train=True, or drop blur")
     dataset, _, domain = name.partition(":")
     if dataset == "minicity":
         from . import minicity
@@ -37,7 +40,7 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
         if split not in splits:
             raise ValueError(f"MiniCity {domain} has splits {sorted(splits)}, not {split!r}")
         return SegmentationList(folder, f"lists/{domain}_{split}.txt", num_classes=num_classes, size=size,
-                                class_set=class_set,
+                                class_set=class_set, blur=blur,
                                 hflip=train, normalization=normalization,
                                 cache=True if cache is None else cache, name=f"{name}/{split}")
     if dataset in REAL_DATASETS:
@@ -46,6 +49,6 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
                                "notebooks); see README, 'Real datasets'")
         domain = domain or dataset
         return SegmentationList(Path(root) / dataset, f"lists/{domain}_{split}.txt", num_classes=num_classes,
-                                size=size, class_set=class_set, hflip=train, normalization=normalization,
+                                size=size, class_set=class_set, hflip=train, normalization=normalization, blur=blur,
                                 cache=bool(cache), name=f"{name}/{split}")
     raise ValueError(f"unknown dataset {name!r}; choose minicity:<domain> or one of {', '.join(REAL_DATASETS)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
@@ -76,11 +76,15 @@ class SegmentationList(Dataset):
         normalization: ``"imagenet"`` or ``"caffe"``, see :func:`normalize`.
         cache: keep decoded arrays in memory (MiniCity: a few MB).
         class_set: ``"16"`` or ``"13"`` to map the stored 19-class train ids to that subset (others -> 255).
+        blur: random Gaussian blur of the image (training only; labels untouched): with probability 0.5, PIL's
+            ``GaussianBlur`` with a radius drawn uniformly from [0, 1), as MaxSquare, SNR and UDAclustering do to
+            source and target images (``datasets/cityscapes_Dataset.py`` ``_train_sync_transform``, after the
+            mirror and the resize). Drawn from the item's seed, after the flip's draw.
     """
 
     def __init__(self, root: str | os.PathLike, list_file: str, *, num_classes: int = 19,
                  size: tuple[int, int] | None = None, hflip: bool = False, normalization: str = "imagenet",
-                 cache: bool = False, name: str | None = None, class_set: str | None = None):
+                 cache: bool = False, name: str | None = None, class_set: str | None = None, blur: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist: generate MiniCity with "
@@ -100,7 +104,7 @@ class SegmentationList(Dataset):
         self.labelled = all(len(item) == 2 for item in self.items)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
-        self.num_classes, self.size, self.hflip = num_classes, size, hflip
+        self.num_classes, self.size, self.hflip, self.blur = num_classes, size, hflip, blur
         self.normalization, self.name = normalization, name or f"{self.root.name}:{list_file}"
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
         self.class_set = get_class_set(class_set) if class_set not in (None, "19", 19) else None
@@ -170,9 +174,16 @@ class SegmentationList(Dataset):
         image, label = self.load(index)
         if label is None:
             label = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-        flipped = bool(self.hflip and seed is not None and np.random.default_rng(seed).random() < 0.5)
+        rng = np.random.default_rng(seed) if seed is not None else None
+        flipped = bool(self.hflip and rng is not None and rng.random() < 0.5)
         if flipped:
             image, label = image[:, ::-1], label[:, ::-1]
+        if self.blur and rng is not None:
+            if not self.hflip:
+                rng.random()  # the flip's draw, so that the blur's draws do not depend on hflip
+            if rng.random() < 0.5:
+                blur = ImageFilter.GaussianBlur(radius=rng.random())
+                image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).filter(blur))
         return (normalize(image, self.normalization), torch.from_numpy(np.array(label, dtype=np.int64)),
                 index, flipped)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -15,14 +18,68 @@ from ..data.batch import SourceBatch, TargetBatch
 from ..losses import seg_loss
 
 
+class Choice(enum.StrEnum):
+    """A string switch of a config (``gan``, ``normalization``, ``loss``, ``mode``, ``bn_stats``): its members are
+    ``str`` and equal their values, so YAML recipes, ``--set`` values, stored ``config.json`` files and run keys hold
+    the same strings as before; a config turns a string into its member once, when it is built."""
+
+    @classmethod
+    def choices(cls) -> str:
+        return ", ".join(repr(m.value) for m in cls)
+
+    @classmethod
+    def parse(cls, value, what: str):
+        """``value`` as a member; any other value is a one-line ``ValueError`` that lists the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what}={value!r} is not valid: expected one of {cls.choices()}") from None
+
+
+@functools.cache
+def _choice_fields(config_cls: type) -> tuple[tuple[str, type[Choice]], ...]:
+    hints = typing.get_type_hints(config_cls)
+    return tuple((f.name, hints[f.name]) for f in fields(config_cls)
+                 if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice))
+
+
+def parse_choices(config) -> None:
+    """Turn every :class:`Choice` field of the dataclass instance ``config`` from its string into its member."""
+    for name, choice in _choice_fields(type(config)):
+        setattr(config, name, choice.parse(getattr(config, name), name))
+
+
+class BNStats(Choice):
+    """Which batches update the BatchNorm running statistics (:attr:`Method.bn_stats`)."""
+
+    BOTH = "both"  # source and target batches alike, as in the original code bases
+    TARGET = "target"  # target batches only: the adapted model ends with the target's statistics
+
+
 @dataclass
 class OptimConfig:
     """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
     ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
 
+    # Named departures from the paper defaults (the dataclass defaults), by preset name: {"minicity": {...}}. A
+    # class attribute, not a field; a config inherits its parent's presets unless it names its own. The registry
+    # (udalib.methods.PRESETS) gathers them per method
+    PRESETS: ClassVar[dict[str, dict]] = {}
+
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # True: the backbone steps as in the DeepLab-v2 code bases, whose optimiser lists each backbone tensor 3-4 times
+    # (:class:`ListingSGD`, exact; about 3x the nominal backbone step); False: each tensor once (the full-scale
+    # recipes of those code bases set True)
+    legacy_param_multiplicity: bool = False
+
+
+# MiniCity ("minicity" presets): MiniDeepLab is trained from scratch on a 2-core CPU in a few hundred steps and adapted
+# in 60; every adaptation starts from the multi-level source run (auxiliary CE 0.1) and keeps its auxiliary CE, at
+# one learning rate
+MINICITY_LR = 0.01
+MINICITY_ADAPT = {"lr": MINICITY_LR, "lambda_seg": 0.1}
 
 
 @dataclass
@@ -39,6 +96,9 @@ class MethodConfig(OptimConfig):
     # CE weight of the auxiliary head on source: MaxSquare's --lambda_seg (with --multi True), AdaptSegNet's
     # --lambda-seg; 0 = main head only, and a model without an auxiliary output uses its main head only
     lambda_seg: float = 0.0
+
+    def __post_init__(self):
+        parse_choices(self)
 
 
 class Method(nn.Module):
@@ -57,7 +117,7 @@ class Method(nn.Module):
     # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
-    bn_stats: str = "both"
+    bn_stats: BNStats = BNStats.BOTH
 
     def __init__(self, model: nn.Module, cfg):
         super().__init__()
@@ -66,16 +126,16 @@ class Method(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.configure_model(model)
         if isinstance(cfg, OptimConfig):
-            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+            self.optimizers["model"] = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                           legacy_param_multiplicity=cfg.legacy_param_multiplicity)
 
     def configure_model(self, model: nn.Module) -> None:
         """Checks or settings of the model that must precede its optimiser (which parameters it trains)."""
 
     def source_forward(self, image: Tensor) -> dict[str, Tensor]:
         """The segmenter on a source batch; with ``bn_stats == "target"`` its running statistics stay untouched."""
-        if self.bn_stats not in BN_STATS:
-            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {self.bn_stats!r}")
-        with frozen_running_stats(self.model) if self.bn_stats == "target" else contextlib.nullcontext():
+        bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        with frozen_running_stats(self.model) if bn_stats == BNStats.TARGET else contextlib.nullcontext():
             return self.model(image)
 
     def source_loss(self, out: dict[str, Tensor], src: SourceBatch,
@@ -107,8 +167,6 @@ class Method(nn.Module):
         average_gradients(optimizer)
         optimizer.step()
 
-
-BN_STATS = ("both", "target")
 
 
 @contextlib.contextmanager
@@ -150,13 +208,90 @@ def average_gradients(optimizer: torch.optim.Optimizer) -> None:
         offset += g.numel()
 
 
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """SGD over the model's parameter groups (backbone at ``lr``, heads at ``10 * lr`` where defined)."""
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, *,
+        legacy_param_multiplicity: bool = False) -> torch.optim.Optimizer:
+    """SGD over the model's parameter groups (backbone at ``lr``, heads at ``10 * lr`` where defined).
+
+    ``legacy_param_multiplicity``: the reference's step for a model whose ``optim_groups`` records how many times
+    the reference lists each tensor (DeepLab-v2 ResNet and VGG-16), through :class:`ListingSGD`.
+    """
+    if legacy_param_multiplicity:
+        try:
+            groups = model.optim_groups(lr, legacy_param_multiplicity=True)
+        except (AttributeError, TypeError):
+            raise ValueError(f"legacy_param_multiplicity reproduces the DeepLab-v2 code bases' optimiser groups; "
+                             f"{type(model).__name__} has none: use a deeplabv2* model or set it False") from None
+        return ListingSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if hasattr(model, "optim_groups"):
         groups = model.optim_groups(lr)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "lr_mult": 1.0}]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+class ListingSGD(torch.optim.Optimizer):
+    r"""SGD as PyTorch 1.0 (MaxSquare, SNR, UDAclustering; AdaptSegNet's 0.3/0.4 has the same loop) applies
+    it to a group that lists a tensor :math:`k` times, each tensor here listed once with its ``multiplicity``
+    :math:`k` (the group key; 1 where absent).
+
+    The reference's ``get_1x_lr_params_NOscale`` lists a backbone tensor once per ancestor module, and its SGD
+    (``torch/optim/sgd.py`` of 1.0) runs its per-parameter update once per listing, with the gradient :math:`g` and
+    the momentum buffer :math:`b` shared by all listings of a tensor (one ``state[p]``) and the weight decay
+    added to the gradient in place. Listing :math:`j = 1..k` of one step:
+
+    .. math:: d \leftarrow d + \lambda\, w, \qquad b \leftarrow \mu\, b + d \ (b = d \text{ at the very first
+              listing}), \qquad w \leftarrow w - \eta\, b, \qquad d_0 = g
+
+    so within one step the momentum already compounds (a first step with :math:`k = 3` moves
+    :math:`\approx (1 + (1 + \mu) + (1 + \mu + \mu^2))\,\eta g = 5.6\,\eta g`), the buffer is multiplied by
+    :math:`\mu` :math:`k` times per step (steady state :math:`k\,\eta g / (1 - \mu)`: 3x plain SGD) and the weight
+    decay grows with each listing (on average 2x for :math:`k = 3`). This is exact, not a rescaled lr. PyTorch from
+    1.5 on no longer adds the decay in place, and its multi-tensor path applies the :math:`k` listings with one
+    shared pre-step value: a duplicated list under today's ``torch.optim.SGD`` gives neither the reference's nor a
+    consistent step, hence this class. ``dampening`` 0 and no Nesterov, as in every reference.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+        for group in self.param_groups:
+            k = group.get("multiplicity")
+            if k is not None and (len(k) != len(group["params"]) or any(int(v) != v or v < 1 for v in k)):
+                raise ValueError("multiplicity must hold one integer >= 1 per parameter of its group")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            multiplicity = group.get("multiplicity") or [1] * len(group["params"])
+            live = [(p, int(k)) for p, k in zip(group["params"], multiplicity) if p.grad is not None]
+            # the gradient plus the decay of each listing so far (the reference adds it to p.grad itself; a copy
+            # leaves the gradient as it is); listings run in rounds, each over the tensors listed that often, with
+            # multi-tensor kernels (the same elementwise arithmetic as one tensor at a time)
+            d = {id(p): p.grad.clone() for p, _ in live}
+            for j in range(1, max((k for _, k in live), default=0) + 1):
+                params = [p for p, k in live if k >= j]
+                grads = [d[id(p)] for p in params]
+                if decay:
+                    torch._foreach_add_(grads, params, alpha=decay)
+                if not momentum:
+                    torch._foreach_add_(params, grads, alpha=-lr)
+                    continue
+                going = [p for p in params if "momentum_buffer" in self.state[p]]
+                if going:
+                    bufs = [self.state[p]["momentum_buffer"] for p in going]
+                    torch._foreach_mul_(bufs, momentum)
+                    torch._foreach_add_(bufs, [d[id(p)] for p in going])
+                for p in params:  # the very first listing of a tensor starts its buffer at d
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = d[id(p)].clone()
+                torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
+        return loss
 
 
 def require_attributes(model: nn.Module, method: str, *names: str) -> None:

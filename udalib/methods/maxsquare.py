@@ -19,12 +19,23 @@ from ..losses import (
     seg_loss,
     self_produced_guidance,
 )
-from .base import Method, MethodConfig
+from .base import MINICITY_ADAPT, Choice, Method, MethodConfig
+
+
+class TargetLoss(Choice):
+    """The original ``--target_mode`` (with ``iw_ratio``: its IW form)."""
+
+    MAXSQUARE = "maxsquare"  # maximum squares (with iw_ratio: IW_maxsquare)
+    ENTROPY = "entropy"  # entropy (with iw_ratio: IW_entropy)
+    HARD = "hard"  # confident argmax pseudo-labels (no iw_ratio)
 
 
 @dataclass
 class MaxSquareConfig(MethodConfig):
     TARGET_WEIGHTS = ("lambda_target",)  # the guidance term is weighted by lambda_target too
+    # inherited by the IW and IW+Multi configs and by SNR-MS (SNRMaxSquareConfig); λ_T larger than the paper's, as
+    # MinEnt's (MiniDeepLab adapts in 60 steps)
+    PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_target": 5.0}}
 
     lambda_target: float = 0.1  # λ_T, weight of the target loss; --lambda_target
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
@@ -33,7 +44,7 @@ class MaxSquareConfig(MethodConfig):
     # The seed's --target_mode: "maxsquare" (with iw_ratio: IW_maxsquare), "entropy" (with iw_ratio: IW_entropy)
     # or "hard" (confident argmax pseudo-labels, no iw_ratio). Added after runs existed: at "maxsquare" it leaves
     # the run key as it was (udalib.experiment.METHOD_FIELDS_ADDED_LATER).
-    target_loss: str = "maxsquare"
+    target_loss: TargetLoss = TargetLoss.MAXSQUARE
 
 
 @dataclass
@@ -62,8 +73,6 @@ class MaxSquare(Method):
 
     def __init__(self, model, cfg: MaxSquareConfig | None = None):
         cfg = cfg or MaxSquareConfig()
-        if cfg.target_loss not in TARGET_LOSSES:
-            raise ValueError(f"target_loss must be 'maxsquare', 'entropy' or 'hard', got {cfg.target_loss!r}")
         if cfg.target_loss == "hard" and cfg.iw_ratio is not None:
             raise ValueError("target_loss 'hard' has no image-wise weights: set iw_ratio to None")
         super().__init__(model, cfg)

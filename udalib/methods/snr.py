@@ -27,23 +27,32 @@ from torch import Tensor, nn
 from ..data.batch import SourceBatch
 from ..losses import dual_causality_loss, seg_loss
 from ..losses.clustering import labels_at_feature_grid
+from .base import Choice
 from .maxsquare import MaxSquare, MaxSquareConfig
 from .source_only import SourceOnly, SourceOnlyConfig
 
-MODES = ("paper", "reference")
+
+class SNRMode(Choice):
+    """What the SNR blocks do in training (see the module docstring)."""
+
+    PAPER = "paper"  # the blocks train, with the dual causality loss
+    REFERENCE = "reference"  # as the released code: the blocks keep their initialisation, no causality loss
+
+
+MODES = tuple(SNRMode)
 
 
 @dataclass
 class SNRConfig(SourceOnlyConfig):
     lambda_causality: float = 0.01  # weight of the causality terms (classification code: 0.01); paper mode only
-    mode: str = "paper"  # "paper" | "reference" (see the module docstring)
+    mode: SNRMode = SNRMode.PAPER  # "paper" | "reference" (see the module docstring)
 
 
 @dataclass
 class SNRMaxSquareConfig(MaxSquareConfig):
     # README: solve_gta5.py --backbone deeplabv2_multi_snr --target_mode maxsquare --lambda_target 0.1
     lambda_causality: float = 0.01
-    mode: str = "paper"
+    mode: SNRMode = SNRMode.PAPER
 
 
 class CausalityHeads(nn.Module):
@@ -72,8 +81,6 @@ def _prepare_model(model: nn.Module, cfg) -> None:
     if not hasattr(model, "snr_modules"):
         raise ValueError("the SNR methods need a model with SNR blocks: build 'minideeplab_snr' or "
                          "'deeplabv2_multi_snr' (Experiment(model=...), --model)")
-    if cfg.mode not in MODES:
-        raise ValueError(f"SNR mode must be one of {MODES}, got {cfg.mode!r}")
     model.train_snr = cfg.mode == "paper"  # reference: the SNR blocks stay out of the optimizer
 
 

@@ -13,6 +13,8 @@ from .base import Method, MethodConfig
 
 @dataclass
 class SourceOnlyConfig(MethodConfig):
+    PRESETS = {"minicity": {"lr": 0.05}}  # MiniDeepLab from scratch (SNRConfig inherits it)
+
     lambda_seg: float = 0.1  # weight of the auxiliary head's CE (MaxSquare --multi True); 0 = main head only
 
 

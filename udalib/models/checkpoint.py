@@ -198,7 +198,8 @@ def load_imagenet_init(model: nn.Module, path: str | Path) -> LoadReport:
 
     Raises:
         CheckpointError: a copied key has the wrong shape, or fewer than 90 % of the backbone's
-            parameters and statistics (everything outside the heads) were found in the file.
+            parameters and statistics (everything outside the heads and the model's ``optional_init_prefixes``,
+            the SNR blocks) were found in the file.
 
     Returns:
         LoadReport: ``missing`` = model keys that kept their init, ``unexpected`` = unused file keys.
@@ -213,8 +214,9 @@ def load_imagenet_init(model: nn.Module, path: str | Path) -> LoadReport:
                   if v.shape != target[k].shape]
     if mismatched:
         raise CheckpointError(f"{path}: backbone shapes differ from the model's: {mismatched[:10]}")
-    backbone = [k for k in target
-                if not k.startswith(HEAD_PREFIXES) and not k.endswith(_OPTIONAL_SUFFIX)]
+    extra = tuple(getattr(model, "optional_init_prefixes", ()))  # SNR blocks: not in the ImageNet file, keep their init
+    backbone = [k for k in target if not k.startswith(HEAD_PREFIXES) and not k.endswith(_OPTIONAL_SUFFIX)
+                and not k.startswith(extra)]
     found = sum(k in used for k in backbone)
     if found < IMAGENET_INIT_MIN_FRACTION * len(backbone):
         absent = [k for k in backbone if k not in used]

@@ -19,7 +19,8 @@ Two reference bugs are reproduced knowingly or fixed, each behind a flag (the ``
 * ``legacy_aspp=True`` keeps the ASPP early-return bug (only rates 6 and 12 are summed), because
   every released checkpoint was trained that way;
 * :meth:`DeepLabV2.optim_groups` lists every parameter once, whereas the reference lists backbone
-  tensors 3-4 times; ``legacy_param_multiplicity=True`` approximates the reference's larger step.
+  tensors 3-4 times; ``legacy_param_multiplicity=True`` records each tensor's number of listings, with which
+  :class:`udalib.methods.base.ListingSGD` takes exactly the reference's step.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from torch import Tensor, nn
 BLOCKS_RESNET101 = (3, 4, 23, 3)
 ASPP_RATES = (6, 12, 18, 24)
 HEAD_LR_MULT = 10.0  # DeepLab convention: freshly initialised heads learn 10x faster than the backbone
-LEGACY_BACKBONE_LR_MULT = 3.0  # most backbone tensors appear 3x in the reference's group 0
 
 
 class Bottleneck(nn.Module):
@@ -125,8 +125,23 @@ def upsample_to(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 
 
+def reference_listings(modules: Iterable[nn.Module]) -> dict[int, int]:
+    """How many times the reference's ``get_1x_lr_params_NOscale`` lists each trainable tensor of ``modules``
+    (by ``id``): it walks ``module.modules()`` and calls the recursive ``.parameters()`` on each, so a tensor is
+    listed once per ancestor in the walk (``model/deeplab_multi.py``; ResNet-101: a block's convs and BNs 3 times,
+    ``downsample`` tensors 4 times, the stem ``conv1`` once; VGG-16 ``features`` twice)."""
+    counts: dict[int, int] = {}
+    for module in modules:
+        for sub in module.modules():
+            for p in sub.parameters():
+                if p.requires_grad:
+                    counts[id(p)] = counts.get(id(p), 0) + 1
+    return counts
+
+
 def param_groups(backbone: Iterable[nn.Module], heads: Iterable[nn.Module], lr: float,
-                 backbone_lr_mult: float = 1.0, head_lr_mult: float = HEAD_LR_MULT) -> list[dict]:
+                 backbone_lr_mult: float = 1.0, head_lr_mult: float = HEAD_LR_MULT,
+                 legacy_param_multiplicity: bool = False) -> list[dict]:
     """Two optimizer groups (backbone, heads), each trainable parameter listed exactly once.
 
     The reference ``get_1x_lr_params_NOscale`` walks ``module.modules()`` and then calls the
@@ -134,8 +149,12 @@ def param_groups(backbone: Iterable[nn.Module], heads: Iterable[nn.Module], lr: 
     ``downsample``) and SGD applies its update that many times (``get_1x_lr_params_NOscale``, pytorch#40967). Here each
     tensor appears once. Frozen tensors (``requires_grad=False``) are left out.
 
-    Each group carries ``lr_mult`` so that a poly schedule can set ``lr = base_lr(i) * lr_mult``.
+    Each group carries ``lr_mult`` so that a poly schedule can set ``lr = base_lr(i) * lr_mult``. With
+    ``legacy_param_multiplicity`` each group also carries ``multiplicity``, the reference's number of listings of
+    each of its tensors (:func:`reference_listings` for the backbone, 1 for the heads, which the reference's
+    ``get_10x_lr_params`` lists once), for :class:`udalib.methods.base.ListingSGD`.
     """
+    backbone, heads = list(backbone), list(heads)
     seen: set[int] = set()
 
     def unique_trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
@@ -147,12 +166,17 @@ def param_groups(backbone: Iterable[nn.Module], heads: Iterable[nn.Module], lr: 
                     params.append(p)
         return params
 
-    return [
+    groups = [
         {"name": "backbone", "params": unique_trainable(backbone), "lr": lr * backbone_lr_mult,
          "lr_mult": backbone_lr_mult},
         {"name": "heads", "params": unique_trainable(heads), "lr": lr * head_lr_mult,
          "lr_mult": head_lr_mult},
     ]
+    if legacy_param_multiplicity:
+        listings = reference_listings(backbone)
+        groups[0]["multiplicity"] = [listings[id(p)] for p in groups[0]["params"]]
+        groups[1]["multiplicity"] = [1] * len(groups[1]["params"])
+    return groups
 
 
 class DeepLabV2(nn.Module):
@@ -244,12 +268,10 @@ class DeepLabV2(nn.Module):
     def optim_groups(self, lr: float, legacy_param_multiplicity: bool = False) -> list[dict]:
         """Optimizer groups: backbone at ``lr``, heads at ``10 * lr``; each parameter exactly once.
 
-        ``legacy_param_multiplicity=True`` multiplies the backbone lr by 3 to approximate the
-        reference, whose group 0 lists most backbone tensors 3 times (``conv1.weight`` once,
-        ``downsample`` tensors 4 times), so plain SGD steps them about 3x. The match is approximate:
-        momentum and weight decay of the duplicated entries do not scale exactly linearly and the
-        multiplicity is not uniform. Record which setting produced a number.
+        ``legacy_param_multiplicity=True`` adds each tensor's number of listings in the reference's group 0
+        (``conv1.weight`` once, block tensors 3 times, ``downsample`` tensors 4 times), with which
+        :class:`udalib.methods.base.ListingSGD` reproduces the reference's SGD step exactly (about 3x the nominal
+        backbone step, and more weight decay). Record which setting produced a number.
         """
-        backbone_mult = LEGACY_BACKBONE_LR_MULT if legacy_param_multiplicity else 1.0
         return param_groups(self.backbone_modules(), self.head_modules(), lr,
-                            backbone_lr_mult=backbone_mult)
+                            legacy_param_multiplicity=legacy_param_multiplicity)

@@ -174,5 +174,7 @@ class DeepLabV2SNR(DeepLabV2):
         if self.train_snr:
             extra = param_groups(self.snr_modules(), [], lr)[0]["params"]
             groups[0]["params"] = groups[0]["params"] + extra
+            if "multiplicity" in groups[0]:  # not in the reference's groups: udalib lists them once
+                groups[0]["multiplicity"] = groups[0]["multiplicity"] + [1] * len(extra)
         return groups
 

@@ -87,14 +87,17 @@ class DeepLabV2VGG(nn.Module):
         feat = self.features(x)  # (N, 1024, h, w), stride 8
         return {"out": upsample_to(self.classifier(feat), x.shape[-2:]), "feat": feat}
 
-    def optim_groups(self, lr: float) -> list[dict]:
+    def optim_groups(self, lr: float, legacy_param_multiplicity: bool = False) -> list[dict]:
         """Backbone (``features``) at ``lr`` and head (``classifier``) at ``10 * lr``, each once.
 
         UDAclustering's ``optim_parameters`` gives both groups 1x lr (and lists every backbone
         tensor twice), but its ``poly_lr_scheduler`` overwrites group 1 with 10x lr on every step,
         so the classifier effectively trains at 10x; that is what this returns directly.
+        ``legacy_param_multiplicity=True`` records the two listings of every ``features`` tensor (see
+        :func:`udalib.models.deeplabv2.param_groups`).
         """
-        return param_groups([self.features], [self.classifier], lr)
+        return param_groups([self.features], [self.classifier], lr,
+                            legacy_param_multiplicity=legacy_param_multiplicity)
 
 
 # torchvision vgg16 ``features`` index -> index here: unchanged up to conv4_3 (22); pool4 (23) is

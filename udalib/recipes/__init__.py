@@ -81,9 +81,7 @@ def data_parallel_summary(exp: Experiment, world: int) -> str:
     """What ``world`` data-parallel processes (``torchrun --nproc_per_node``) make of ``exp``: the effective batch,
     the learning rate and the images seen. Each process draws its own batch and the gradients are averaged, so one
     step updates on ``world x batch_size`` images at the recipe's lr, which is not rescaled."""
-    from ..methods import method_config
-
-    lr = method_config(exp.method, exp.preset, **exp.method_args).lr
+    lr = exp.method_config.lr
     batch = world * exp.batch_size
     return (f"{world} processes x batch {exp.batch_size} = effective batch {batch} per step (gradients averaged), "
             f"lr {lr:g} as in the recipe (not rescaled), {exp.steps} steps: {batch * exp.steps} source images "

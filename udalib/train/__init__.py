@@ -2,5 +2,7 @@
 
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
 from .loop import fit, poly_lr, set_lr
+from .select import Selector
 
-__all__ = ["fit", "poly_lr", "set_lr", "CheckpointError", "atomic_save", "load_checkpoint", "save_checkpoint"]
+__all__ = ["fit", "Selector", "poly_lr", "set_lr", "CheckpointError", "atomic_save", "load_checkpoint",
+           "save_checkpoint"]

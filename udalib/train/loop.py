@@ -74,7 +74,9 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     ``channels_last`` default to on for CUDA only, where ``cudnn.benchmark`` is switched on too
     (``benchmarks/train_throughput.py`` measures this fast path against a plain fp32 loop). Under
     ``torchrun`` each process draws its own slice of the data, gradients are averaged and BatchNorm buffers
-    are kept in sync; only rank 0 writes files.
+    are kept in sync; only rank 0 writes files. ``callbacks`` are called as ``cb(i, method, logs)`` after every
+    step ``i`` (from 0), before that step's checkpoint; one with ``state_dict``/``load_state_dict`` (e.g.
+    :class:`udalib.train.select.Selector`) has its state kept in the checkpoint and restored on resume.
     """
     device = torch.device(device)
     rank, world = distributed.setup(device)
@@ -96,6 +98,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
             raise ValueError(f"{run_dir / CHECKPOINT} is from a run of {state.get('steps')} steps, not {steps}: "
                              "pass resume=False (or another run_dir) to start afresh")
         torch.set_rng_state(state["rng"])
+        _load_callback_states(callbacks, state.get("callbacks", {}), run_dir / CHECKPOINT)
 
     uses_target = method.uses_target and target is not None
     src_iter = stream(source, batch_size, seed=seed, start=start, workers=workers, rank=rank, world=world,
@@ -111,14 +114,16 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     def save(step: int) -> None:
         if run_dir is not None and is_main:
             save_checkpoint(run_dir / CHECKPOINT, method, step=step, steps=steps, rows=rows,
-                            eval_rows=eval_rows, rng=torch.get_rng_state())
+                            eval_rows=eval_rows, rng=torch.get_rng_state(),
+                            callbacks={k: cb.state_dict() for k, cb in enumerate(callbacks)
+                                       if hasattr(cb, "state_dict")})
             saved.update(step=step, time=time.monotonic())
 
     bar = None
     if progress and is_main and end > start:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=end - start, desc=type(method).__name__, leave=False)
+        bar = tqdm(total=end - start, desc=getattr(method, "progress_label", "") or type(method).__name__, leave=False)
     t0 = time.perf_counter()
     for i in range(start, end):
         if uses_target and i in round_starts:
@@ -147,11 +152,11 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         if evaluate is not None and eval_every and (i + 1) % eval_every == 0 and i + 1 < steps and is_main:
             eval_rows.append({"step": i + 1, **evaluate(method)})
             method.train()
+        for cb in callbacks:  # before the checkpoint of this step, so that it holds what they did at this step
+            cb(i, method, logs)
         if (checkpoint_every and (i + 1) % checkpoint_every == 0) or (
                 checkpoint_seconds and i + 1 < end and time.monotonic() - saved["time"] >= checkpoint_seconds):
             save(i + 1)
-        for cb in callbacks:
-            cb(i, method, logs)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -164,6 +169,16 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         write_csv(run_dir / "metrics.csv", rows)
         write_csv(run_dir / "eval.csv", eval_rows)
     return rows
+
+
+def _load_callback_states(callbacks, states: dict, path: Path) -> None:
+    """Give each callback with a ``load_state_dict`` the state the checkpoint kept for it (by position)."""
+    for k, cb in enumerate(callbacks):
+        if hasattr(cb, "load_state_dict"):
+            if k not in states:
+                raise ValueError(f"{path} holds no state for callback {k} ({type(cb).__name__}): it was written by "
+                                 "a run without it; pass resume=False (or another run_dir) to start afresh")
+            cb.load_state_dict(states[k])
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -96,14 +96,29 @@ def iou_bars(scores: Mapping[str, object], *, title: str = "per-class IoU (%)") 
     ax.set_title(title)
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
+    _legend_below(fig, ax, df["result"].nunique())
     return fig
+
+
+def _legend_below(fig: Figure, ax, entries: int) -> None:
+    """The axes' legend moved under the figure, outside the axes, so that it covers no bar."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ncol = min(entries, 6)
+    rows = -(-entries // ncol)
+    extra = 0.25 * rows + 0.1  # inches of figure added under the axes for the legend
+    fig.set_figheight(fig.get_figheight() + extra)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, extra / fig.get_figheight(), 1, 1))
 
 
 @torch.no_grad()
 def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Sequence[int], *,
-                     normalization: str = "imagenet", class_ids: Sequence[int] | None = None) -> Figure:
-    """Rows: images; columns: image, ground truth, then each named model's prediction."""
+                     normalization: str = "imagenet", class_ids: Sequence[int] | None = None,
+                     title: str = "") -> Figure:
+    """Rows: images; columns: image, ground truth, then each named model's prediction; ``title`` above them all
+    (e.g. which domain the images come from)."""
     cols = 2 + len(models)
     fig, axes = plt.subplots(len(indices), cols, figsize=(2.4 * cols, 1.4 * len(indices) + 0.6), squeeze=False)
     for r, idx in enumerate(indices):
@@ -124,6 +139,8 @@ def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Se
     axes[0, 1].set_title("ground truth", fontsize=9)
     if class_ids is not None:
         fig.legend(handles=legend_handles(class_ids), loc="lower center", ncol=min(len(class_ids), 9), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07 if class_ids is not None else 0, 1, 1))
     return fig
 
@@ -331,20 +348,53 @@ def domain_separability(styles: Mapping[str, np.ndarray]) -> float:
     return 100.0 * correct / len(data)
 
 
-def style_scatter(panels: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
-    """One panel per feature kind: the per-image style vectors of each domain, projected on their first two
-    principal components (computed per panel), with the nearest-centroid domain accuracy in the title."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, styles) in zip(axes[0], panels.items()):
+def style_scatter(panels: Mapping[str, Mapping[str, np.ndarray]], *, shared_axes: bool = True) -> Figure:
+    """One panel per feature kind: the per-image style vectors of each domain projected on two principal axes, with
+    the nearest-centroid domain accuracy and the spread (root-mean-square distance of the images to their mean) in
+    the title.
+
+    ``shared_axes``: every panel is centred on its own median (a few odd images do not move the rest) and projected
+    on the first panel's two principal axes, within the first panel's limits, so that the spreads compare at a
+    glance (a panel whose styles collapse shows one spot); points beyond the limits are drawn at the edge (as
+    triangles) and counted in the title. Panels of another dimension, or all of them with ``shared_axes=False``,
+    use their own axes and limits."""
+    items = list(panels.items())
+    first = np.concatenate(list(items[0][1].values()))
+    _, _, first_vt = np.linalg.svd(first - first.mean(axis=0), full_matrices=False)
+    first_xy = (first - np.median(first, axis=0)) @ first_vt[:2].T
+    pad = 0.08 * (first_xy.max(axis=0) - first_xy.min(axis=0) + 1e-12)
+    first_lim = (first_xy.min(axis=0) - pad, first_xy.max(axis=0) + pad)
+    fig, axes = plt.subplots(1, len(items), figsize=(4.2 * len(items), 4.0), squeeze=False)
+    for ax, (title, styles) in zip(axes[0], items):
         data = np.concatenate(list(styles.values()))
-        centred = data - data.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        for name, s in styles.items():
-            xy = (s - data.mean(axis=0)) @ vt[:2].T
-            ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.7, label=name)
-        ax.set_title(f"{title}\ndomain told apart: {domain_separability(styles):.0f}%", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        mean = data.mean(axis=0)
+        centre = np.median(data, axis=0)
+        shared = shared_axes and data.shape[1] == first.shape[1]
+        if shared:
+            vt, (lo, hi) = first_vt, first_lim
+        else:
+            _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
+            xy = (data - mean) @ vt[:2].T
+            margin = 0.08 * (xy.max(axis=0) - xy.min(axis=0) + 1e-12)
+            lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+        outside = 0
+        for colour, (name, st) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, styles.items()):
+            xy = (st - (centre if shared else mean)) @ vt[:2].T
+            out = ((xy < lo) | (xy > hi)).any(axis=1)
+            outside += int(out.sum())
+            inside = np.clip(xy, lo, hi)
+            ax.scatter(inside[~out, 0], inside[~out, 1], s=8, alpha=0.7, color=colour, label=name)
+            ax.scatter(inside[out, 0], inside[out, 1], s=14, alpha=0.9, color=colour, marker="^")
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        spread = float(np.sqrt(((data - mean) ** 2).sum(axis=1).mean()))
+        beyond = f", {outside} beyond the view (▲ at the edge)" if outside else ""
+        ax.set_title(f"{title}\ndomain told apart: {domain_separability(styles):.0f}%, spread {spread:.2g}{beyond}",
+                     fontsize=9)
+        which = "of the first panel" if shared and ax is not axes[0][0] else ""
+        ax.set_xlabel(f"principal axis 1 {which}".strip(), fontsize=8)
+        ax.set_ylabel(f"principal axis 2 {which}".strip(), fontsize=8)
+        ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -390,11 +440,14 @@ def cosine_similarity_matrix(centroids: np.ndarray) -> np.ndarray:
 
 
 def similarity_heatmaps(matrices: Mapping[str, np.ndarray], class_ids: Sequence[int]) -> Figure:
-    """Centroid cosine-similarity matrices side by side, with the mean off-diagonal similarity in each title."""
+    """Centroid cosine-similarity matrices side by side, with the mean off-diagonal similarity in each title. A class
+    with no pixel in the sample (a NaN centroid) has no similarity: its row reads "no pixels of this class"."""
     names = [CITYSCAPES_CLASSES[c] for c in class_ids]
-    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.4 * len(matrices), 3.8), squeeze=False, layout="constrained")
     for ax, (title, m) in zip(axes[0], matrices.items()):
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in np.flatnonzero(np.isnan(np.asarray(m, dtype=float)).all(axis=1)):
+            ax.text((len(m) - 1) / 2, i, "no pixels of this class", ha="center", va="center", fontsize=7)
         off = m[~np.eye(len(m), dtype=bool)]
         ax.set_title(f"{title}\nmean off-diagonal cosine {np.nanmean(off):.2f}", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
@@ -533,23 +586,45 @@ def class_iou_bars(long, *, order: Sequence[str] | None = None, title: str = "pe
     ax.set_title(title)
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    _legend_below(fig, ax, len(order) if order is not None else long["name"].nunique())
     return fig
 
 
-def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None = None) -> Figure:
+def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None = None,
+                limits: tuple[float, float] | None = None, cap: float | None = None) -> Figure:
     """Method x class heat map of a DataFrame (rows: methods, columns: classes), every cell annotated; NaN cells
-    stay blank. ``center`` (e.g. 0 for gains over a baseline) switches to a diverging colour map around it."""
+    stay blank.
+
+    The colour scale is fitted to the data (its smallest to its largest value), so that differences of a few points
+    show; ``limits`` fixes it instead (e.g. ``(0, 100)``). ``center`` (e.g. 0 for gains over a baseline) switches to
+    a diverging colour map symmetric around it, out to the largest distance from it or to ``cap`` if that is
+    smaller: cells beyond ``cap`` take the end colours (the colour bar's arrows mark them; their text gives the
+    value), so that one row of large changes does not wash out the small ones."""
     import seaborn as sns
 
     data = table.astype(float)
-    fig, ax = plt.subplots(figsize=(0.75 * data.shape[1] + 3, 0.38 * data.shape[0] + 1.6))
-    kwargs = {"cmap": "RdBu", "center": center} if center is not None else {"cmap": "viridis", "vmin": 0, "vmax": 100}
-    sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 7}, ax=ax, **kwargs)
+    values = data.to_numpy()
+    finite = values[np.isfinite(values)]
+    if cap is not None and cap <= 0:
+        raise ValueError(f"cap (the largest distance from center that gets its own colour) must be > 0, got {cap}")
+    extend = "neither"
+    if center is not None:
+        reach = float(np.abs(finite - center).max()) if finite.size else 1.0
+        lim = max(reach, 1e-9) if cap is None else min(cap, max(reach, 1e-9))
+        if reach > lim:
+            extend = "both"
+        kwargs = {"cmap": "RdBu", "center": center, "vmin": center - lim, "vmax": center + lim}
+    else:
+        lo, hi = limits if limits is not None else ((finite.min(), finite.max()) if finite.size else (0.0, 100.0))
+        kwargs = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+    fig, ax = plt.subplots(figsize=(0.85 * data.shape[1] + 3, 0.42 * data.shape[0] + 1.8))
+    sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 8}, ax=ax, cbar_kws={"extend": extend},
+                **kwargs)
     ax.set_title(title)
     ax.set_xlabel("")
     ax.set_ylabel("")
+    ax.tick_params(axis="y", rotation=0)  # row names side by side, never stacked into one another
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     return fig
 

@@ -191,16 +191,49 @@ def leaderboard(groups: Groups, dataset: str = "minicity:target/val", *, class_s
     return table
 
 
+def selection_board(groups: Groups, dataset: str = "minicity:target/val", *, seeds: Sequence[int] | None = None):
+    """Target mIoU (%) on ``dataset`` of the checkpoint each selection rule picks, mean and sample standard deviation
+    over the selected seeds: one row per group, columns ``last``, ``IM-selected (no target labels)`` and
+    ``target-selected (uses target labels)`` (:data:`udalib.train.select.RULE_LABELS`), each with its ``<name> std``.
+
+    Only runs trained with ``select_every`` (and scored on ``dataset`` there) have these numbers; other groups get
+    NaN. :func:`with_spread` turns it into ``"mean ± std"`` text.
+    """
+    import pandas as pd
+
+    from ..experiment import selection_dataset
+    from ..train.select import RULE_LABELS
+
+    def picked(r: Run, rule: str) -> float:
+        try:
+            on = selection_dataset(r.config) if r.selections else None
+        except ValueError:
+            on = None
+        return r.selected_miou(rule) if on == dataset else math.nan
+
+    rows = {}
+    for name, runs in groups.items():
+        row = {}
+        for rule, label in RULE_LABELS.items():
+            v = [x for x in (picked(r, rule) for r in _select(runs, seeds)) if not math.isnan(x)]
+            row[label] = np.mean(v) if v else math.nan
+            row[f"{label} std"] = np.std(v, ddof=1) if len(v) > 1 else math.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def with_spread(board, digits: int = 1):
-    """A :func:`leaderboard` for reading: each mean and its standard deviation as one ``"mean ± std"`` text column
-    (just the mean for one seed, empty where there is no number)."""
+    """A :func:`leaderboard` (or :func:`selection_board`) for reading: each mean and its standard deviation as one
+    ``"mean ± std"`` text column (just the mean for one seed, empty where there is no number)."""
     def pm(mean: float, std: float) -> str:
         if math.isnan(mean):
             return ""
         return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
     out = board.copy()
-    for mean, std in (("mIoU", "std"), ("target BN mIoU", "target BN std")):
+    pairs = [("mIoU", "std"), ("target BN mIoU", "target BN std")]
+    pairs += [(c, f"{c} std") for c in board.columns if f"{c} std" in board.columns and c != "target BN mIoU"]
+    for mean, std in pairs:
         if mean in out:
             out[mean] = [pm(m, s) for m, s in zip(out[mean], out[std])]
             out = out.drop(columns=std)
@@ -303,7 +336,7 @@ def control_margins(df, by: Sequence[str] = ()):
     """
     import pandas as pd
 
-    from ..zoo import CONTROLS
+    from ..zoo import CONTROLS, margin_over_controls
 
     keys = [*by, "seed"]
     wide = df.pivot_table(index=keys, columns="method", values="target_miou")
@@ -311,8 +344,9 @@ def control_margins(df, by: Sequence[str] = ()):
     for method, controls in CONTROLS.items():
         if method not in wide.columns or not all(c in wide.columns for c in controls):
             continue
-        part = wide[[method, *controls]].dropna()
-        margin = part[method] - part[list(controls)].max(axis=1)
+        part = wide[list(dict.fromkeys([method, *controls]))].dropna()  # a test-time row: AdaBN is its control too
+        control, adabn = controls
+        margin = margin_over_controls(part[method], part[adabn], part[control])
         out.append(pd.DataFrame({"method": method, "target_miou": part[method], "margin": margin}).reset_index())
     if not out:
         return pd.DataFrame(columns=[*keys, "method", "target_miou", "margin"])
@@ -402,10 +436,12 @@ def case_table(runs: Mapping[str, Run], dataset: str):
     and the last run's margin over the better of ``"AdaBN"`` and ``"control"``, class by class."""
     import pandas as pd
 
+    from ..zoo import margin_over_controls
+
     table = pd.DataFrame({name: r.scores[dataset].table()["IoU (%)"] for name, r in runs.items()}).dropna(how="all")
     table.loc["mIoU"] = [r.miou(dataset) for r in runs.values()]
     method = list(runs)[-1]
-    table["margin"] = table[method] - table[["AdaBN", "control"]].max(axis=1)
+    table["margin"] = margin_over_controls(table[method], table["AdaBN"], table["control"])
     return table.round(1)
 
 
@@ -421,7 +457,7 @@ def atlas_case_table(row: str, factor: str, df=None):
     then averaged (so the mIoU row's margin is the atlas's margin)."""
     import pandas as pd
 
-    from ..zoo import CONTROLS
+    from ..zoo import CONTROLS, margin_over_controls
 
     if df is None:
         if not ATLAS_TABLE.is_file():
@@ -440,7 +476,7 @@ def atlas_case_table(row: str, factor: str, df=None):
     seeds = sorted(set.intersection(*(set(values.loc[m].index) for m in names)))
     per_seed = {names[m]: values.loc[m].loc[seeds] for m in names}
     table = pd.DataFrame({name: v.mean() for name, v in per_seed.items()})
-    table["margin"] = (per_seed[row] - np.maximum(per_seed["AdaBN"], per_seed["control"])).mean()
+    table["margin"] = margin_over_controls(per_seed[row], per_seed["AdaBN"], per_seed["control"]).mean()
     table.index.name = "class"
     return table.round(1)
 
