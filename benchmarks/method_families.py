@@ -18,7 +18,7 @@ cudnn.benchmark); on CPU in fp32. Self-training families run one round here (``r
 depend on the round), so ``fit`` calls the pseudo-labelling pass once before the first step; the pass is then
 timed again on its own (the second pass: cuDNN tuned, the spatial prior already computed) and reported per target
 image. The pass runs as ``fit`` calls it, outside the step's autocast. ``--size`` scales every image (and MLSL's
-patches) by the same factor.
+patches, inference size and training crops) by the same factor.
 
 Per family: seconds per step after ``--warmup`` untimed steps, images per second (source and target images of a
 step), peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident set size), and
@@ -108,6 +108,9 @@ def measure(family: str, args) -> dict:
         method_args["rounds"] = 1  # one pass before the first step; the steps are the same in every round
         if method_args.get("patches"):
             method_args["patch_size"] = scaled(tuple(method_args.get("patch_size", (512, 512))), args.size)
+        for key in ("infer_size", "crop_size"):  # MLSL's inference at 2048 wide and crops of 500, scaled alike
+            if method_args.get(key):
+                method_args[key] = scaled((method_args[key], method_args[key]), args.size)[0]
     torch.manual_seed(0)
     model = build_model(exp.model, exp.num_classes, **exp.model_args)  # random init: no checkpoint is read
     method = build_method(exp.method, model, exp.preset, **method_args)

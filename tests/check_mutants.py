@@ -3,6 +3,7 @@ weight, a swapped head) to the methods' code, run ``tests/test_method_objectives
 and expect it to fail.
 
     python tests/check_mutants.py            # every mutant; exits 1 if any survives
+    python tests/check_mutants.py self_training   # only the mutants of files whose path contains the word
 
 Each file is restored after its run (also on Ctrl-C). Not part of ``make test``: it edits the package's sources.
 """
@@ -21,6 +22,7 @@ CONTROLS = ("tests/test_methods.py", "-k", "control")  # the lambda = 0 controls
 V, TV = "udalib/validate.py", ("tests/test_validate.py",)
 T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
+TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
 
 # (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
@@ -91,6 +93,26 @@ MUTANTS = [
     (M + "self_training.py", "self.source_loss(out_s, src, main_loss=self._seg)", "self.source_loss(out_s, src)"),
     (M + "self_training.py", "self._weak(out_s, src.label) + self._weak(out_t, pseudo)",
      "self._weak(out_s, src.label)"),
+    # self-training at full scale (MLSL's geometry, lr per round, fc 512 head, labels on disk)
+    (M + "self_training.py", "h, w = images.shape[-2:]\n            ph, pw", "h, w = loaded\n            ph, pw", TF),
+    (M + "self_training.py", 'size=size, mode="bicubic"', 'size=size, mode="bilinear"', TF),
+    (M + "self_training.py", "1.0 / math.sqrt(2) ** r", "1.0 / math.sqrt(2) ** (r + 1)", TF),
+    (M + "self_training.py", "nn.Sequential(nn.Linear(model.feat_channels, 512), nn.Linear(512, model.num_classes))",
+     "nn.Linear(model.feat_channels, model.num_classes)", TF),
+    (M + "self_training.py", "float(torch.rand(1)) < q", "float(torch.rand(1)) < 0.5", TF),
+    (M + "self_training.py", 'seg_loss(out["aux"], source_only)', 'seg_loss(out["aux"], label)', TF),
+    (M + "self_training.py", "l_weak = self._weak(out, label)", "l_weak = self._weak(out, source_only)", TF),
+    (M + "self_training.py", "n * h * w > DISK_BYTES", "n * h * w > DISK_BYTES + 10**9", TF),
+    (M + "self_training.py", "        if self.label_file.numel():\n            self._disk_labels = self._open_labels(",
+     "        if False:\n            self._disk_labels = self._open_labels(", TF),
+    (L + "self_training.py", 'kind="stable")[:number]', 'kind="stable")[::-1][:number]', TF),
+    (L + "self_training.py", "chosen = [int(c) for c in priority if int(c) in present] or [int(c) for c in mine_ids",
+     "chosen = [int(c) for c in mine_ids if int(c) in present] or [int(c) for c in priority", TF),
+    (L + "self_training.py", "return int(rows[k]), int(cols[k]), cls", "return int(rows[k]) + half, int(cols[k]), cls",
+     TF),
+    (L + "self_training.py", "np.random.RandomState(seed).choice(", "np.random.RandomState(seed + 1).choice(", TF),
+    (L + "self_training.py", "hi = int(scale_range[0] * origin), int(scale_range[1] * origin)",
+     "hi = int(scale_range[0] * origin), int(scale_range[1] * origin) - 100", TF),
     # label-free validators (tests/test_validate.py)
     (V, "return float(-_entropy(_rows(probs)).mean())", "return float(_entropy(_rows(probs)).mean())", TV),
     (V, "return -torch.special.xlogy(rows, rows).sum(dim=-1)", "return -torch.special.xlogy(rows, rows).mean(dim=-1)",
@@ -132,7 +154,8 @@ MUTANTS = [
 
 def main() -> int:
     survivors = []
-    for path, old, new, *tests in MUTANTS:
+    chosen = [m for m in MUTANTS if all(word in m[0] for word in sys.argv[1:])]
+    for path, old, new, *tests in chosen:
         file = ROOT / path
         text = file.read_text()
         if old not in text:
@@ -149,7 +172,7 @@ def main() -> int:
         print(f"{status:8s} {path}: {old.splitlines()[0]!r} -> {new.splitlines()[0]!r}", flush=True)
         if rc == 0:
             survivors.append((path, old))
-    print(f"{len(MUTANTS) - len(survivors)}/{len(MUTANTS)} mutants killed")
+    print(f"{len(chosen) - len(survivors)}/{len(chosen)} mutants killed")
     return 1 if survivors else 0
 
 

@@ -28,6 +28,13 @@ UDACLUSTERING_ROUND = 2 * 2476  # the same formula over UDAclustering's 2475-ima
 MAXSQUARE_ADAPT = dict(model="deeplabv2_multi", num_classes=19, batch_size=1, source="gta5/train@720x1280",
                        target="cityscapes/train@512x1024", flip=True, weight_decay=5e-4, poly_steps=None)
 
+# DeepLab-v2 at its lr (MLSL: --base-lr 1e-4 for ResNet-38) with MLSL's fixed lr per round.
+# MLSL solve_AO.py round list: 2975 Cityscapes images + int(24966 x src_port) GTA5 images, src_port 0.03 + 0.0025 r
+MLSL_ROUNDS_IMAGES = sum(2975 + int(24966 * (0.03 + 0.0025 * r)) for r in range(6))
+# the geometry flags shared by the three MLSL / CBST commands (--test-scales 2048 --crop-size 500 ...)
+MLSL_GEOMETRY = dict(lr=2.5e-4, lr_policy="round", infer_size=2048, crop_size=500, scale_range=(0.7, 1.3),
+                     origin_size=2048, raw_size=(1914, 2048), mine_port=0.8, mine_ids=3, mine_thresh=0.001,
+                     src_port=0.03, src_port_step=0.0025, src_port_max=0.06)
 # evaluate_cityscapes.py: Cityscapes val fed at 1024x512, the main output upsampled to 2048x1024, no flip;
 # compute_iou.py: IoU against the full-resolution gtFine labels
 ADAPTSEGNET_EVAL = dict(evaluate_on=("cityscapes/valfull",), eval_protocol="adaptsegnet", flip=False)
@@ -186,27 +193,29 @@ CASES = [
         lambda_cluster=5e-2, lambda_ortho=5e-2, lambda_sparse=2e-2, lambda_entropy=1e-2, iw_ratio=0.2),
         id="udaclustering:synthia-vgg16"),
 
-    # ---- MLSL README (seeds/004), "MLSL(SISC)": issegm/solve_AO.py --num-round 6 --batch-images 2
-    #   --init-tgt-port 0.15 --kc-policy cb --with-prior True ... (MLSL solve_AO.py: +0.05 per round up to 0.5, epr = 2
-    #   epochs per round; OHEM loss; 25 SI patches of 512x512; flip-averaged target predictions (method.flip));
-    #   evaluate.py --test-flipping (exp.flip).
-    # udalib: DeepLab-v2 at its lr for ResNet-38, epochs over the 2975 Cityscapes train images
+    # ---- MLSL README (seeds/004), "MLSL(SISC)": issegm/solve_AO.py --num-round 6 --test-scales 2048
+    #   --scale-rate-range 0.7,1.3 --batch-images 2 --crop-size 500 --origin-size-tgt 2048 --init-tgt-port 0.15
+    #   --init-src-port 0.03 --seed-int 0 --mine-port 0.8 --mine-id-number 3 --mine-thresh 0.001 --base-lr 1e-4
+    #   --to-epoch 2 --kc-policy cb --with-prior True (solve_AO.py: tgt +0.05 per round up to 0.5, src +0.0025 up to
+    #   0.06, lr / sqrt 2 per round, epr = 2 epochs per round over the source subset + the target list; OHEM loss;
+    #   25 SI patches of 512x512; flip-averaged target predictions (method.flip)); evaluate.py --test-flipping.
+    # udalib: DeepLab-v2, epochs over the 2975 Cityscapes train images + int(24966 x src_port) GTA5 images
     pytest.param("gta5_mlsl", dict(
-        method="mlsl", rounds=6, batch_size=2, steps=6 * 2 * (2975 // 2), tgt_port=0.15, tgt_port_step=0.05,
+        method="mlsl", rounds=6, batch_size=2, steps=MLSL_ROUNDS_IMAGES * 2 // 2, tgt_port=0.15, tgt_port_step=0.05,
         tgt_port_max=0.5, spatial_prior=True, loss="ohem", patches=25, patch_size=(512, 512), weak_labels=False,
-        **{"method.flip": True, "exp.flip": True}, num_classes=19, source="gta5/train@720x1280",
+        **MLSL_GEOMETRY, **{"method.flip": True, "exp.flip": True}, num_classes=19, source="gta5/train@720x1280",
         target="cityscapes/train@512x1024", init="GTA5_source.pth"), id="mlsl:sisc"),
-    # "MLSL(SISC-PWL)": issegm1/solve_AO.py --num-round 6 --batch-images 1 --init-tgt-port 0.15 --kc-policy cb
-    #   --with-prior True (plain CE + the pseudo-weak-label head, no SI patches)
+    # "MLSL(SISC-PWL)": issegm1/solve_AO.py, the same flags with --batch-images 1 (plain CE + the pseudo-weak-label
+    #   head: pool -> fc 512 -> fc 19, util1/symbol/resnet_v2.py rn_top_1; no SI patches)
     pytest.param("gta5_mlsl_pwl", dict(
-        method="mlsl", rounds=6, batch_size=1, steps=6 * 2 * 2975, tgt_port=0.15, spatial_prior=True, loss="ce",
-        patches=0, weak_labels=True, **{"method.flip": True, "exp.flip": True}, num_classes=19,
-        init="GTA5_source.pth"), id="mlsl:sisc-pwl"),
+        method="mlsl", rounds=6, batch_size=1, steps=MLSL_ROUNDS_IMAGES * 2, tgt_port=0.15, spatial_prior=True,
+        loss="ce", patches=0, weak_labels=True, weak_head="fc512", **MLSL_GEOMETRY,
+        **{"method.flip": True, "exp.flip": True}, num_classes=19, init="GTA5_source.pth"), id="mlsl:sisc-pwl"),
     # CBST (the README's "This code is based on CBST"): the SISC command without SI patches, plain CE
     pytest.param("gta5_cbst", dict(
-        method="cbst", rounds=6, batch_size=2, steps=6 * 2 * (2975 // 2), tgt_port=0.15, spatial_prior=True,
-        loss="ce", patches=0, weak_labels=False, **{"method.flip": True, "exp.flip": True}, num_classes=19,
-        init="GTA5_source.pth"), id="mlsl:cbst"),
+        method="cbst", rounds=6, batch_size=2, steps=MLSL_ROUNDS_IMAGES * 2 // 2, tgt_port=0.15, spatial_prior=True,
+        loss="ce", patches=0, weak_labels=False, **MLSL_GEOMETRY, **{"method.flip": True, "exp.flip": True},
+        num_classes=19, init="GTA5_source.pth"), id="mlsl:cbst"),
 ]
 
 EXPERIMENT_PATHS = ("init", "pretrained")  # compared by file name: the folder is the user's --data-root

@@ -38,8 +38,12 @@ SELECTIONS = "selections"
 TARGET_BN = " | target BN"
 # Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
 # earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
-METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): the seed's other --target_mode
-                             "legacy_param_multiplicity")  # OptimConfig: the DeepLab-v2 code bases' backbone step
+METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): MaxSquare's other --target_mode
+                             "legacy_param_multiplicity",  # OptimConfig: the DeepLab-v2 code bases' backbone step
+                             # CBSTConfig / MLSLConfig: the full-scale geometry and schedule of MLSL
+                             "infer_size", "crop_size", "scale_range", "origin_size", "raw_size", "mine_port",
+                             "mine_ids", "mine_thresh", "src_port", "src_port_step", "src_port_max", "lr_policy",
+                             "weak_head")
 
 
 def split_target_bn(key: str) -> tuple[str, bool]:
@@ -491,6 +495,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     source = open_data(exp.source, default_split="train", train=True, exp=exp)
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
     eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
+    if hasattr(method, "bind"):  # self-training: the source set of its source portion, the folder of its labels
+        method.bind(source, target, run_dir)
     if main:  # every check passed and every dataset opened: only now is the folder this experiment's
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
 

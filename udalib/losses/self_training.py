@@ -209,3 +209,93 @@ def cbst_schedule(round_index: int, *, tgt_port: float = 0.15, tgt_step: float =
         tgt = tgt + tgt_step if tgt < tgt_max - 1e-9 else tgt
         src = src + src_step if src < src_max - 1e-9 else src
     return {"tgt_port": round(tgt, 6), "src_port": round(src, 6), "lr": lr / math.sqrt(2) ** round_index}
+
+
+# ------------------------------------------------------------------------------ training crops and source portion
+def class_sizes(confidences: list[np.ndarray], *, extra_zero: bool = True) -> np.ndarray:
+    """``cls_size`` of ``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py`` (lines 985-993): the length of each class's
+    confidence list (its extra 0.0 included) for the classes predicted at least once, 0 for the others."""
+    floor = 1 if extra_zero else 0
+    return np.array([len(conf) if len(conf) > floor else 0 for conf in confidences], dtype=np.float64)
+
+
+def mine_classes(sizes: np.ndarray, number: int = 3, thresh: float = 0.001) -> tuple[np.ndarray, np.ndarray]:
+    r"""The classes that training crops are centred on (``issegm/solve_ST1.py``, lines 998-1002): with the share
+    :math:`s_c = n_c / \sum_k n_k` of each class's list,
+
+    * ``mine_id`` = the ``number`` classes of smallest share (classes never predicted, share 0, come first: a
+      quirk kept; ties in index order here, where the reference's ``np.argsort`` leaves them unspecified);
+    * ``mine_id_priority`` = every class with :math:`s_c <` ``thresh``.
+
+    Returns ``(mine_ids, priority)``, int64 arrays."""
+    share = sizes / max(float(np.sum(sizes)), 1e-12)
+    return np.argsort(share, kind="stable")[:number].astype(np.int64), np.nonzero(share < thresh)[0].astype(np.int64)
+
+
+def scale_crop_side(crop: int, scale_range: tuple[float, float], origin: int, generator: torch.Generator) -> int:
+    r"""Side, in pixels of the full-resolution image, of a training crop that is then resized to ``crop`` x
+    ``crop`` (``issegm/data.py``, ``FileIter._read``, lines 235-250): ``target_size`` ~
+    :math:`U\{\lfloor a \cdot O \rfloor .. \lfloor b \cdot O \rfloor\}` with ``scale_range`` = (a, b) and
+    ``origin`` :math:`O` (``--origin-size`` 2048, the longer side of ``max_shape``), rate = target_size / O,
+    side = :math:`\lfloor crop / rate \rfloor`."""
+    lo, hi = int(scale_range[0] * origin), int(scale_range[1] * origin)
+    target_size = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    return int(crop / (target_size / origin))
+
+
+def crop_box(label: Tensor, side: int, mine_ids, priority, mine_port: float,
+             generator: torch.Generator) -> tuple[int, int, int]:
+    """Top-left corner ``(row, col)`` of a square training crop of ``side`` pixels on a label map ``(H, W)``, and the
+    class it was mined for (-1 for a uniform crop), as ``issegm/data.py`` ``FileIter._read`` (lines 276-301):
+
+    * with probability ``mine_port`` the crop is *mined*: among the pixels whose crop stays inside the image
+      (centre rows ``side // 2 .. H - side // 2 - 2``, columns alike), the ``priority`` classes present are chosen
+      from first, else the ``mine_ids`` present; one of them uniformly, then one of its pixels uniformly, and the
+      crop is centred there (``side // 2`` above and left of it);
+    * otherwise (or when no mined class is present) the corner is uniform, ``U{0..H - side}`` (0 when the crop is
+      larger than the image, whose outside is then padding).
+
+    The reference pads the image by a border of half a label stride before cropping; the corners here are on
+    the image itself."""
+    h, w = label.shape[-2:]
+    half = side // 2
+    mined = bool(torch.rand(1, generator=generator) < mine_port)
+    if mined:
+        region = label[half:max(1, h - half - 1), half:max(1, w - half - 1)]  # the centres whose crop fits
+        present = set(torch.unique(region).tolist())
+        chosen = [int(c) for c in priority if int(c) in present] or [int(c) for c in mine_ids if int(c) in present]
+        if chosen:
+            cls = chosen[int(torch.rand(1, generator=generator) * len(chosen))]
+            rows, cols = torch.nonzero(region == cls, as_tuple=True)  # row-major, as np.where
+            k = int(torch.randint(0, len(rows), (1,), generator=generator))
+            return int(rows[k]), int(cols[k]), cls  # centre (row + half) minus half
+    top = int(torch.randint(0, max(1, h - side + 1), (1,), generator=generator))
+    left = int(torch.randint(0, max(1, w - side + 1), (1,), generator=generator))
+    return top, left, -1
+
+
+def crop_resize(image: Tensor, label: Tensor, top: int, left: int, side: int, size: int) -> tuple[Tensor, Tensor]:
+    """The crop ``[top, top + side) x [left, left + side)`` of an image ``(3, H, W)`` and its labels ``(H, W)``
+    (outside the image: 0, the mean colour after normalisation, and ignored labels), resized to ``size`` x ``size``
+    (bilinear for the image, nearest for the labels)."""
+    h, w = label.shape[-2:]
+    pad = (max(0, -left), max(0, left + side - w), max(0, -top), max(0, top + side - h))
+    if any(pad):
+        image = F.pad(image, pad)
+        label = F.pad(label, pad, value=IGNORE_INDEX)
+        top, left = top + pad[2], left + pad[0]
+    image = image[:, top:top + side, left:left + side]
+    label = label[top:top + side, left:left + side]
+    if side != size:
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0, 0].to(label.dtype)
+    return image, label
+
+
+def source_subset(num_source: int, portion: float, seed: int = 0) -> np.ndarray:
+    """The source images of a round (``issegm/data.py`` ``parse_split_file``, lines 33-34, with ``int(num_source *
+    src_port)`` of ``issegm/solve_ST1.py`` line 631): ``np.random.seed(seed); np.random.choice(num_source, k,
+    replace=False)``. With the same seed every round (``--source-sample-policy cumulative``) each round's subset
+    starts with the previous one's."""
+    k = int(num_source * portion)
+    return np.random.RandomState(seed).choice(num_source, k, replace=False)

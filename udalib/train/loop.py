@@ -30,12 +30,15 @@ def poly_lr(base: float, step: int, steps: int, power: float = 0.9) -> float:
 
 
 def set_lr(method: Method, step: int, steps: int, power: float = 0.9) -> float:
-    """Set every group's lr to ``poly_lr(initial lr of the group)``; returns the first group's lr."""
+    """Set every group's lr to ``poly_lr(initial lr of the group)`` (or ``initial lr x method.lr_factor(step,
+    steps)`` where the method has one that is not None); returns the first group's lr."""
     first = None
+    factor = method.lr_factor(step, steps) if hasattr(method, "lr_factor") else None  # self-training's fixed lr
     for opt in method.optimizers.values():
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
-            group["lr"] = poly_lr(group["initial_lr"], step, steps, power)
+            group["lr"] = poly_lr(group["initial_lr"], step, steps, power) if factor is None else (
+                group["initial_lr"] * factor)
             first = group["lr"] if first is None else first
     return first
 
