@@ -114,7 +114,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
             write_released(Path(path), exp.model, exp.num_classes)
 
     seen, optimizers, opened = [], [], []
-    build, open_data = udalib.methods.build_method, udalib.experiment.open_data
+    build, open_data = udalib.experiment.Experiment.build_method, udalib.experiment.open_data
 
     def spying_open(spec, **kwargs):
         dataset = open_data(spec, **kwargs)
@@ -133,7 +133,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
         method.step = recording_step
         return method
 
-    monkeypatch.setattr(udalib.methods, "build_method", spying_build)
+    monkeypatch.setattr(udalib.experiment.Experiment, "build_method", spying_build)
     monkeypatch.setattr(udalib.experiment, "open_data", spying_open)
     monkeypatch.setattr(evaluate, "PROTOCOLS", SCALED_PROTOCOLS)
     done = run(exp, tmp_path / "run", progress=False, checkpoint_seconds=None)
