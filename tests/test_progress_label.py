@@ -11,7 +11,7 @@ from udalib.train import fit
 
 
 def _bars(monkeypatch):
-    import tqdm.auto
+    import tqdm.std
 
     made = []
 
@@ -28,7 +28,7 @@ def _bars(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    monkeypatch.setattr(tqdm.std, "tqdm", Recorder)
     return made
 
 

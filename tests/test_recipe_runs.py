@@ -99,6 +99,19 @@ def write_released(path, model_name: str, num_classes: int) -> None:
     torch.save({"epoch": 1, "iteration": 2, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
 
 
+def scaled_geometry(method_args: dict) -> dict:
+    """The recipe's pixel sizes (SI patches; self-training's inference, crop, origin and raw sizes) / SCALE, as its
+    images: pseudo-labelling then predicts the fixture's images at the recipe's ratio, not at 2048 wide."""
+    out = {}
+    for key in ("patch_size", "raw_size"):
+        if key in method_args:
+            out[key] = [round(v / SCALE) for v in method_args[key]]
+    for key in ("infer_size", "crop_size", "origin_size"):
+        if method_args.get(key):
+            out[key] = round(method_args[key] / SCALE)
+    return out
+
+
 @pytest.mark.parametrize("name", available())
 def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypatch):
     full = load_recipe(name, data_root=str(data_root))
@@ -106,9 +119,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
                       source=scaled(full.source), target=scaled(full.target) if full.target else None,
                       evaluate_on=[scaled(s) for s in full.evaluate_on],
                       model_args=full.model_args | ({} if full.model == "deeplabv2_vgg16" else {"blocks": SLIM}),
-                      method_args=full.method_args | ({"patch_size": [round(v / SCALE) for v in
-                                                                       full.method_args["patch_size"]]}
-                                                      if "patch_size" in full.method_args else {}))
+                      method_args=full.method_args | scaled_geometry(full.method_args))
     for path in (exp.pretrained, exp.init):
         if path and not Path(path).exists():
             write_released(Path(path), exp.model, exp.num_classes)
@@ -137,6 +148,10 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
     monkeypatch.setattr(udalib.experiment, "open_data", spying_open)
     monkeypatch.setattr(evaluate, "PROTOCOLS", SCALED_PROTOCOLS)
     done = run(exp, tmp_path / "run", progress=False, checkpoint_seconds=None)
+    if full.select_every:  # the checkpoint the original code reports (target labels), with last and IM beside it
+        from udalib.train.select import RULE_LABELS
+
+        assert set(done.selections) == set(RULE_LABELS) and (done.dir / "best_model.pt").is_file(), name
 
     # the recipe's source and target sizes, each / 16: the difference between them is kept
     source_size = size_of(exp.source)

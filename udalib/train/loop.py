@@ -121,7 +121,9 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
 
     bar = None
     if progress and is_main and end > start:
-        from tqdm.auto import tqdm
+        # a text bar, not tqdm.auto's widget: a notebook saved after running (papermill, nbval) keeps a widget's
+        # first frame, "0/60", while a text bar ends cleared (leave=False) in the saved copy as on screen
+        from tqdm.std import tqdm
 
         bar = tqdm(total=end - start, desc=getattr(method, "progress_label", "") or type(method).__name__, leave=False)
     t0 = time.perf_counter()
