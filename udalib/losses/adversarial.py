@@ -1,7 +1,7 @@
 """AdaptSegNet -- Tsai et al., "Learning to Adapt Structured Output Space for Semantic Segmentation", CVPR 2018:
 the adversarial losses of the discriminator (Eq. 2) and of the segmenter (Eq. 4), vanilla GAN or least squares.
 
-Label convention of the seed (``source_label = 0``, ``target_label = 1``): the discriminator learns to output
+Label convention of the original (``source_label = 0``, ``target_label = 1``): the discriminator learns to output
 ``SOURCE`` on source maps and ``TARGET`` on target maps; the segmenter is rewarded when its target maps are
 classified ``SOURCE``.
 """
@@ -27,7 +27,7 @@ def gan_loss(d_logits: Tensor, domain: float, kind: GanKind = "vanilla") -> Tens
         \text{least squares } (\texttt{--gan LS}):\ \ \ell = \frac{1}{|D|}\sum_{h,w} \big(D^{(h,w)} - z\big)^2
 
     with :math:`z` = ``domain`` (``SOURCE`` = 0 or ``TARGET`` = 1) and :math:`D` the raw logits: binary
-    cross-entropy with logits, or the mean squared error on the logits themselves (no sigmoid), as in the seed.
+    cross-entropy with logits, or the mean squared error on the logits themselves (no sigmoid), as in the original.
 
     Shape:
         d_logits ``(N, 1, h, w)`` -> scalar.
@@ -41,7 +41,7 @@ def gan_loss(d_logits: Tensor, domain: float, kind: GanKind = "vanilla") -> Tens
 
 
 def discriminator_loss(d_source: Tensor, d_target: Tensor, kind: GanKind = "vanilla") -> Tensor:
-    r"""Eq. (2): the discriminator separates the domains, each term halved as in the seed.
+    r"""Eq. (2): the discriminator separates the domains, each term halved as in the original.
 
     .. math:: \mathcal{L}_d = \tfrac12\,\ell(D(P_s), \text{SOURCE}) + \tfrac12\,\ell(D(P_t), \text{TARGET})
 

@@ -22,7 +22,7 @@ def feature_rows(feat: Tensor) -> Tensor:
 def classes_at_feature_grid(prob: Tensor, size, mode: str) -> Tensor:
     """Class of every feature cell from a full-resolution posterior ``(N, C, H, W)``:
 
-    * ``"bilinear"``: argmax of the posterior resized bilinearly (``align_corners=True``) -- the seed's first pass
+    * ``"bilinear"``: argmax of the posterior resized bilinearly (``align_corners=True``) -- the original's first pass
       (clustering);
     * ``"nearest"``: the full-resolution argmax resized with nearest neighbour -- its second pass (orthogonality,
       sparsity).
@@ -39,7 +39,7 @@ def classes_at_feature_grid(prob: Tensor, size, mode: str) -> Tensor:
 
 
 def labels_at_feature_grid(label: Tensor, size) -> Tensor:
-    """Ground-truth labels ``(N, H, W)`` resized with nearest neighbour to the feature grid, flattened (the seed's
+    """Ground-truth labels ``(N, H, W)`` resized with nearest neighbour to the feature grid, flattened (the original's
     ``use_source_gt``); ignored pixels keep their value and fall outside every class."""
     return F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest").long().reshape(-1)
 
@@ -50,7 +50,7 @@ def class_centroids(rows: list[Tensor], classes: list[Tensor], num_classes: int)
 
     .. math:: \mu_c = \frac{1}{|\mathcal{F}^s_c| + |\mathcal{F}^t_c|}\sum_{f \in \mathcal{F}^s_c \cup \mathcal{F}^t_c} f
 
-    and a row of ``+inf`` for a class with no row in any domain (the seed's marker of "absent").
+    and a row of ``+inf`` for a class with no row in any domain (the original's marker of "absent").
 
     Shape:
         rows: per domain ``(N_d, F)``; classes: per domain ``(N_d,)`` -> ``(num_classes, F)``.
@@ -69,7 +69,7 @@ def smooth_centroids(current: Tensor, average: Tensor | None, coeff: float) -> t
 
     .. math:: \mu_c \leftarrow \alpha\,\mu_c + (1 - \alpha)\,\bar\mu_c, \qquad \bar\mu_c \leftarrow \mathrm{sg}(\mu_c)
 
-    with the seed's handling of absent classes (``inf`` rows): an absent class takes the running average, a class
+    with the original's handling of absent classes (``inf`` rows): an absent class takes the running average, a class
     without a running average starts it from the current value. Returns ``(smoothed, new_average)``.
     """
     if coeff < 0:
@@ -88,17 +88,17 @@ def _root(x: Tensor, p: float) -> Tensor:
 
 def clustering_loss(rows: list[Tensor], classes: list[Tensor], centroids: Tensor,
                     norm_order: float = 1.0) -> tuple[Tensor, Tensor]:
-    r"""The clustering objective's two parts, per the seed:
+    r"""The clustering objective's two parts, per the original:
 
     .. math::
         d_{dom} = \frac{1}{K}\sum_{c:\,N_c > 0} \frac{\lVert \mu_c - \mathcal{F}^{dom}_c \rVert_p}{N_c F},
         \qquad
         d_{cent} = \frac{1}{|S|}\sum_{i \in S} \frac{\lVert \mu_i - \mu_{S\setminus i} \rVert_p}{(|S|-1) F}
 
-    with the seed's distance: the p-norm of a *whole* difference matrix (:math:`N_c \times F` rows of one class in
+    with the original's distance: the p-norm of a *whole* difference matrix (:math:`N_c \times F` rows of one class in
     one domain; the other centroids) divided by its number of elements. :math:`K` counts the classes present in
     that domain, :math:`S` the classes with a centroid. Returns ``(sum over domains of d_dom, d_cent)``; the loss to
-    minimise is their difference: pull features to their centroid, push centroids apart. Where the seed divides
+    minimise is their difference: pull features to their centroid, push centroids apart. Where the original divides
     by zero (no class in a domain, a single centroid), the term is 0.
     """
     p = norm_order
@@ -125,7 +125,7 @@ def clustering_loss(rows: list[Tensor], classes: list[Tensor], centroids: Tensor
 
 
 def orthogonality_loss(rows: Tensor, centroids: Tensor, temperature: float = 1.0) -> Tensor:
-    r"""Orthogonality objective as the seed computes it: the entropy of each feature's softmax over its dot products
+    r"""Orthogonality objective as the original computes it: the entropy of each feature's softmax over its dot products
     with the centroids of the classes present (:math:`S`), averaged over rows and divided by :math:`|S|`,
 
     .. math:: \mathcal{L}_{orth} = -\frac{1}{N|S|}\sum_{n}\sum_{c \in S} q_{nc}\log q_{nc}, \qquad

@@ -18,7 +18,7 @@ def maxsquare_loss(logits: Tensor) -> Tensor:
 
     .. math:: \mathcal{L}_{ms} = -\frac{1}{2}\,\frac{1}{NCHW} \sum_{n,c,h,w} \big(P^{(n,h,w,c)}\big)^2
 
-    The seed averages over all ``N·C·H·W`` entries, so this is :math:`1/C` times the paper's per-pixel sum over
+    The original averages over all ``N·C·H·W`` entries, so this is :math:`1/C` times the paper's per-pixel sum over
     classes (Eq. 5). For a two-class pixel with top probability :math:`p`, the gradient along :math:`p` is
     :math:`2p - 1` (up to the normalisation): it grows linearly, where entropy's, :math:`\log\frac{p}{1-p}`, grows
     without bound as :math:`p \to 1`, so easy, confident pixels stop dominating the gradient (the paper's
@@ -40,7 +40,7 @@ def image_wise_class_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
     where :math:`N_{n,k}` counts the pixels of image ``n`` predicted as class ``k`` and ``r`` is ``ratio``
     (the paper's :math:`\alpha`, ``--IW_ratio``). Classes predicted on few pixels get larger weights. As in the
     seed (``torch.pow``), :math:`0^0 = 1`: with ``ratio = 0`` every pixel weighs :math:`1/(HW)`. Counting is per
-    image, so a batch gives each image the weights it would get alone (the seed breaks for batch > 1).
+    image, so a batch gives each image the weights it would get alone (the original breaks for batch > 1).
 
     Shape:
         logits ``(N, C, H, W)`` -> ``(N, H, W)``.
@@ -57,7 +57,7 @@ def iw_maxsquare_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
 
     .. math:: \mathcal{L}_{iw} = -\frac{1}{NC} \sum_{n,c,h,w} \big(P^{(n,h,w,c)}\big)^2\, w^{(n,h,w)}
 
-    with :math:`w` from :func:`image_wise_class_weights`. As in the seed there is no factor 1/2 and the sum is
+    with :math:`w` from :func:`image_wise_class_weights`. As in the original there is no factor 1/2 and the sum is
     divided by ``N·C``; for a batch it equals the mean of the per-image losses.
 
     Shape:
@@ -76,8 +76,8 @@ def iw_entropy_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
     .. math:: \mathcal{L}_{iw\text{-}ent} = \frac{1}{NC} \sum_{n,h,w} w^{(n,h,w)}
               \Big(-\sum_{c} P^{(n,h,w,c)} \log P^{(n,h,w,c)}\Big)
 
-    with :math:`w` from :func:`image_wise_class_weights` (the seed builds its histogram from the argmax of the
-    logits, the same classes as of :math:`P`). As the seed's ``IWsoftCrossEntropy`` (``ZJULearning/MaxSquareLoss``
+    with :math:`w` from :func:`image_wise_class_weights` (the original builds its histogram from the argmax of the
+    logits, the same classes as of :math:`P`). As the original's ``IWsoftCrossEntropy`` (``ZJULearning/MaxSquareLoss``
     ``utils/loss.py``, lines 37-67): the sum is divided by ``N·C``, and :math:`P` is not detached (the gradient is
     the full weighted entropy gradient); the weights are. At ``ratio = 1`` every weight is :math:`1/N_{n,\hat y}`.
 
@@ -100,7 +100,7 @@ def hard_pseudo_label_loss(logits: Tensor, threshold: float = 0.95) -> Tensor:
 
     with :math:`\tau` = ``threshold`` (``--threshold``, strictly greater; the labels detached), as
     ``ZJULearning/MaxSquareLoss`` ``tools/solve_gta5.py`` (lines 245-259). A batch without any confident pixel
-    gives 0 (with a gradient) where the seed's ``nn.CrossEntropyLoss`` gives NaN.
+    gives 0 (with a gradient) where the original's ``nn.CrossEntropyLoss`` gives NaN.
 
     Shape:
         logits ``(N, C, H, W)`` -> scalar.

@@ -27,7 +27,7 @@ def class_confidences(probs: Iterable[Tensor], num_classes: int, *, every: int =
     """CBST's per-class confidence lists over a whole target set.
 
     For each image ``(C, H, W)`` and class ``c``: the maximum probability of the pixels predicted as ``c``, every
-    ``every``-th value in row-major order (``[0::4]`` in the seed). ``extra_zero`` reproduces the seed's lists,
+    ``every``-th value in row-major order (``[0::4]`` in the original). ``extra_zero`` reproduces the original's lists,
     which all start with one extra ``0.0`` (``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py``, ``_val_impl``); it
     matters only at ``portion = 1`` (see
     :func:`class_balanced_thresholds`). A class never predicted has an empty list (with the extra zero: ``[0.0]``).
@@ -45,7 +45,7 @@ def global_threshold(confidences: list[np.ndarray], portion: float, *, extra_zer
     r"""CBST's ``kc-policy global``: one threshold for every class, from all lists pooled (the top ``portion`` of
     all pixels, whatever their class), with the same rules as :func:`class_balanced_thresholds`.
 
-    ``extra_zero`` reproduces the seed's pool, which starts with one more ``0.0`` of its own before the class lists
+    ``extra_zero`` reproduces the original's pool, which starts with one more ``0.0`` of its own before the class lists
     (themselves each with their extra zero from :func:`class_confidences`): ``array_pixel = 0.0`` then
     ``np.append`` of every class's list (``engrjavediqbal/MLSL`` ``issegm/solve_ST1.py``, lines 773 and 976-984).
     With :math:`n` pooled values, :math:`k = \lfloor (n + 1)\, p \rfloor` instead of :math:`\lfloor n p
@@ -63,7 +63,7 @@ def class_balanced_thresholds(confidences: list[np.ndarray], portion: float) -> 
               \theta_c = \mathrm{sort}_\downarrow(\text{conf}_c)[k_c - 1] \;\text{ if } k_c > 0, \text{ else } 1
 
     where :math:`n_c` counts the class's list (0 for a class never predicted). A threshold of 0 becomes 1, so a
-    class with no pixels (or :math:`k_c = 0`) selects nothing: as the seed, which writes 0 and replaces it by 1.0.
+    class with no pixels (or :math:`k_c = 0`) selects nothing: as the original, which writes 0 and replaces it by 1.0.
     Quirk kept from ``engrjavediqbal/MLSL`` (``issegm/solve_ST1.py``): with the extra 0.0 in every list, ``portion
     = 1`` gives
     :math:`\theta_c = 0 \to 1`, selecting nothing; without it, every predicted pixel.
@@ -95,7 +95,7 @@ def select_pseudo_labels(prob: Tensor, thresholds: Tensor) -> Tensor:
 def random_patch_boxes(height: int, width: int, size: tuple[int, int], count: int,
                        generator: torch.Generator) -> list[tuple[int, int]]:
     """Top-left corners of MLSL's spatially independent patches: ``startRow ~ U{0..H - h - 1}`` and
-    ``startCol ~ U{0..W - w - 1}`` (the seed's ``randint(0, H - 512)``, whose last row and column are never a start;
+    ``startCol ~ U{0..W - w - 1}`` (the original's ``randint(0, H - 512)``, whose last row and column are never a start;
     ``engrjavediqbal/MLSL`` ``issegm/data.py``, ``FileIter._read``), drawn from a seeded generator instead of the
     global numpy RNG."""
     ph, pw = size
@@ -127,7 +127,7 @@ def weak_labels(label: Tensor, num_classes: int, priors=MLSL_CLASS_PRIORS, ratio
 
     .. math:: n_c \ge \text{ratio} \cdot h w \cdot \pi_c
 
-    with fixed class priors :math:`\pi` (the seed: ratio 0.0225 on a 63x63 grid). Applied alike to source labels
+    with fixed class priors :math:`\pi` (the original: ratio 0.0225 on a 63x63 grid). Applied alike to source labels
     and target pseudo-labels; ignored cells (255) count for no class.
 
     Shape:
@@ -157,7 +157,7 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
     valid pixels. The loss is the mean cross-entropy over the kept pixels.
 
     With ``min_kept = 0`` only ``thresh`` applies (:math:`p \le \text{thresh}`), and when no pixel is kept the
-    loss is 0 with a zero gradient: the seed's ``OhemSoftmax.backward`` (``engrjavediqbal/MLSL``
+    loss is 0 with a zero gradient: the original's ``OhemSoftmax.backward`` (``engrjavediqbal/MLSL``
     ``util/symbol/layer.py``, lines 44-55 and 76) skips :math:`p_{(m)}` unless ``min_kept > 0`` and divides the
     gradient by :math:`\max(1, \#\text{kept})`.
 
@@ -184,7 +184,7 @@ def ohem_cross_entropy(logits: Tensor, label: Tensor, thresh: float = 0.6, min_k
 
 
 def spatial_prior(labels: Iterable[Tensor], num_classes: int) -> Tensor:
-    """Per-pixel class frequency of source label maps (CBST/MLSL ``--with-prior``, GTA5 only in the seed, where the
+    """Per-pixel class frequency of source label maps (CBST/MLSL ``--with-prior``, GTA5 only in the original, where the
     file is downloaded, not computed). Multiplying a posterior by it favours classes where they usually are.
 
     Shape:

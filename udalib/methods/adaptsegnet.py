@@ -32,7 +32,7 @@ class AdaptSegNetConfig(MethodConfig):
     PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_adv_target2": 0.1, "lr_d": 3e-3, "ndf": 16}}
 
     lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D
-    betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the seed
+    betas: tuple[float, float] = (0.9, 0.99)  # Adam betas of the original
     lambda_adv_target1: float = 0.0  # λ_adv of the auxiliary output (D1); --lambda-adv-target1
     lambda_adv_target2: float = 1e-3  # λ_adv of the main output (D2); --lambda-adv-target2 (README LS-GAN: 0.01)
     gan: GAN = GAN.VANILLA  # "vanilla" (BCE) or "ls" (least squares); --gan Vanilla | LS
@@ -54,8 +54,8 @@ class AdaptSegNet(Method):
     :math:`D_i` per output level, which itself minimises :math:`\mathcal{L}_d` (Eq. 2).
 
     ``levels`` names the outputs that have a discriminator (a submodule, so it is checkpointed with the method).
-    The seed always trains D1 and D2 and gives D1 weight 0 in single-level runs; D1 then never reaches the
-    segmenter, so ``adaptsegnet`` does not build it (``levels=("aux", "out")`` trains it, as the seed does). With
+    The original always trains D1 and D2 and gives D1 weight 0 in single-level runs; D1 then never reaches the
+    segmenter, so ``adaptsegnet`` does not build it (``levels=("aux", "out")`` trains it, as the original does). With
     the λ_adv at 0 the same discriminators are trained and the segmenter gets source-only updates: the control.
     """
 

@@ -58,7 +58,7 @@ class BNStats(Choice):
 
 @dataclass
 class OptimConfig:
-    """The segmenter's SGD, the same fields in every method's config (the seeds' ``--lr`` or ``--learning-rate``,
+    """The segmenter's SGD, the same fields in every method's config (the originals' ``--lr`` or ``--learning-rate``,
     ``--momentum``, ``--weight-decay``); the backbone trains at ``lr``, the heads at ``10 * lr``."""
 
     # Named departures from the paper defaults (the dataclass defaults), by preset name: {"minicity": {...}}. A
@@ -114,7 +114,7 @@ class Method(nn.Module):
     uses_target: bool = True  # False: the loop never loads target images (source-only training)
     uses_source: bool = True  # False: source batches are never forwarded (test-time methods: TENT, BN-alpha)
     # Which batches update the BatchNorm running statistics (the ones the model evaluates with). "both": source and
-    # target batches alike, as in the seeds; "target": source batches are normalised with their own batch
+    # target batches alike, as in the originals; "target": source batches are normalised with their own batch
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
     bn_stats: BNStats = BNStats.BOTH

@@ -1,6 +1,6 @@
 """Orthogonal and clustered embeddings -- Toldo, Michieli, Zanuttigh, WACV 2021 (``LTTM/UDAclustering``).
 
-One step (the seed's ``train_UDA.py``): source CE; IW-MaxSquare on the target output (the seed calls it its
+One step (the original's ``train_UDA.py``): source CE; IW-MaxSquare on the target output (the original calls it its
 "entropy" loss in ``LTTM/UDAclustering`` ``tools/train_UDA.py``: it is the MaxSquare family's IW loss); then, on
 the features of both
 batches, centroids shared by the domains and three objectives:
@@ -10,9 +10,9 @@ batches, centroids shared by the domains and three objectives:
 * orthogonality and sparsity (centroids recomputed from the nearest-resized argmax): each feature should align
   with one centroid only, and each centroid should use few channels.
 
-Target classes come from the model's own predictions; source classes too, unless ``use_source_gt`` (the seed's
+Target classes come from the model's own predictions; source classes too, unless ``use_source_gt`` (the original's
 default is False). The optional centroid smoothing keeps a running average (the ``centroid_avg`` buffer, saved
-and resumed with the method); as in the seed, it is applied at both centroid computations of a step.
+and resumed with the method); as in the original, it is applied at both centroid computations of a step.
 
 Taught in ``notebooks/06_clustered_orthogonal_embeddings.ipynb``.
 """
@@ -55,7 +55,7 @@ class ClusteringConfig(MethodConfig):
         "minicity": MINICITY_ADAPT | {"lambda_entropy": 5.0},
     }
 
-    # lambda_seg (MethodConfig): 0, the seed's DeeplabFeat has no auxiliary head; the MiniCity preset keeps its aux
+    # lambda_seg (MethodConfig): 0, the original's DeeplabFeat has no auxiliary head; the MiniCity preset keeps its aux
     lambda_entropy: float = 0.1  # --lambda_entropy: weight of IW-MaxSquare on target (README R101 GTA5)
     iw_ratio: float = 0.2  # --IW_ratio
     lambda_cluster: float = 2e-2  # --lambda_cluster
@@ -90,7 +90,7 @@ class ClusteredEmbeddings(Method):
         return centroids
 
     def embedding_losses(self, out_s: dict, out_t: dict, src: SourceBatch) -> dict[str, torch.Tensor]:
-        """The three feature-space objectives of one source/target pair of outputs (the seed's two passes)."""
+        """The three feature-space objectives of one source/target pair of outputs (the original's two passes)."""
         c = self.cfg
         feats = [out_s["feat"], out_t["feat"]]
         sizes = [f.shape[-2:] for f in feats]  # each domain on its own feature grid (source and target sizes differ)

@@ -1,6 +1,6 @@
 """MaxSquare -- Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with Maximum Squares Loss",
 ICCV 2019: maximum squares (Eq. 5), + image-wise class weights (IW, Eq. 7), + multi-level self-produced guidance.
-The seed's other target losses (``--target_mode entropy``, ``IW_entropy``, ``hard``) are options of the same config.
+The original's other target losses (``--target_mode entropy``, ``IW_entropy``, ``hard``) are options of the same config.
 
 Taught in ``notebooks/03_maximum_squares.ipynb``.
 """
@@ -41,7 +41,7 @@ class MaxSquareConfig(MethodConfig):
     iw_ratio: float | None = None  # α of the image-wise weights (Eq. 7); --IW_ratio; None = plain MaxSquare
     guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True
     threshold: float = 0.95  # confidence threshold of the guidance and of target_loss "hard"; --threshold
-    # The seed's --target_mode: "maxsquare" (with iw_ratio: IW_maxsquare), "entropy" (with iw_ratio: IW_entropy)
+    # The original's --target_mode: "maxsquare" (with iw_ratio: IW_maxsquare), "entropy" (with iw_ratio: IW_entropy)
     # or "hard" (confident argmax pseudo-labels, no iw_ratio). Added after runs existed: at "maxsquare" it leaves
     # the run key as it was (udalib.experiment.METHOD_FIELDS_ADDED_LATER).
     target_loss: TargetLoss = TargetLoss.MAXSQUARE
@@ -59,7 +59,7 @@ class MaxSquareIWMultiConfig(MaxSquareIWConfig):
     guidance: bool = True
 
 
-# target_loss -> (its loss without, with the image-wise weights), as the seed's --target_mode
+# target_loss -> (its loss without, with the image-wise weights), as the original's --target_mode
 # (ZJULearning/MaxSquareLoss tools/solve_gta5.py, lines 113-122)
 TARGET_LOSSES = {
     "maxsquare": (lambda x, c: maxsquare_loss(x), lambda x, c: iw_maxsquare_loss(x, c.iw_ratio)),

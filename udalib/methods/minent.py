@@ -27,7 +27,7 @@ class MinEntConfig(MethodConfig):
     # instead of ~90k (measured: notebook 03)
     PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_target": 2.0}}
 
-    lambda_target: float = 0.1  # λ_ent; --lambda_target (the seed README gives no MinEnt value: 0.1 as for MaxSquare)
+    lambda_target: float = 0.1  # λ_ent; --lambda_target (the README gives no MinEnt value: 0.1 as for MaxSquare)
     normalization: EntropyNormalization = EntropyNormalization.SEED  # "seed" (entropy / C) or "log_c" (ADVENT's)
 
 
@@ -39,7 +39,7 @@ class MinEnt(Method):
 
     def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
-        out_s = self.source_forward(src.image)  # source and target are separate forward passes, as in the seed (BN)
+        out_s = self.source_forward(src.image)  # source and target are separate forward passes, as in the original (BN)
         l_seg, logs = self.source_loss(out_s, src)
         out_t = self.model(tgt.image)
         l_ent = entropy_loss(out_t["out"], c.normalization)

@@ -115,8 +115,8 @@ class CBSTConfig(MethodConfig):
     TARGET_WEIGHTS = ("lambda_target",)
     PRESETS = {"minicity": MINICITY_ADAPT | MINICITY_SELF_TRAINING}
 
-    # lr: DeepLab-v2's (OptimConfig); the seed's ResNet-38: fixed 1e-4 / sqrt(2)^round
-    lambda_target: float = 1.0  # weight of the pseudo-label loss (the seed: one list, weight 1)
+    # lr: DeepLab-v2's (OptimConfig); the original's ResNet-38: fixed 1e-4 / sqrt(2)^round
+    lambda_target: float = 1.0  # weight of the pseudo-label loss (the original: one list, weight 1)
     rounds: int = 6  # --num-round 6
     tgt_port: float = 0.15  # --init-tgt-port 0.15: portion of each class's pixels kept in round 0
     tgt_port_step: float = 0.05  # + 0.05 per round ...
@@ -129,7 +129,7 @@ class CBSTConfig(MethodConfig):
     weak_labels: bool = False  # SISC-PWL: image-level multi-label head on the features, loss 0.04 * BCE
     keep_history: bool = False  # keep every round's pseudo-labels (analysis; memory: rounds x targets x H x W)
     spatial_prior: bool = False  # --with-prior: multiply posteriors by the per-pixel class frequency of the source
-    #                               labels (the seed: GTA5 only, a downloaded file; here computed from the source set)
+    #                               labels (original: GTA5 only, a downloaded file; here computed from the source set)
     pseudo_label_bn: PseudoLabelBN = PseudoLabelBN.MODEL  # "model": the model's BN statistics (the original code);
     #                                                       "target": re-estimated on the target set first (ours)
     # full-scale geometry and schedule of engrjavediqbal/MLSL (README commands), all off by default
@@ -327,7 +327,7 @@ class SelfTraining(Method):
                 images = torch.stack([target_dataset[i][0] for i in indices]).to(device)
                 probs = self.target_posterior(predictor, images, indices, round_index).cpu()
                 if self.prior.numel():
-                    probs = probs * self.prior.cpu()  # probmap = prior * probs, not renormalised (the seed)
+                    probs = probs * self.prior.cpu()  # probmap = prior * probs, not renormalised (the original)
                 if not cache_ok:
                     return probs.half().float()
                 cache[indices[0]] = probs.half()
@@ -396,7 +396,7 @@ class SelfTraining(Method):
         return ohem_cross_entropy(logits, label) if self.cfg.loss == "ohem" else seg_loss(logits, label)
 
     def _weak(self, out: dict, label: Tensor) -> Tensor:
-        grid = label[:, 4::8, 4::8]  # the seed: labels subsampled to the stride-8 grid
+        grid = label[:, 4::8, 4::8]  # the original: labels subsampled to the stride-8 grid
         logits = self.weak_head(out["feat"].mean(dim=(2, 3)))
         return weak_label_loss(logits, weak_labels(grid, self.model.num_classes))
 

@@ -1,12 +1,12 @@
 """SNR -- Jin et al., "Style Normalization and Restitution for Domain Generalization and Adaptation" (arXiv
 2101.00588): a backbone with SNR blocks (:mod:`udalib.models.snr`), trained on source alone (``snr``: domain
-generalization, no target image at all) or with MaxSquare on target (``snr_maxsquare``: the seed's "SNR-MS").
+generalization, no target image at all) or with MaxSquare on target (``snr_maxsquare``: the original's "SNR-MS").
 
 Two modes, because the released segmentation code does not do what the paper says (``microsoft/SNR`` ``segmentation/``):
 
 * ``mode="paper"`` (default): the SNR blocks are optimised (backbone group, 1x lr) and the dual causality loss
   (:func:`udalib.losses.dual_causality_loss`) is added on source images, one term per block. The segmentation
-  version of that loss is **our design** (the seed never calls its own): a 1x1-conv pixel classifier per block,
+  version of that loss is **our design** (the original never calls its own): a 1x1-conv pixel classifier per block,
   trained by cross-entropy on the *detached* enhanced features with source labels at the feature grid, so that
   it measures the features without shaping them; the causality term reaches the backbone and the SNR blocks
   only, through a frozen copy of those classifiers.

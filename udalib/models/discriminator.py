@@ -10,7 +10,7 @@ class FCDiscriminator(nn.Module):
 
     Five 4x4 convolutions of stride 2 (``C -> ndf -> 2 ndf -> 4 ndf -> 8 ndf -> 1``), each but the last followed
     by LeakyReLU(0.2); no sigmoid (the losses take logits) and no upsampling. PyTorch's default initialisation,
-    as in the seed; with ``ndf=64`` and 19 classes it has 2.78 M parameters and the seed's state_dict keys.
+    as in the original; with ``ndf=64`` and 19 classes it has 2.78 M parameters and the original's state_dict keys.
 
     Shape:
         input ``(N, C, H, W)`` softmax maps -> ``(N, 1, H/32, W/32)`` domain logits (each conv halves a side,

@@ -2,7 +2,7 @@
 
 It keeps what matters to the methods: a residual backbone with BatchNorm, dilated later stages, an
 auxiliary ASPP head on stage 3 and a main ASPP head on stage 4, logits bilinearly upsampled to the
-input size (``align_corners=True``, as in the seeds) and the stage-4 features as ``feat``. About 0.2 M
+input size (``align_corners=True``, as in the originals) and the stage-4 features as ``feat``. About 0.2 M
 parameters; a training step on 8 MiniCity images (64x128) takes about 70 ms on 2 cores.
 """
 
