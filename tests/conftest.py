@@ -30,6 +30,22 @@ def tiny_minicity(tmp_path_factory):
     return _TINY["root"]
 
 
+@pytest.fixture(scope="module")
+def minicity_home(tmp_path_factory, tiny_minicity):
+    """A fresh UDALIB_HOME holding a copy of the tiny MiniCity; udalib reads and writes there for the module."""
+    import shutil
+
+    from udalib.data.minicity import MiniCitySpec
+
+    home = tmp_path_factory.mktemp("home")
+    shutil.copytree(tiny_minicity, home / "data" / MiniCitySpec().name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UDALIB_HOME", str(home))
+        mp.delenv("UDALIB_DATA", raising=False)
+        mp.delenv("UDALIB_RUNS", raising=False)
+        yield home
+
+
 @pytest.fixture()
 def isolated_home(tmp_path, monkeypatch):
     """Point udalib's data/ and runs/ at a temporary folder."""

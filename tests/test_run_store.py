@@ -13,7 +13,6 @@ import pytest
 
 from udalib import zoo
 from udalib.cli import main
-from udalib.data.minicity import MiniCitySpec
 from udalib.experiment import Experiment, group_key, list_runs, run
 from udalib.viz import results
 
@@ -34,17 +33,12 @@ def _rows(seed: int) -> dict[str, Experiment]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_minicity):
+def store(minicity_home):
     """UDALIB_HOME with the tiny MiniCity and 3 seeds of source-only, AdaBN, MaxSquare and its control, trained."""
-    home = tmp_path_factory.mktemp("home")
-    shutil.copytree(tiny_minicity, home / "data" / MiniCitySpec().name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UDALIB_HOME", str(home))
-        mp.delenv("UDALIB_DATA", raising=False)
-        mp.delenv("UDALIB_RUNS", raising=False)
-        for seed in SEEDS:
-            for exp in _rows(seed).values():  # source first: the others start from it
-                run(exp, progress=False, checkpoint_seconds=None)
+    home = minicity_home
+    for seed in SEEDS:
+        for exp in _rows(seed).values():  # source first: the others start from it
+            run(exp, progress=False, checkpoint_seconds=None)
     return home / "runs"
 
 

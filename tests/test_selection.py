@@ -15,7 +15,6 @@ import torch
 from udalib import zoo
 from udalib.cli import main
 from udalib.data import SegmentationList
-from udalib.data.minicity import MiniCitySpec
 from udalib.experiment import Experiment, list_runs, load_run, run
 from udalib.methods import build_method
 from udalib.models import build_model
@@ -120,14 +119,8 @@ def test_selection_changes_no_update_and_resumes_exactly(tiny_minicity, tmp_path
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, tiny_minicity):
-    home = tmp_path_factory.mktemp("home")
-    shutil.copytree(tiny_minicity, home / "data" / MiniCitySpec().name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UDALIB_HOME", str(home))
-        mp.delenv("UDALIB_DATA", raising=False)
-        mp.delenv("UDALIB_RUNS", raising=False)
-        yield home
+def home(minicity_home):
+    return minicity_home
 
 
 SEEDS = (0, 1, 2)
