@@ -17,7 +17,7 @@ composite's rows reuse the standard table's runs.
 
 The margin of a method on a factor is, per seed, its target mIoU minus the better of its AdaBN row and its control
 on that seed; ``udalib.viz.results.atlas_margins`` averages it over seeds and ``udalib.viz.plots.atlas_heatmap``
-draws it (notebook 09).
+draws it (notebook 10).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ OUT = RESULTS / "minicity_atlas.csv"
 # the single factors (``udalib.zoo.ATLAS_FACTORS``), then the composite
 FACTORS = (*zoo.ATLAS_FACTORS, "composite")
 # per-class IoU (%) on the domain's val split, one column per MiniCity class (``iou_traffic_sign``, ...): what
-# notebooks 02-07 read for "where it works, where it breaks"
+# notebooks 03-08 read for "where it works, where it breaks"
 CLASS_COLUMNS = tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
 COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run", *CLASS_COLUMNS)
 SOURCE_ROWS = zoo.SOURCE_TRAINED_ROWS  # trained on source: scored on the domain, no training

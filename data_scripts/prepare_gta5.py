@@ -141,7 +141,7 @@ def find_pairs(raw: Path, partial: bool) -> tuple[list[int], list[str]]:
     if not ids:
         raise PrepareError(f"{raw}/images has no numbered PNG files (00001.png ...); extract the image zips there")
     note = check_count(len(ids), NUM_IMAGES, "image/label pairs", partial,
-                       "re-extract all ten 01_images.zip ... 10_labels.zip")
+                       "re-extract all ten 01_images.zip ... 11_labels.zip")
     return ids, notes + ([note] if note else [])
 
 

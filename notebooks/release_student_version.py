@@ -4,7 +4,7 @@ A solution block is the lines between ``### BEGIN SOLUTION`` and ``### END SOLUT
 markers; its ``ClearSolutions`` preprocessor does the same). The markers go too, the replacement keeps the block's
 indentation, outputs are cleared. Usage (``make student-notebooks``)::
 
-    python notebooks/release_student_version.py [--out runs/student_notebooks] [notebooks/02_*.ipynb ...]
+    python notebooks/release_student_version.py [--out runs/student_notebooks] [notebooks/03_*.ipynb ...]
 """
 
 from __future__ import annotations

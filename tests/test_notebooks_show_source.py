@@ -16,23 +16,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 REQUIRED = {
-    "02_entropy_minimization": [
+    "03_entropy_minimization": [
         "udalib.losses.seg_loss", "udalib.losses.entropy_loss", "udalib.methods.MinEnt.step"],
-    "03_maximum_squares": [
+    "04_maximum_squares": [
         "udalib.losses.maxsquare_loss", "udalib.losses.image_wise_class_weights", "udalib.losses.iw_maxsquare_loss",
         "udalib.losses.self_produced_guidance", "udalib.methods.MaxSquare.step"],
-    "04_adversarial_output_space": [
+    "05_adversarial_output_space": [
         "udalib.models.discriminator.FCDiscriminator", "udalib.losses.gan_loss", "udalib.losses.discriminator_loss",
         "udalib.losses.adversarial_loss", "udalib.methods.AdaptSegNet.step",
         "udalib.methods.AdaptSegNet.update_segmenter", "udalib.methods.AdaptSegNet.update_discriminators"],
-    "05_style_normalization_restitution": [
+    "06_style_normalization_restitution": [
         "udalib.models.snr.ChannelGate", "udalib.models.snr.restitution", "udalib.losses.dual_causality_loss"],
-    "06_clustered_orthogonal_embeddings": [
+    "07_clustered_orthogonal_embeddings": [
         "udalib.losses.clustering.class_centroids", "udalib.losses.clustering.clustering_loss",
         "udalib.losses.clustering.orthogonality_loss", "udalib.losses.clustering.sparsity_loss",
         "udalib.methods.clustering.ClusteredEmbeddings.embedding_losses",
         "udalib.methods.clustering.ClusteredEmbeddings.step"],
-    "07_self_training": [
+    "08_self_training": [
         "udalib.losses.self_training.class_balanced_thresholds", "udalib.losses.self_training.global_threshold",
         "udalib.losses.self_training.select_pseudo_labels", "udalib.methods.self_training.SelfTraining.portion",
         "udalib.losses.self_training.fuse_patch_predictions",
@@ -85,5 +85,5 @@ def test_notebook_shows_the_source_of_its_equation_terms(name):
 
 
 def test_every_notebook_source_is_checked():
-    sources = {p.stem[:2] for p in (ROOT / "notebooks" / "src").glob("0[2-7]_*.py")}
+    sources = {p.stem[:2] for p in (ROOT / "notebooks" / "src").glob("0[3-8]_*.py")}
     assert {name[:2] for name in REQUIRED} == sources

@@ -1,4 +1,4 @@
-"""The "implement it" exercises of the method notebooks 02-07 and their student copies
+"""The "implement it" exercises of the method notebooks 03-08 and their student copies
 (notebooks/release_student_version.py, `make student-notebooks`).
 
 An exercise is a code cell tagged ``solution`` (the solution between nbgrader's ``### BEGIN SOLUTION`` and
@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-METHOD_NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("0[2-7]_*.ipynb"))
+METHOD_NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("0[3-8]_*.ipynb"))
 spec = importlib.util.spec_from_file_location("release_student_version",
                                               ROOT / "notebooks" / "release_student_version.py")
 release = importlib.util.module_from_spec(spec)
@@ -41,7 +41,7 @@ def run_cells(sources: list[str]) -> None:
 
 
 def test_there_are_six_method_notebooks():
-    assert [p.name[:2] for p in METHOD_NOTEBOOKS] == ["02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in METHOD_NOTEBOOKS] == ["03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("notebook", METHOD_NOTEBOOKS, ids=lambda p: p.stem)

@@ -525,7 +525,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.model.modules())
     if target is not None and not exp.adabn and exp.bn_stats != "target" and has_bn:  # (VGG-16 has no BatchNorm)
         # the same weights with BatchNorm statistics of the target alone: training alternates source and target
-        # batches, so the running statistics are a mixture of both domains (see notebook 02). Under
+        # batches, so the running statistics are a mixture of both domains (see notebook 03). Under
         # bn_stats="target" the running statistics already are the target's, and re-estimating them would only
         # repeat the evaluation (a quarter of a MiniCity run's time)
         target_images = eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp))

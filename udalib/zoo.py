@@ -11,8 +11,8 @@ from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
 
 SOURCE_STEPS = 300  # source model and oracle, notebook 01's default
-SNR_SOURCE_STEPS = 150  # SNR source model (notebook 05): half the plain model's steps, to fit its 90 s
-ADAPT_STEPS = 60  # adaptation runs from the source model (notebooks 02, 03 and 05), within their 90 s budgets
+SNR_SOURCE_STEPS = 150  # SNR source model (notebook 06): half the plain model's steps, to fit its 90 s
+ADAPT_STEPS = 60  # adaptation runs from the source model (notebooks 03, 04 and 06), within their 90 s budgets
 BATCH_SIZE = 8
 TARGET = "minicity:target"
 # Adaptation runs keep BatchNorm running statistics of target batches only (source batches are normalised with
@@ -67,7 +67,7 @@ CITY_EVAL = tuple(f"minicity:{city}/val" for city in CITIES)
 def snr_ms_experiment(snr_source: Experiment, *, control: bool = False, steps: int = ADAPT_STEPS,
                       **method_args) -> Experiment:
     """SNR-MS (MaxSquare on the SNR model) from the SNR source model, or its lambda = 0 control; scored on source
-    and target val only (the cities are notebook 05's generalization question, not the adaptation's)."""
+    and target val only (the cities are notebook 06's generalization question, not the adaptation's)."""
     if control:
         method_args = {**method_args, **control_args("snr_maxsquare")}
     return adaptation_experiment("snr_maxsquare", snr_source, steps=steps, evaluate_on=Experiment().evaluate_on,
@@ -77,7 +77,7 @@ def snr_ms_experiment(snr_source: Experiment, *, control: bool = False, steps: i
 def snr_source_experiment(seed: int = 0, steps: int = SNR_SOURCE_STEPS, batch_size: int = BATCH_SIZE) -> Experiment:
     """SNR trained on MiniCity's source alone (domain generalization), evaluated on the target and the 4 cities.
 
-    150 steps, against the plain source model's 300, so that notebook 05 fits its 90 s: a handicap for SNR, not a
+    150 steps, against the plain source model's 300, so that notebook 06 fits its 90 s: a handicap for SNR, not a
     help (its step costs about 15 % more)."""
     base = source_experiment(seed, steps, batch_size)
     return replace(base, method="snr", model="minideeplab_snr", evaluate_on=base.evaluate_on + CITY_EVAL)
@@ -89,7 +89,7 @@ def source_run(seed: int = 0, **kwargs) -> Run:
 
 
 # Every standard MiniCity run: name -> function(seed) -> Experiment, the rows of benchmarks/minicity_table.py and of
-# notebook 09's leaderboard. A method comes with its lambda = 0 control.
+# notebook 10's leaderboard. A method comes with its lambda = 0 control.
 MINICITY_ROWS = {
     "source_only": lambda seed: source_experiment(seed),
     "adabn": lambda seed: adabn_experiment(source_experiment(seed)),
@@ -99,7 +99,7 @@ MINICITY_ROWS = {
     "maxsquare": lambda seed: adaptation_experiment("maxsquare", source_experiment(seed)),
     "maxsquare_iw": lambda seed: adaptation_experiment("maxsquare_iw", source_experiment(seed)),
     "maxsquare_iw_multi": lambda seed: adaptation_experiment("maxsquare_iw_multi", source_experiment(seed)),
-    # AdaptSegNet at notebook 04's default of 60 steps (a step costs about twice MaxSquare's: two players). Its
+    # AdaptSegNet at notebook 05's default of 60 steps (a step costs about twice MaxSquare's: two players). Its
     # control trains the discriminators but gives the segmenter adversarial weight 0; one run serves both levels
     # (same lr and auxiliary CE, so the same segmenter updates)
     "control_adaptsegnet": lambda seed: adaptation_experiment(
@@ -109,20 +109,20 @@ MINICITY_ROWS = {
                                                           steps=ADAPT_STEPS),
     "adaptsegnet_multi": lambda seed: adaptation_experiment("adaptsegnet_multi", source_experiment(seed),
                                                                 steps=ADAPT_STEPS),
-    # SNR (notebook 05): trained on source alone; then SNR-MS from it, its lambda = 0 control and AdaBN on the
+    # SNR (notebook 06): trained on source alone; then SNR-MS from it, its lambda = 0 control and AdaBN on the
     # SNR model (source_only / adabn above are the plain model's)
     "snr": lambda seed: snr_source_experiment(seed),
     "adabn_snr": lambda seed: adabn_experiment(snr_source_experiment(seed), evaluate_on=Experiment().evaluate_on),
     "control_snr_maxsquare": lambda seed: snr_ms_experiment(snr_source_experiment(seed), control=True),
     "snr_maxsquare": lambda seed: snr_ms_experiment(snr_source_experiment(seed)),
-    # orthogonal and clustered embeddings (notebook 06): its controls are control_lambda0 (all target weights at 0
+    # orthogonal and clustered embeddings (notebook 07): its controls are control_lambda0 (all target weights at 0
     # give the same segmenter updates) and maxsquare_iw (its output-space term alone)
     "clustered_embeddings": lambda seed: adaptation_experiment("clustered_embeddings", source_experiment(seed)),
-    # self-training (notebook 07): the control is control_lambda0 (at lambda_target 0 both give the segmenter the
+    # self-training (notebook 08): the control is control_lambda0 (at lambda_target 0 both give the segmenter the
     # same updates: CE on source, the MiniCity presets use CE for MLSL too)
     "cbst": lambda seed: adaptation_experiment("cbst", source_experiment(seed)),
     "mlsl": lambda seed: adaptation_experiment("mlsl", source_experiment(seed)),
-    # test-time baselines (notebook 10): no source batch, the source model adapted on target images alone. TENT
+    # test-time baselines (notebook 11): no source batch, the source model adapted on target images alone. TENT
     # trains BatchNorm's affine parameters on the target's entropy; BN-alpha mixes source and target statistics.
     # Neither has a target weight to set to 0: their control is AdaBN itself
     "tent": lambda seed: adaptation_experiment("tent", source_experiment(seed)),
@@ -155,7 +155,7 @@ def margin_over_controls(method, adabn, control):
     return method - np.fmax(adabn, control)
 
 
-# The atlas (benchmarks/minicity_atlas.py, notebook 09 and the "where it works, where it breaks" runs of notebooks
+# The atlas (benchmarks/minicity_atlas.py, notebook 10 and the "where it works, where it breaks" runs of notebooks
 # 02-07): the standard rows on each single shift factor of MiniCity (the source world with only that factor,
 # minicity:target-<factor>, the same streets as the target) and on the composite. `graded` only grades the palette
 # and texture shifts, and `exposure_mild` is a milder `exposure`: neither is a factor of its own here.

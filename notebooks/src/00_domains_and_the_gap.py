@@ -155,7 +155,7 @@ fig.tight_layout()
 # the road, people stand on the sidewalk. A model that is *partly* right on the target, and confident where it is
 # right, gives an adaptation method something to build on:
 #
-# * **entropy minimisation / max-square** (notebooks 02–03) push the target predictions to be confident,
+# * **entropy minimisation / max-square** (notebooks 03–04) push the target predictions to be confident,
 # * **adversarial alignment** (04) makes target outputs look like source outputs,
 # * **style normalisation** (05) removes per-instance style statistics,
 # * **clustered embeddings** (06) pull target features to the source class centroids,
@@ -176,7 +176,7 @@ fig.tight_layout()
 # 1. Change `minicity.TARGET_LOOK` (e.g. `saturation=1.0, texture=0.0`) in a scratch cell, render a few images with
 #    `minicity.make_sample("target", "val", i)` and look at how much of the shift is left.
 # 2. Which city is closest to the source by the colour-distance table? Predict which city will be easiest to adapt
-#    to, and check in notebook 08.
+#    to, and check in notebook 09.
 #
 # ## Run at full scale
 #

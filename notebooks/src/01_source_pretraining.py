@@ -224,7 +224,7 @@ viz.plots.training_curves({"source-only": source_run.history(), "oracle": oracle
 # papermill notebooks/01_source_pretraining.ipynb runs/notebooks/01_source_synthia.ipynb \
 #     -p RECIPE source_synthia -p DATA_ROOT /data/prepared -p DEVICE cuda \
 #     -p ORACLE cityscapes/train@512x1024 -p TARGET cityscapes/train@512x1024
-# # Cityscapes, 13 classes: the source model of CrossCity (notebook 08)
+# # Cityscapes, 13 classes: the source model of CrossCity (notebook 09)
 # papermill notebooks/01_source_pretraining.ipynb runs/notebooks/01_source_cityscapes13.ipynb \
 #     -p RECIPE source_cityscapes13 -p DATA_ROOT /data/prepared -p DEVICE cuda \
 #     -p ORACLE cityscapes/train@512x1024 -p TARGET cityscapes/train@512x1024

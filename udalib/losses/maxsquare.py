@@ -22,7 +22,7 @@ def maxsquare_loss(logits: Tensor) -> Tensor:
     classes (Eq. 5). For a two-class pixel with top probability :math:`p`, the gradient along :math:`p` is
     :math:`2p - 1` (up to the normalisation): it grows linearly, where entropy's, :math:`\log\frac{p}{1-p}`, grows
     without bound as :math:`p \to 1`, so easy, confident pixels stop dominating the gradient (the paper's
-    argument, plotted in notebook 03). The posterior is not detached.
+    argument, plotted in notebook 04). The posterior is not detached.
 
     Shape:
         logits ``(N, C, H, W)`` -> scalar.

@@ -1,7 +1,7 @@
 """AdaptSegNet -- Tsai et al., "Learning to Adapt Structured Output Space for Semantic Segmentation", CVPR 2018:
 adversarial alignment of the softmax outputs, single-level (Sec. 3.2) and multi-level (Sec. 3.3, Eq. 5).
 
-Taught in ``notebooks/04_adversarial_output_space.ipynb``.
+Taught in ``notebooks/05_adversarial_output_space.ipynb``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class GAN(Choice):
 class AdaptSegNetConfig(MethodConfig):
     TARGET_WEIGHTS = ("lambda_adv_target1", "lambda_adv_target2")  # the discriminators still train
     # MiniCity: 100x the paper's λ_adv (aux:main 1:5 as in the paper) and 30x its D lr, so that D learns and pushes
-    # back within notebook 04's 60 steps; a 16-wide D (the paper's 64 triples the step time on 2 cores)
+    # back within notebook 05's 60 steps; a 16-wide D (the paper's 64 triples the step time on 2 cores)
     PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_adv_target2": 0.1, "lr_d": 3e-3, "ndf": 16}}
 
     lr_d: float = 1e-4  # discriminators' Adam, same poly decay as the segmenter; --learning-rate-D

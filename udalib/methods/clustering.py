@@ -14,7 +14,7 @@ Target classes come from the model's own predictions; source classes too, unless
 default is False). The optional centroid smoothing keeps a running average (the ``centroid_avg`` buffer, saved
 and resumed with the method); as in the original, it is applied at both centroid computations of a step.
 
-Taught in ``notebooks/06_clustered_orthogonal_embeddings.ipynb``.
+Taught in ``notebooks/07_clustered_orthogonal_embeddings.ipynb``.
 """
 
 from __future__ import annotations

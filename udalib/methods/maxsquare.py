@@ -2,7 +2,7 @@
 ICCV 2019: maximum squares (Eq. 5), + image-wise class weights (IW, Eq. 7), + multi-level self-produced guidance.
 The original's other target losses (``--target_mode entropy``, ``IW_entropy``, ``hard``) are options of the same config.
 
-Taught in ``notebooks/03_maximum_squares.ipynb``.
+Taught in ``notebooks/04_maximum_squares.ipynb``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MinEnt -- Vu et al., "ADVENT: Adversarial Entropy Minimization for Domain Adaptation in Semantic
 Segmentation", CVPR 2019, Eq. (3); as run by the MaxSquare code base (``--target_mode entropy``).
 
-Taught in ``notebooks/02_entropy_minimization.ipynb``.
+Taught in ``notebooks/03_entropy_minimization.ipynb``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class EntropyNormalization(Choice):
 class MinEntConfig(MethodConfig):
     TARGET_WEIGHTS = ("lambda_target",)
     # the target weights of the MiniCity presets are larger than the paper's because MiniDeepLab adapts in 60 steps
-    # instead of ~90k (measured: notebook 03)
+    # instead of ~90k (measured: notebook 04)
     PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_target": 2.0}}
 
     lambda_target: float = 0.1  # λ_ent; --lambda_target (the README gives no MinEnt value: 0.1 as for MaxSquare)

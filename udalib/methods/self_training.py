@@ -26,7 +26,7 @@ sqrt 2 after each. Deviations, stated: udalib runs DeepLab-v2 / MiniDeepLab, its
 reference: on the stride-8 grid), pseudo-labels at the loaded resolution (posteriors predicted at ``infer_size`` are
 resized back), and with ``lr_policy = "poly"`` (MiniCity) the poly learning rate.
 
-Taught in ``notebooks/07_self_training.ipynb``.
+Taught in ``notebooks/08_self_training.ipynb``.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class WeakHead(Choice):
 # MiniCity shares its layouts across domains as GTA5 and Cityscapes do; without it, seed 0: 23.0 mIoU, below
 # source-only, as confident colour errors get reinforced); MLSL's patches are a quarter of the image (the original: 25
 # of 512x512 on 2048x1024) and its loss plain CE (OHEM, the original SISC loss, mines the hardest pixels of noisy
-# pseudo-labels: seed 0, 26.9 mIoU against 35.5 with CE); each round's labels kept for notebook 07. Pseudo-labels are
+# pseudo-labels: seed 0, 26.9 mIoU against 35.5 with CE); each round's labels kept for notebook 08. Pseudo-labels are
 # predicted with target BatchNorm statistics, as the MiniCity runs are trained (zoo.BN_STATS)
 MINICITY_SELF_TRAINING = {"rounds": 3, "keep_history": True, "spatial_prior": True, "pseudo_label_bn": "target"}
 

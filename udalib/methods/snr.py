@@ -13,7 +13,7 @@ Two modes, because the released segmentation code does not do what the paper say
 * ``mode="reference"``: as the released code: SNR blocks in no optimizer group (they keep their
   initialisation), no causality loss.
 
-Taught in ``notebooks/05_style_normalization_restitution.ipynb``.
+Taught in ``notebooks/06_style_normalization_restitution.ipynb``.
 """
 
 from __future__ import annotations

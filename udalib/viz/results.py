@@ -3,7 +3,7 @@
 Every training run writes a run folder (:mod:`udalib.experiment`), whoever started it: a notebook, papermill,
 ``python -m udalib train``, torchrun. Nothing here has to be told about a run; :func:`load_runs` finds it and
 :func:`group_runs` puts it next to its other seeds. The comparison widgets (:mod:`udalib.viz.widgets`) and
-notebook 09 read these tables.
+notebook 10 read these tables.
 
 The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs
 (``ZJULearning/MaxSquareLoss``,
@@ -446,7 +446,7 @@ def case_table(runs: Mapping[str, Run], dataset: str):
 
 
 def claims_report(names: Sequence[str]):
-    """Notebooks 03-07: the rows of :func:`claim_verdicts` for the claims ``names`` (without the paper column)."""
+    """Notebooks 04-08: the rows of :func:`claim_verdicts` for the claims ``names`` (without the paper column)."""
     return claim_verdicts().loc[list(names)].drop(columns=["paper"])
 
 
@@ -482,7 +482,7 @@ def atlas_case_table(row: str, factor: str, df=None):
 
 
 def factor_cases(row: str, seed: int | None = None, **train_kwargs):
-    """Notebooks 02-07, "where it works, where it breaks": the atlas's best and worst single factor for ``row``
+    """Notebooks 03-08, "where it works, where it breaks": the atlas's best and worst single factor for ``row``
     (:func:`works_and_breaks`), each as a per-class table of source-only, AdaBN, the lambda = 0 control and the
     method, side by side; each column group is named by the case, the factor and its atlas margin.
 

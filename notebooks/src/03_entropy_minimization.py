@@ -158,7 +158,7 @@ bench
 # target batches moves the BatchNorm statistics to the target's. The entropy term adds a smaller, consistent margin
 # on top. This is the honest reading; do not credit MinEnt with what BatchNorm did. With the original code's policy
 # (exercise 4) the same MinEnt run scores *below* AdaBN as trained: the mixed statistics cost more than the entropy
-# term gains. Notebook 03 shows why entropy's gradient favours pixels that are already confident, and what the
+# term gains. Notebook 04 shows why entropy's gradient favours pixels that are already confident, and what the
 # max-square loss changes.
 #
 # ## Per class
@@ -217,12 +217,12 @@ strong.round(1) if not RECIPE else "the lambda 20 run is MiniCity's"
 # Ten times the weight buys confidence where it is cheap: the large classes that fill most pixels (road, building,
 # sky) gain a little, while the thin and small ones (pole, person, traffic sign) and the sidewalk, which the road
 # absorbs, lose several points, and the mean falls below the run at the preset's weight. The entropy term has no
-# notion of class balance; notebook 03's image-wise weights (IW) add one.
+# notion of class balance; notebook 04's image-wise weights (IW) add one.
 
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran MinEnt with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran MinEnt with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -240,7 +240,7 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # classes look alike (sidewalk paved like the road, foliage dulled toward building). There the model is confidently
 # *wrong*, and entropy minimisation sharpens those errors: sidewalk and vegetation lose against the control and
 # no class gains more than a fraction of a point. MinEnt rests on "confident target pixels are mostly right"; `converge` is the shift that breaks it.
-# The atlas (notebook 09) shows the rest: on the shifts that AdaBN absorbs (`photometry`, `exposure`) or that leave
+# The atlas (notebook 10) shows the rest: on the shifts that AdaBN absorbs (`photometry`, `exposure`) or that leave
 # the source model at the oracle's level (`texture`, `prior`, `camera`), the entropy term has nothing to add.
 
 # %% [markdown]
@@ -340,7 +340,7 @@ calib_after
 # (source-only 36.9). One GPU, about a day:
 #
 # ```bash
-# papermill notebooks/02_entropy_minimization.ipynb runs/notebooks/02_gta5_minent.ipynb \
+# papermill notebooks/03_entropy_minimization.ipynb runs/notebooks/03_gta5_minent.ipynb \
 #     -p RECIPE gta5_minent -p DATA_ROOT /data/prepared -p DEVICE cuda
 # python -m udalib run gta5_minent --data-root /data/prepared --device cuda   # the same, from the shell
 # ```

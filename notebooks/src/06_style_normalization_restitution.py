@@ -174,7 +174,7 @@ viz.plots.style_scatter({"source model, stage 1": styles,
 # %% [markdown]
 # ## SNR-MS: adapting the SNR model with MaxSquare
 #
-# The original code's UDA recipe: MaxSquare (notebook 03) on the SNR backbone, from the SNR source model. Beside it: the
+# The original code's UDA recipe: MaxSquare (notebook 04) on the SNR backbone, from the SNR source model. Beside it: the
 # same run with $\lambda_{target}=0$ (training on target batches moves BatchNorm statistics) and AdaBN of the SNR
 # source model.
 
@@ -225,13 +225,13 @@ bench
 # channel's style.
 #
 # SNR-MS adapts further, but its $\lambda=0$ control and SNR + AdaBN get most of the way there: the gap that
-# notebooks 02–04 close with target images, SNR closes mostly without them, and what is left for MaxSquare to do
+# notebooks 03–05 close with target images, SNR closes mostly without them, and what is left for MaxSquare to do
 # is small. The source score drops, partly because of the shorter training.
 
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -251,7 +251,7 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # %% [markdown]
 # ## The paper's claims, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -354,9 +354,9 @@ seeds.round(1)
 # repository reports no numbers; the paper's are in its Sec. 4.2. One GPU, about a day each.
 #
 # ```bash
-# papermill notebooks/05_style_normalization_restitution.ipynb runs/notebooks/05_gta5_snr.ipynb \
+# papermill notebooks/06_style_normalization_restitution.ipynb runs/notebooks/06_gta5_snr.ipynb \
 #     -p RECIPE gta5_snr -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/05_style_normalization_restitution.ipynb runs/notebooks/05_gta5_snr_maxsquare.ipynb \
+# papermill notebooks/06_style_normalization_restitution.ipynb runs/notebooks/06_gta5_snr_maxsquare.ipynb \
 #     -p RECIPE gta5_snr_maxsquare -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 #

@@ -17,9 +17,9 @@
 #   drowned by the dominant ones;
 # * **+Multi**: self-produced guidance, the auxiliary head trained on the confident predictions of both heads.
 #
-# Each is compared with source-only, AdaBN, the $\lambda=0$ control and MinEnt (notebook 02) in one table.
+# Each is compared with source-only, AdaBN, the $\lambda=0$ control and MinEnt (notebook 03) in one table.
 #
-# **Runtime:** about 35 s on a 2-core CPU after notebook 02 (three adaptation runs of 60 steps); about 20 s more
+# **Runtime:** about 35 s on a 2-core CPU after notebook 03 (three adaptation runs of 60 steps); about 20 s more
 # when run on its own, because the control and MinEnt runs are then trained here too.
 
 # %% tags=["parameters"]
@@ -205,7 +205,7 @@ viz.plots.show_predictions({name: runs[name].model() for name in ("source-only",
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran MaxSquare with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran MaxSquare with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -216,7 +216,7 @@ ROW = "maxsquare"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[RO
 viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %% [markdown]
-# **Reading it.** The same picture as MinEnt's in notebook 02, in smaller steps. Under `palette` MaxSquare gains on every class over the control, traffic sign,
+# **Reading it.** The same picture as MinEnt's in notebook 03, in smaller steps. Under `palette` MaxSquare gains on every class over the control, traffic sign,
 # building and pole most; under `converge` it sharpens the confident errors
 # between sidewalk and road and between vegetation and building, and loses on exactly those classes. The max-square
 # loss changes how the push is spread over pixels of different confidence, not whether confident errors are pushed
@@ -227,7 +227,7 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # %% [markdown]
 # ## The paper's claims, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -329,14 +329,14 @@ gain.round(2)
 # 1280×640). The README reports 44.3 (MaxSquare), 45.2 (+IW) and 46.4 (+IW+Multi) mIoU on Cityscapes val.
 #
 # ```bash
-# papermill notebooks/03_maximum_squares.ipynb runs/notebooks/03_gta5_maxsquare.ipynb \
+# papermill notebooks/04_maximum_squares.ipynb runs/notebooks/04_gta5_maxsquare.ipynb \
 #     -p RECIPE gta5_maxsquare -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/03_maximum_squares.ipynb runs/notebooks/03_gta5_maxsquare_iw.ipynb \
+# papermill notebooks/04_maximum_squares.ipynb runs/notebooks/04_gta5_maxsquare_iw.ipynb \
 #     -p RECIPE gta5_maxsquare_iw -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/03_maximum_squares.ipynb runs/notebooks/03_gta5_maxsquare_iw_multi.ipynb \
+# papermill notebooks/04_maximum_squares.ipynb runs/notebooks/04_gta5_maxsquare_iw_multi.ipynb \
 #     -p RECIPE gta5_maxsquare_iw_multi -p DATA_ROOT /data/prepared -p DEVICE cuda
 # # SYNTHIA -> Cityscapes, 16 classes (41.4 mIoU16 / 48.2 mIoU13 reported)
-# papermill notebooks/03_maximum_squares.ipynb runs/notebooks/03_synthia_maxsquare_iw_multi.ipynb \
+# papermill notebooks/04_maximum_squares.ipynb runs/notebooks/04_synthia_maxsquare_iw_multi.ipynb \
 #     -p RECIPE synthia_maxsquare_iw_multi -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 

@@ -10,7 +10,7 @@
 # # 09 · Comparing the methods: leaderboard, per-class IoU, predictions side by side
 #
 # **What you will learn.** How to read a comparison of UDA methods honestly: the mean and spread over **seeds**,
-# gains against the right baselines (source-only, AdaBN and the $\lambda = 0$ controls of notebooks 02–07),
+# gains against the right baselines (source-only, AdaBN and the $\lambda = 0$ controls of notebooks 03–08),
 # **per-class** IoU rather than one mIoU, and what the predictions actually look like. Two widgets let you explore:
 # a **per-class IoU explorer** (methods, seeds, class set 19/16/13, sorted by gain) and a **prediction comparer**
 # (image, ground truth and several checkpoints side by side, with an opacity slider, an error mask and a clickable
@@ -22,7 +22,7 @@
 # no glue code. The original papers' full-scale numbers are shown next to MiniCity's, **as reported** by the papers,
 # not reproduced here.
 #
-# **Runtime:** about 25 s on a 2-core CPU when notebooks 01–07 have run (their runs are found; the missing runs,
+# **Runtime:** about 25 s on a 2-core CPU when notebooks 01–08 have run (their runs are found; the missing runs,
 # single-level AdaptSegNet and the test-time rows TENT and BN-α, are trained here). On a fresh checkout it first trains the missing MiniCity runs of `SEEDS`
 # and prints how long that took: 20 runs per seed, about 7 minutes of training on a quiet 2-core CPU.
 
@@ -57,7 +57,7 @@ from udalib.viz import results, widgets
 # ## The standard runs: found, or trained now
 #
 # The rows of the MiniCity results table, `udalib.zoo.MINICITY_ROWS` (also what `benchmarks/minicity_table.py`
-# runs), each a function `seed -> Experiment` built from the definitions notebooks 01–07 use. `find_run` looks a run up by its config's key
+# runs), each a function `seed -> Experiment` built from the definitions notebooks 01–08 use. `find_run` looks a run up by its config's key
 # (never training); `get_or_train` is checkpoint-or-train. The order matters: adaptation runs start from the source
 # models above them.
 
@@ -146,7 +146,7 @@ else:
 # method gains over both is its own loss's work. How far to trust one difference depends on the seeds behind each
 # row (the line under the leaderboard): with one seed there is no spread to read, and one seed moves by a point or
 # two, as much as many differences between methods; run more seeds (exercise 4) or read the five-seed table of
-# notebooks 02–07 (`benchmarks/results/minicity_table.csv`). The reported column ranks the methods at full scale; MiniCity's 64×128
+# notebooks 03–08 (`benchmarks/results/minicity_table.csv`). The reported column ranks the methods at full scale; MiniCity's 64×128
 # synthetic cities are a teaching stand-in and do not reproduce those values.
 #
 # ## Which checkpoint? Last, selected without target labels, selected with them
@@ -155,7 +155,7 @@ else:
 # choice a real user cannot make. A run trained with `select_every=N` (an `Experiment` field;
 # `python -m udalib train --select-every N`) is scored every N steps, and its `scores.json` keeps three labelled
 # selections: the **last** checkpoint, the one the information-maximisation validator picks on unlabelled target
-# images (**IM-selected**, notebook 10), and the one target labels pick (**target-selected**, kept as
+# images (**IM-selected**, notebook 11), and the one target labels pick (**target-selected**, kept as
 # `best_model.pt`). `udalib table` shows the three side by side. The runs of `benchmarks/minicity_table.py
 # --select-every 10` (seeds 0–2) are read below; runs of the store trained with `select_every` are shown after them.
 
@@ -225,7 +225,7 @@ viz.plots.iou_heatmap(as_reported, title="GTA5 → Cityscapes per-class IoU (%),
 # the five-seed table (`benchmarks/results/minicity_table.csv`): both rows' mean ± std, the paired difference (same
 # seed, same source model) and on how many seeds the claimed winner is ahead. A claim *holds on MiniCity* when the
 # winner is ahead on the mean and on every seed but at most one; otherwise it *does not hold*. `benchmarks/RESULTS.md`
-# gives the reason found for each claim that does not hold; notebooks 03–07 show each claim beside its method.
+# gives the reason found for each claim that does not hold; notebooks 04–08 show each claim beside its method.
 
 # %%
 claims = results.claim_verdicts()
@@ -329,7 +329,7 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 #
 # ## Exercises
 #
-# 1. Train a new variant with papermill (e.g. `papermill notebooks/03_maximum_squares.ipynb out.ipynb -p STEPS 100`),
+# 1. Train a new variant with papermill (e.g. `papermill notebooks/04_maximum_squares.ipynb out.ipynb -p STEPS 100`),
 #    re-run this notebook and find it in the explorer: what is its gain over its control?
 # 2. Switch the class set to 13: which method gains the most, and why do poles matter?
 # 3. In the comparer, highlight *sidewalk* and step through the images: which method fixes the road/sidewalk
@@ -338,12 +338,12 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 #
 # ## Run at full scale
 #
-# Full-scale runs write the same run folders. Train the recipes (the "Run at full scale" cells of notebooks 01–07,
+# Full-scale runs write the same run folders. Train the recipes (the "Run at full scale" cells of notebooks 01–08,
 # or `python -m udalib run gta5_maxsquare_iw_multi --data-root /data/prepared`), keep their runs folder
 # apart from MiniCity's, and point this notebook at it:
 #
 # ```bash
-# UDALIB_RUNS=/data/runs papermill notebooks/09_compare_methods.ipynb runs/notebooks/09_full.ipynb \
+# UDALIB_RUNS=/data/runs papermill notebooks/10_compare_methods.ipynb runs/notebooks/10_full.ipynb \
 #     -p TRAIN_MISSING False -p DATASET cityscapes/val@512x1024 -p IMAGES 4 -p DEVICE cuda
 # ```
 #
@@ -365,4 +365,4 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # * M. Toldo, U. Michieli, P. Zanuttigh. *Unsupervised Domain Adaptation in Semantic Segmentation via Orthogonal and
 #   Clustered Embeddings*. WACV 2021 (arXiv 2011.12616).
 # * Y. Zou et al. *Class-Balanced Self-Training*. ECCV 2018 (arXiv 1810.07911); J. Iqbal, M. Ali. *MLSL*. WACV 2020.
-# * Each method's reference implementation, with files and lines: the References of notebooks 02 to 07.
+# * Each method's reference implementation, with files and lines: the References of notebooks 03 to 08.

@@ -21,7 +21,7 @@
 # You will inspect pseudo-labels (how many pixels each class keeps, how many are right, against labels used *for
 # analysis only*), see what class balancing does to rare classes, then train CBST and MLSL against the controls.
 #
-# **Runtime:** about 75 s on a 2-core CPU after notebooks 01–02 (three runs of 60 steps, each labelling the 600
+# **Runtime:** about 75 s on a 2-core CPU after notebooks 01–03 (three runs of 60 steps, each labelling the 600
 # target images three times; the third is CBST without the spatial prior).
 
 # %% tags=["parameters"]
@@ -184,7 +184,7 @@ if RECIPE:  # full scale: the original code's recipe on the real data
 common = dict(steps=STEPS, rounds=ROUNDS, tgt_port=TGT_PORT, spatial_prior=SPATIAL_PRIOR)
 cbst_run = get_or_train(zoo.adaptation_experiment("cbst", source_exp, **common))
 mlsl_run = get_or_train(zoo.adaptation_experiment("mlsl", source_exp, patches=PATCHES, **common))  # CE loss (preset)
-# the controls (notebooks 01-02 trained them): at lambda_target = 0, CBST and MLSL (CE preset) give the segmenter
+# the controls (notebooks 01-03 trained them): at lambda_target = 0, CBST and MLSL (CE preset) give the segmenter
 # exactly the updates of the MaxSquare family's lambda = 0 control
 control_run = get_or_train(zoo.control_experiment(source_exp, steps=STEPS))
 adabn_run = get_or_train(zoo.adabn_experiment(source_exp))
@@ -284,7 +284,7 @@ no_prior.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran CBST with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran CBST with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -306,7 +306,7 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # %% [markdown]
 # ## The paper's claim, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -406,11 +406,11 @@ correct.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 # README (`engrjavediqbal/MLSL`, ResNet-38): CBST 46.2, MLSL (SISC-PWL) 49.0 mIoU on Cityscapes val.
 #
 # ```bash
-# papermill notebooks/07_self_training.ipynb runs/notebooks/07_gta5_cbst.ipynb \
+# papermill notebooks/08_self_training.ipynb runs/notebooks/08_gta5_cbst.ipynb \
 #     -p RECIPE gta5_cbst -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/07_self_training.ipynb runs/notebooks/07_gta5_mlsl.ipynb \
+# papermill notebooks/08_self_training.ipynb runs/notebooks/08_gta5_mlsl.ipynb \
 #     -p RECIPE gta5_mlsl -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/07_self_training.ipynb runs/notebooks/07_gta5_mlsl_pwl.ipynb \
+# papermill notebooks/08_self_training.ipynb runs/notebooks/08_gta5_mlsl_pwl.ipynb \
 #     -p RECIPE gta5_mlsl_pwl -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 #

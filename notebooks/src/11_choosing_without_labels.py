@@ -229,7 +229,7 @@ print("im:     ", round(validate.information_maximization(uniform), 3), " (no pi
 # ## Run at full scale
 #
 # The validators take any model and loaders: score the checkpoints of a full-scale run (the run folders of
-# notebooks 01-07 at full scale) on unlabelled Cityscapes images,
+# notebooks 01-08 at full scale) on unlabelled Cityscapes images,
 #
 # ```python
 # from udalib import validate
@@ -243,7 +243,7 @@ print("im:     ", round(validate.information_maximization(uniform), 3), " (no pi
 # and this notebook runs unchanged with papermill (it reads the MiniCity study from `benchmarks/results/`):
 #
 # ```bash
-# papermill notebooks/10_choosing_without_labels.ipynb runs/notebooks/10.ipynb -p DEVICE cuda
+# papermill notebooks/11_choosing_without_labels.ipynb runs/notebooks/10.ipynb -p DEVICE cuda
 # ```
 #
 # ## References

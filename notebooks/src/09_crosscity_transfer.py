@@ -160,7 +160,7 @@ cc.gains(three, "maxsquare").round(2)
 # $\lambda=0$ control recover nearly all of it, since a city's light is first-order colour statistics. What is left
 # for the max-square term is each city's materials and streets. It adds a little on the cities whose building
 # materials move furthest from the source's concrete (Tokyo's glass and steel, Taipei's tiled facades: a palette
-# shift, which is what the atlas of notebook 09 finds target losses act on), and it loses a little on Rome, whose
+# shift, which is what the atlas of notebook 10 finds target losses act on), and it loses a little on Rome, whose
 # grey-paved sidewalks converge with the road (the atlas's `converge`, where confident confusions get sharpened), and
 # on Rio, the city closest to the source, with almost nothing to adapt. At these 20 steps no margin over the
 # controls reaches a point, and three times as many steps (the length of every other MiniCity adaptation) do not
@@ -245,13 +245,13 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 # * Cities with a larger photometric shift (Tokyo's dusk, Taipei's haze) gain most from *any* target exposure.
 # * What is left for the target loss depends on what a city changes beyond its light: new materials (Tokyo, Taipei)
 #   leave it a small gain; classes that converge (Rome's paved sidewalks) and a city close to the source (Rio) a
-#   small loss: the pattern of the atlas in notebook 09.
+#   small loss: the pattern of the atlas in notebook 10.
 #
 # ## Exercises
 #
 # 1. Run 60 or 120 steps (`STEPS`). Does MaxSquare pass the control by more on Tokyo and Taipei, and on Rome?
 # 2. Adapt from the synthetic source instead: `source_exp = replace(cc.minicity_source(SEED), source="minicity:source")`.
-#    The shift then includes the palette, as in notebooks 02-03. Does MaxSquare now beat the control on the cities?
+#    The shift then includes the palette, as in notebooks 03-04. Does MaxSquare now beat the control on the cities?
 # 3. Add `"minent"` or `"adaptsegnet"` to `METHODS`: the driver runs any registered method.
 #
 # ## Run at full scale
@@ -262,7 +262,7 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 # Cityscapes and NTHU prepared by `data_scripts/`, and runs every city with the controls (about 30k iterations per run):
 #
 # ```bash
-# papermill notebooks/08_crosscity_transfer.ipynb runs/notebooks/08_crosscity_maxsquare.ipynb \
+# papermill notebooks/09_crosscity_transfer.ipynb runs/notebooks/09_crosscity_maxsquare.ipynb \
 #     -p RECIPE crosscity_maxsquare -p DATA_ROOT /data/prepared -p DEVICE cuda
 # # or from the shell, four cities, MaxSquare and MaxSquare+IW, with source-only, AdaBN and the control:
 # python -m udalib crosscity --recipe crosscity_maxsquare --data-root /data/prepared --device cuda \

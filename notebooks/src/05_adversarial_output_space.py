@@ -241,7 +241,7 @@ bench
 # The $\lambda_{adv}=0$ control trains the discriminators but gives the segmenter no adversarial gradient; it lands
 # on AdaBN, since both carry the target's BatchNorm statistics (`zoo.BN_STATS`). The adversarial term adds a clear
 # margin in mIoU over both, multi-level more than single-level, and multi-level lands level with MaxSquare+IW+Multi
-# at the same 60 steps, the best of notebook 03 (the five-seed lines above). The margin is not on every class: the
+# at the same 60 steps, the best of notebook 04 (the five-seed lines above). The margin is not on every class: the
 # per-class change against the control (printed above the per-class table) names the classes that lose, and thin
 # poles among them are what an output map of 8 × 16 cells can hardly draw (the atlas reading below). The price shows in the source column: pulling target maps toward source-like maps
 # costs a few points on the source domain.
@@ -283,7 +283,7 @@ longer.round(2) if not RECIPE else "the longer run is MiniCity's"
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran AdaptSegNet multi-level with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran AdaptSegNet multi-level with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -301,12 +301,12 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # outputs toward the source's lower horizon. Every class loses, sky, building and sidewalk most, and the method ends
 # far below simply re-estimating BatchNorm statistics. Output-space alignment assumes the label layout is shared
 # between the domains; a camera change breaks that assumption outright, and a label-prior change (`prior`, denser
-# traffic) breaks it mildly (the atlas row in notebook 09).
+# traffic) breaks it mildly (the atlas row in notebook 10).
 
 # %% [markdown]
 # ## The paper's claim, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -427,11 +427,11 @@ pd.DataFrame({"multi - single (mIoU points)": by_shift}).round(2)
 # days each). Reported on Cityscapes val: 44.1 (single-level LS-GAN), 42.4 (multi-level), 41.4 (single-level).
 #
 # ```bash
-# papermill notebooks/04_adversarial_output_space.ipynb runs/notebooks/04_gta5_adaptsegnet_lsgan.ipynb \
+# papermill notebooks/05_adversarial_output_space.ipynb runs/notebooks/05_gta5_adaptsegnet_lsgan.ipynb \
 #     -p RECIPE gta5_adaptsegnet_lsgan -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/04_adversarial_output_space.ipynb runs/notebooks/04_gta5_adaptsegnet_multi.ipynb \
+# papermill notebooks/05_adversarial_output_space.ipynb runs/notebooks/05_gta5_adaptsegnet_multi.ipynb \
 #     -p RECIPE gta5_adaptsegnet_multi -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/04_adversarial_output_space.ipynb runs/notebooks/04_gta5_adaptsegnet.ipynb \
+# papermill notebooks/05_adversarial_output_space.ipynb runs/notebooks/05_gta5_adaptsegnet.ipynb \
 #     -p RECIPE gta5_adaptsegnet -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 #

@@ -13,7 +13,7 @@
 # via Orthogonal and Clustered Embeddings*, WACV 2021) shape the **feature space** rather than the output: features
 # of one class, from either domain, should gather around a class centroid shared by the domains; centroids should
 # be far apart and close to orthogonal; each centroid should use few channels. Three objectives on the backbone's
-# features, on top of the output-space IW-MaxSquare loss of notebook 03:
+# features, on top of the output-space IW-MaxSquare loss of notebook 04:
 #
 # $$\mathcal{L} = \mathcal{L}_{seg} + \lambda_{ent}\,\mathcal{L}_{IW\text{-}ms}
 #   + \lambda_{cl}\,(d_s + d_t - d_{cent}) + \lambda_{orth}\,\mathcal{L}_{orth} + \lambda_{sp}\,\mathcal{L}_{sp}.$$
@@ -21,7 +21,7 @@
 # You will look at the feature space before and after adaptation, the centroid similarity matrix and the sparsity
 # of the centroids, and compare with source-only, AdaBN, the $\lambda=0$ control and MaxSquare+IW alone.
 #
-# **Runtime:** about 20 s on a 2-core CPU after notebooks 01–03 (one adaptation run of 60 steps; the controls are
+# **Runtime:** about 20 s on a 2-core CPU after notebooks 01–04 (one adaptation run of 60 steps; the controls are
 # theirs); about 40 s more when run on its own.
 
 # %% tags=["parameters"]
@@ -107,7 +107,7 @@ print("sparsity of [1, .5, 0]:", round(clustering.sparsity_loss(torch.tensor([[1
 # %% [markdown]
 # Two passes per step, as in the original code: the clustering centroids use classes from the **bilinearly** resized
 # posteriors; orthogonality and sparsity recompute them from the **nearest**-resized argmax. The original code calls its
-# output-space term "entropy", but it is the IW-MaxSquare loss of notebook 03 (`LTTM/UDAclustering` `tools/train_UDA.py`): with the three feature
+# output-space term "entropy", but it is the IW-MaxSquare loss of notebook 04 (`LTTM/UDAclustering` `tools/train_UDA.py`): with the three feature
 # weights at 0 the method *is* MaxSquare+IW, which makes it the right comparison for what the embedding objectives
 # add. `step` sums the five terms of the objective at the top of this notebook.
 
@@ -127,7 +127,7 @@ if RECIPE:  # full scale: the original code's recipe on the real data
 clustered_run = get_or_train(zoo.adaptation_experiment(
     "clustered_embeddings", source_exp, steps=STEPS, lambda_entropy=LAMBDA_ENTROPY, lambda_cluster=LAMBDA_CLUSTER,
     lambda_ortho=LAMBDA_ORTHO, lambda_sparse=LAMBDA_SPARSE))
-# the controls (notebooks 01-03 trained them): with every target weight at 0 this method gives the segmenter
+# the controls (notebooks 01-04 trained them): with every target weight at 0 this method gives the segmenter
 # exactly the updates of the MaxSquare family's lambda = 0 control, and with the feature weights at 0 it is MaxSquare+IW
 control_run = get_or_train(zoo.control_experiment(source_exp, steps=STEPS))
 iw_run = get_or_train(zoo.adaptation_experiment("maxsquare_iw", source_exp, steps=STEPS, lambda_target=LAMBDA_ENTROPY))
@@ -200,7 +200,7 @@ bench
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 09) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 10) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
 # `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -215,13 +215,13 @@ viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCi
 # target features of a class whose colour moved are pulled to that class's source centroid, and vegetation, traffic sign, road and person gain most. Under `camera` there is nothing to adapt: the source model is already as good on the higher
 # horizon as AdaBN and the control are (compare the first three columns), so every extra loss term (clustering,
 # orthogonality, sparsity, the image-wise max-square term) can only move a model that was right, and each class
-# loses a little. A method's margin needs a shift that its loss can see; the atlas (notebook 09) shows which shifts
+# loses a little. A method's margin needs a shift that its loss can see; the atlas (notebook 10) shows which shifts
 # those are for each method.
 
 # %% [markdown]
 # ## The paper's claim, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 09 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -294,7 +294,7 @@ print("my_sparsity_loss and my_orthogonality_loss agree with udalib.losses.clust
 # %% [markdown]
 # ### Exercise 2: predict, then run
 #
-# The method is MaxSquare+IW (notebook 03) plus three feature-space terms: clustering, orthogonality, sparsity.
+# The method is MaxSquare+IW (notebook 04) plus three feature-space terms: clustering, orthogonality, sparsity.
 # Before running the next cell, predict: over the five seeds of `benchmarks/results/minicity_table.csv` and the
 # shifts of the atlas (`minicity_atlas.csv`, three seeds each), how many mIoU points do the three terms add over
 # MaxSquare+IW alone?
@@ -334,13 +334,13 @@ pd.DataFrame({"clustered - MaxSquare+IW, per seed": by_seed}).round(2)
 # the paper's are in its Tables 1–2.
 #
 # ```bash
-# papermill notebooks/06_clustered_orthogonal_embeddings.ipynb runs/notebooks/06_gta5_resnet101.ipynb \
+# papermill notebooks/07_clustered_orthogonal_embeddings.ipynb runs/notebooks/07_gta5_resnet101.ipynb \
 #     -p RECIPE gta5_clustering_resnet101 -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/06_clustered_orthogonal_embeddings.ipynb runs/notebooks/06_gta5_vgg16.ipynb \
+# papermill notebooks/07_clustered_orthogonal_embeddings.ipynb runs/notebooks/07_gta5_vgg16.ipynb \
 #     -p RECIPE gta5_clustering_vgg16 -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/06_clustered_orthogonal_embeddings.ipynb runs/notebooks/06_synthia_resnet101.ipynb \
+# papermill notebooks/07_clustered_orthogonal_embeddings.ipynb runs/notebooks/07_synthia_resnet101.ipynb \
 #     -p RECIPE synthia_clustering_resnet101 -p DATA_ROOT /data/prepared -p DEVICE cuda
-# papermill notebooks/06_clustered_orthogonal_embeddings.ipynb runs/notebooks/06_synthia_vgg16.ipynb \
+# papermill notebooks/07_clustered_orthogonal_embeddings.ipynb runs/notebooks/07_synthia_vgg16.ipynb \
 #     -p RECIPE synthia_clustering_vgg16 -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 #
