@@ -42,24 +42,25 @@ def test_seg_loss_ignores_ignored_pixels_and_is_zero_without_labels():
 def test_entropy_of_uniform_and_one_hot_posteriors():
     uniform = torch.zeros(2, C, 3, 4)
     assert torch.allclose(entropy_map(uniform), torch.full((2, 3, 4), math.log(C)))
-    assert entropy_loss(uniform, "seed").item() == pytest.approx(math.log(C) / C)  # MaxSquare's softCrossEntropy
+    assert entropy_loss(uniform, "original").item() == pytest.approx(math.log(C) / C)  # MaxSquare's softCrossEntropy
     assert entropy_loss(uniform, "log_c").item() == pytest.approx(1.0)  # ADVENT's normalisation
     onehot = one_hot_logits(torch.randint(0, C, (2, 3, 4)))
     assert entropy_loss(onehot).item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_seed_and_advent_normalisations_differ_by_c_over_log_c():
+def test_original_and_advent_normalisations_differ_by_c_over_log_c():
     x = torch.randn(2, C, 4, 4)
-    assert entropy_loss(x, "log_c").item() == pytest.approx(entropy_loss(x, "seed").item() * C / math.log(C))
+    assert entropy_loss(x, "log_c").item() == pytest.approx(entropy_loss(x, "original").item() * C / math.log(C))
+    assert entropy_loss(x, "seed").item() == entropy_loss(x, "original").item()  # the stored runs' spelling
     with pytest.raises(ValueError, match="normalization"):
         entropy_loss(x, "bits")
 
 
-def test_entropy_matches_the_seed_soft_cross_entropy_transcription():
+def test_entropy_matches_the_original_soft_cross_entropy_transcription():
     # MaxSquare utils/loss.py softCrossEntropy(pred, target=softmax(pred)): mean over N*C*H*W of -log_softmax * P
     x = torch.randn(3, C, 5, 6)
-    seed = torch.mean(-torch.log_softmax(x, 1) * torch.softmax(x, 1))
-    assert entropy_loss(x).item() == pytest.approx(seed.item(), rel=1e-6)
+    original = torch.mean(-torch.log_softmax(x, 1) * torch.softmax(x, 1))
+    assert entropy_loss(x).item() == pytest.approx(original.item(), rel=1e-6)
 
 
 def test_entropy_gradient_is_the_closed_form():

@@ -216,7 +216,7 @@ def test_adabn_needs_a_batchnorm_layer():
 
 @pytest.mark.parametrize("method, field, bad, choices", [
     ("adaptsegnet", "gan", "lsgan", "'vanilla', 'ls'"),
-    ("minent", "normalization", "advent", "'seed', 'log_c'"),
+    ("minent", "normalization", "advent", "'original', 'log_c'"),
     ("mlsl", "loss", "focal", "'ce', 'ohem'"),
     ("snr_maxsquare", "mode", "released", "'paper', 'reference'"),
     ("maxsquare_iw", "target_loss", "IW_maxsquare", "'maxsquare', 'entropy', 'hard'"),
@@ -269,3 +269,19 @@ def test_presets_are_written_beside_their_configs():
     lrs = {name: method_config(name, "minicity").__dict__.get("lr") for name in METHODS}
     assert {n for n, lr in lrs.items() if lr not in (MINICITY_LR, None)} == {"source_only", "snr"}
     assert method_config("snr_maxsquare", "minicity").lambda_target == 5.0  # inherited from MaxSquare's presets
+
+
+def test_minent_normalisation_original_also_reads_seed_and_hashes_as_seed():
+    """``"original"`` is the value students write; ``"seed"``, the spelling stored configs hold, names the same
+    member, and the run key hashes it as ``"seed"``, so the stored MinEnt runs keep their folders."""
+    from udalib.experiment import Experiment
+    from udalib.methods.minent import EntropyNormalization
+
+    assert method_config("minent", normalization="seed").normalization is EntropyNormalization.ORIGINAL
+    assert method_config("minent").normalization == "original"
+    assert EntropyNormalization.choices() == "'original', 'log_c'"
+    keys = {Experiment(method="minent", target="minicity:target", method_args=args).key()
+            for args in ({}, {"normalization": "seed"}, {"normalization": "original"},
+                         {"normalization": EntropyNormalization.ORIGINAL})}
+    assert len(keys) == 1
+    assert Experiment(method="minent", target="minicity:target", method_args={"normalization": "log_c"}).key() not in keys

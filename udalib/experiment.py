@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import paths
-from .methods.base import BNStats
+from .methods.base import BNStats, Choice
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 # the key of scores.json that holds the model selections of a run trained with select_every > 0 (Run.selections);
@@ -120,11 +120,12 @@ class Experiment:
         The method's parameters enter as the resolved config (paper defaults, then preset, then overrides), so
         naming a preset's value explicitly gives the same run as leaving it out. A field of
         :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, as the runs before it had no such field.
+        A string switch (:class:`~udalib.methods.base.Choice`) enters as its ``key_value``.
         """
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
         cfg = self.method_config
         defaults = {f.name: f.default for f in fields(cfg)}
-        d["method_config"] = {k: v for k, v in asdict(cfg).items()
+        d["method_config"] = {k: v.key_value if isinstance(v, Choice) else v for k, v in asdict(cfg).items()
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
         if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
             del d["bn_stats"]

@@ -9,7 +9,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-Normalization = Literal["seed", "log_c"]
+Normalization = Literal["original", "log_c"]
 
 
 def entropy_map(logits: Tensor) -> Tensor:
@@ -24,23 +24,25 @@ def entropy_map(logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-def entropy_loss(logits: Tensor, normalization: Normalization = "seed") -> Tensor:
+def entropy_loss(logits: Tensor, normalization: Normalization = "original") -> Tensor:
     r"""MinEnt objective: the mean pixel entropy of the target predictions, to be minimised.
 
     .. math::
         \mathcal{L}_{ent} = \frac{1}{Z\,NHW} \sum_{n,h,w} E^{(n,h,w)}, \qquad
-        Z = \begin{cases} C & \text{"seed"} \\ \log C & \text{"log\_c"} \end{cases}
+        Z = \begin{cases} C & \text{"original"} \\ \log C & \text{"log\_c"} \end{cases}
 
-    ``"seed"`` is what the MaxSquare code base computes: the mean over all ``N·C·H·W`` entries of
-    :math:`-P \log P`, i.e. the entropy divided by the number of classes :math:`C` (its ``lambda_target`` values
-    are tuned for this). ``"log_c"`` is ADVENT's normalisation, entropy in ``[0, 1]``; the two differ by the
-    constant factor :math:`C / \log C`. The posterior is not detached: the gradient is the full entropy gradient.
+    ``"original"`` is what the original MaxSquare code computes (``ZJULearning/MaxSquareLoss``, its
+    ``softCrossEntropy``): the mean over all ``N·C·H·W`` entries of :math:`-P \log P`, i.e. the entropy divided by
+    the number of classes :math:`C` (its ``lambda_target`` values are tuned for this); ``"seed"``, the spelling
+    stored run configs hold, means the same. ``"log_c"`` is ADVENT's normalisation, entropy in ``[0, 1]``; the two
+    differ by the constant factor :math:`C / \log C`. The posterior is not detached: the gradient is the full
+    entropy gradient.
 
     Shape:
         logits ``(N, C, H, W)`` -> scalar.
     """
     ent = entropy_map(logits)
-    scale = logits.shape[1] if normalization == "seed" else math.log(logits.shape[1])
-    if normalization not in ("seed", "log_c"):
-        raise ValueError(f"normalization must be 'seed' or 'log_c', got {normalization!r}")
+    if normalization not in ("original", "seed", "log_c"):
+        raise ValueError(f"normalization must be 'original' or 'log_c', got {normalization!r}")
+    scale = math.log(logits.shape[1]) if normalization == "log_c" else logits.shape[1]
     return ent.mean() / scale

@@ -21,7 +21,13 @@ from ..losses import seg_loss
 class Choice(enum.StrEnum):
     """A string switch of a config (``gan``, ``normalization``, ``loss``, ``mode``, ``bn_stats``): its members are
     ``str`` and equal their values, so YAML recipes, ``--set`` values, stored ``config.json`` files and run keys hold
-    the same strings as before; a config turns a string into its member once, when it is built."""
+    the same strings; a config turns a string into its member once, when it is built."""
+
+    @property
+    def key_value(self) -> str:
+        """The string :meth:`udalib.experiment.Experiment.key` hashes for this member: its value, unless a switch
+        hashes another spelling, the one its stored run folders are named by (``EntropyNormalization``)."""
+        return self.value
 
     @classmethod
     def choices(cls) -> str:

@@ -63,7 +63,7 @@ class MaxSquareIWMultiConfig(MaxSquareIWConfig):
 # (ZJULearning/MaxSquareLoss tools/solve_gta5.py, lines 113-122)
 TARGET_LOSSES = {
     "maxsquare": (lambda x, c: maxsquare_loss(x), lambda x, c: iw_maxsquare_loss(x, c.iw_ratio)),
-    "entropy": (lambda x, c: entropy_loss(x, "seed"), lambda x, c: iw_entropy_loss(x, c.iw_ratio)),
+    "entropy": (lambda x, c: entropy_loss(x, "original"), lambda x, c: iw_entropy_loss(x, c.iw_ratio)),
     "hard": (lambda x, c: hard_pseudo_label_loss(x, c.threshold), None),
 }
 

@@ -16,8 +16,17 @@ from .base import MINICITY_ADAPT, Choice, Method, MethodConfig
 class EntropyNormalization(Choice):
     """The constant the entropy is divided by (:func:`udalib.losses.entropy_loss`)."""
 
-    SEED = "seed"  # C, the number of classes: MaxSquare's softCrossEntropy (ZJULearning/MaxSquareLoss)
+    ORIGINAL = "original"  # C, the number of classes: MaxSquare's softCrossEntropy (ZJULearning/MaxSquareLoss)
     LOG_C = "log_c"  # log C, ADVENT's (valeoai/ADVENT): the entropy in [0, 1]
+
+    @classmethod
+    def _missing_(cls, value):
+        """``"seed"``, the spelling stored configs and run keys hold, names :attr:`ORIGINAL` too."""
+        return cls.ORIGINAL if value == "seed" else None
+
+    @property
+    def key_value(self) -> str:
+        return "seed" if self is EntropyNormalization.ORIGINAL else self.value  # the stored runs' spelling
 
 
 @dataclass
@@ -28,7 +37,7 @@ class MinEntConfig(MethodConfig):
     PRESETS = {"minicity": MINICITY_ADAPT | {"lambda_target": 2.0}}
 
     lambda_target: float = 0.1  # λ_ent; --lambda_target (the README gives no MinEnt value: 0.1 as for MaxSquare)
-    normalization: EntropyNormalization = EntropyNormalization.SEED  # "seed" (entropy / C) or "log_c" (ADVENT's)
+    normalization: EntropyNormalization = EntropyNormalization.ORIGINAL  # "original" (entropy / C) or "log_c"
 
 
 class MinEnt(Method):

@@ -61,7 +61,7 @@ class Tent(Method):
 
     with every other weight :math:`\theta` frozen and BatchNorm in train mode, so each target batch is normalised
     with its own statistics (:math:`\mu_t, \sigma_t^2`) as in the paper. Natural log, not divided by :math:`C`
-    (MinEnt's ``"seed"`` normalisation): the paper's objective as written. Source batches are ignored (source
+    (MinEnt's ``"original"`` normalisation): the paper's objective as written. Source batches are ignored (source
     weight 0). Unlike the paper's online setting, evaluation runs in eval mode with the running statistics,
     which the target batches have moved to the target's (an exponential average, PyTorch's momentum 0.1: after
     ``k`` steps the source statistics keep a weight :math:`0.9^k`).
