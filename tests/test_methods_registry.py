@@ -284,4 +284,5 @@ def test_minent_normalisation_original_also_reads_seed_and_hashes_as_seed():
             for args in ({}, {"normalization": "seed"}, {"normalization": "original"},
                          {"normalization": EntropyNormalization.ORIGINAL})}
     assert len(keys) == 1
-    assert Experiment(method="minent", target="minicity:target", method_args={"normalization": "log_c"}).key() not in keys
+    advent = Experiment(method="minent", target="minicity:target", method_args={"normalization": "log_c"})
+    assert advent.key() not in keys
