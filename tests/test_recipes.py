@@ -86,7 +86,7 @@ CASES = [
     # MinEnt: the README reports 42.2 but gives no command; the MaxSquare command with --target_mode entropy
     pytest.param("gta5_minent", dict(
         MAXSQUARE_ADAPT, method="minent", init="GTA5_source.pth", steps=15 * MAXSQUARE_ROUND, lr=2.5e-4,
-        lambda_target=0.1, lambda_seg=0.0, normalization="seed"), id="maxsquare:minent"),
+        lambda_target=0.1, lambda_seg=0.0, normalization="original"), id="maxsquare:minent"),
     # SYNTHIA -> Cityscapes MaxSquare+IW+Multi (README: 41.4 / 48.2; no command): the GTA5 IW+Multi command with
     # --source_dataset synthia --num_classes 16, SYNTHIA resized to 1280x760 ("We resize images to 1280x760")
     pytest.param("synthia_maxsquare_iw_multi", dict(

@@ -22,18 +22,18 @@ EPILOG = """examples:
 """
 
 
-RUN_HELP = """Train and evaluate a full-scale recipe: udalib/recipes/RECIPE.yaml, a seed README command with the
+RUN_HELP = """Train and evaluate a full-scale recipe: udalib/recipes/RECIPE.yaml, an original README command with the
 papers' hyper-parameters (the same recipe runs from the method's notebook: papermill ... -p RECIPE RECIPE).
 Rerunning the same command after a kill resumes exactly from the run folder's checkpoint.pt; a recipe's `init`
-(the seeds' --continue_training) starts from other weights. On CUDA the loop trains with bf16 autocast,
+(the originals' --continue_training) starts from other weights. On CUDA the loop trains with bf16 autocast,
 channels_last and cudnn.benchmark; evaluation stays fp32.
 
 Several GPUs (DDP, one process per GPU, NCCL; gloo on CPU):
   torchrun --standalone --nproc_per_node=N -m udalib run RECIPE --data-root /data/prepared --device cuda
 Each process trains on its own batch of the recipe's batch_size images and the gradients are averaged: the
-effective batch is N x batch_size (the seeds: B = 1, so N) at the recipe's learning rate, not rescaled, and
+effective batch is N x batch_size (the originals: B = 1, so N) at the recipe's learning rate, not rescaled, and
 `steps` counts updates, so the run sees N times the images; --set steps=STEPS/N (and poly_steps) keeps
-the seeds' number of images. BatchNorm statistics are each process's own batch (as the seeds' batch-1 BN),
+the originals' number of images. BatchNorm statistics are each process's own batch (as the originals' batch-1 BN),
 copied from rank 0 after every step. The first line printed states the effective batch and lr of the run.
 """
 

@@ -36,8 +36,8 @@ SOURCE_ONLY, ADABN, CONTROL = "source-only", "AdaBN", "control"
 CONTROLS = (SOURCE_ONLY, ADABN, CONTROL)
 NUM_CLASSES = 13
 SOURCE_STEPS = 300  # MiniCity source model, as notebook 01's
-ADAPT_STEPS = 20  # per city and method: notebook 09 (the source and 16 runs) takes about 110 s of its 120 s
-# seed README, Cityscapes -> CrossCity, mIoU (%) as reported (not reproduced here)
+ADAPT_STEPS = 20  # per city and method: notebook 09 (the source and 16 runs) takes about 110 s
+# ZJULearning/MaxSquareLoss README, Cityscapes -> CrossCity, mIoU (%) as reported (not reproduced here)
 REPORTED = {"rome": {SOURCE_ONLY: 51.0, "maxsquare": 53.9, "maxsquare_iw": 54.5},
             "rio": {SOURCE_ONLY: 48.9, "maxsquare": 52.0, "maxsquare_iw": 53.3},
             "tokyo": {SOURCE_ONLY: 47.8, "maxsquare": 49.7, "maxsquare_iw": 50.5},

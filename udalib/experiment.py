@@ -423,7 +423,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
         eval_every: int = 0, stop_after: int | None = None, workers: int = 0, amp: bool | None = None) -> Run:
     """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder.
 
-    ``exp.init`` starts the weights from another run or a weights file (the seeds' ``--continue_training``: weights
+    ``exp.init`` starts the weights from another run or a weights file (the originals' ``--continue_training``: weights
     only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly,
     but only if the folder's ``config.json`` is the same experiment (else a one-line error names the differing
     fields). A finished run folder is returned as it is, never modified. ``config.json`` is written atomically
@@ -617,7 +617,7 @@ def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = N
                  dataset: str = "minicity:target/val", source_dataset: str | None = "minicity:source/val"):
     """The notebooks' results table: one row per named run, mIoU on ``dataset`` as trained and with target BN
     statistics (empty for runs that never saw a target image; the column only where a trained run has such a score,
-    i.e. it kept the seeds' mixed statistics), on ``source_dataset``, and the differences to the ``baseline``
+    i.e. it kept the originals' mixed statistics), on ``source_dataset``, and the differences to the ``baseline``
     (source-only) and, if given, to the ``control`` (the same run with its target weight at 0).
     """
     import pandas as pd

@@ -17,7 +17,7 @@ BATCH_SIZE = 8
 TARGET = "minicity:target"
 # Adaptation runs keep BatchNorm running statistics of target batches only (source batches are normalised with
 # their own batch statistics): the model "as trained" then carries the target's statistics, as AdaBN does, and the
-# lambda = 0 control equals AdaBN, so a method's margin over both is its own loss's work. With the seeds' policy
+# lambda = 0 control equals AdaBN, so a method's margin over both is its own loss's work. With the originals' policy
 # ("both": the running statistics mix the two domains) every method scored below AdaBN, as trained
 # (benchmarks/results/minicity_design_study.md, benchmarks/RESULTS.md).
 BN_STATS = "target"

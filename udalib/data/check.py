@@ -7,7 +7,7 @@ This module is the contract between ``data_scripts/`` (which writes the prepared
     <DATA_ROOT>/<dataset>/prepare.json                  settings of the run that wrote it (size, finished)
 
 ``python -m udalib data check ROOT`` runs :func:`check_root` and prints :func:`format_report`. The expected
-image counts are those of the complete downloads and the seeds' splits (their READMEs and list files); a different
+image counts are those of the complete downloads and the originals' splits (their READMEs and list files); a different
 count is
 reported as a note, not an error, because a partial copy (``--partial``) is a legitimate choice.
 """
@@ -32,7 +32,7 @@ class ListSpec:
     """One list file of a prepared dataset: ``lists/<name>.txt``."""
 
     name: str  # "<domain>_<split>", e.g. "gta5_train"
-    expected: int  # number of images in the complete download (the seeds' list files)
+    expected: int  # number of images in the complete download (the originals' list files)
     labelled: bool
     full_resolution: bool = False  # images and labels kept at the native size (AdaptSegNet's protocol)
     hint: str = ""  # extra option the script needs to write this list
@@ -43,7 +43,7 @@ class DatasetSpec:
     """A prepared dataset: its folder under ``DATA_ROOT``, its lists, the script that writes it."""
 
     name: str  # folder under DATA_ROOT and the name given to open_dataset
-    size: tuple[int, int]  # (W, H) the seeds resize to, the scripts' default --size
+    size: tuple[int, int]  # (W, H) the originals resize to, the scripts' default --size
     lists: tuple[ListSpec, ...]
     raw: str  # what the script's --raw points at
     markers: tuple[str, ...]  # relative paths that identify a raw download folder

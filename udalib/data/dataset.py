@@ -23,7 +23,7 @@ from .labels import LabelError, get_class_set, remap_to_subset
 
 # per-channel statistics for the two input conventions of the field
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # the seeds' IMG_MEAN, BGR order, 0..255
+CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # the originals' IMG_MEAN, BGR order, 0..255
 NORMALIZATIONS = ("imagenet", "caffe")
 
 
@@ -35,7 +35,7 @@ def normalize(image: np.ndarray, mode: str = "imagenet") -> Tensor:
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float tensor.
 
     ``imagenet``: RGB in [0, 1], ImageNet mean/std (torchvision models, MiniDeepLab).
-    ``caffe``: BGR in 0..255 minus the seeds' ``IMG_MEAN`` (the released DeepLab-v2 checkpoints expect this).
+    ``caffe``: BGR in 0..255 minus the originals' ``IMG_MEAN`` (the released DeepLab-v2 checkpoints expect this).
     """
     x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)
     if mode == "imagenet":

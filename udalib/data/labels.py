@@ -1,5 +1,5 @@
 """Class names, palettes and id -> trainId lookup tables (Cityscapes' ``labels.py``, the
-seeds' ``info.json`` and SYNTHIA's class list).
+originals' ``info.json`` and SYNTHIA's class list).
 
 Everything here is a constant or a small pure function. Labels inside udalib are always *trainIds*
 (0..18 for the 19 Cityscapes classes, or 0..K-1 inside a class subset) with ``IGNORE_INDEX`` (255)

@@ -1,7 +1,7 @@
 """Run a segmentation model over a labelled loader and score it (MaxSquare ``tools/evaluate.py``, AdaptSegNet
 ``evaluate_cityscapes.py`` and ``compute_iou.py``).
 
-The seeds disagree on *how* they score, so every choice is an explicit argument and ends up in
+The original code bases disagree on *how* they score, so every choice is an explicit argument and ends up in
 ``Scores.protocol``:
 
 * label resolution: MaxSquare/SNR/UDAclustering score at 1024x512 with nearest-downsampled labels

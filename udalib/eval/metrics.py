@@ -1,6 +1,6 @@
 """Segmentation metrics from a confusion matrix: per-class IoU, mIoU, pixel and mean accuracy.
 
-All seeds score the same way (MaxSquare ``utils/eval.py``, AdaptSegNet ``compute_iou.py``,
+All the original code bases score the same way (MaxSquare ``utils/eval.py``, AdaptSegNet ``compute_iou.py``,
 MLSL ``issegm/evaluate.py``): accumulate a C x C confusion matrix
 over the whole evaluation set (rows = ground truth, columns = prediction), then
 
@@ -34,10 +34,10 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int) -> Tensor:
 
     .. math:: M_{ij} = \\#\\{\\text{pixels } p : y_p = i,\\ \\hat y_p = j\\}
 
-    Only pixels whose label lies in ``[0, C)`` are counted, so 255 (and the seeds' -1) is ignored.
+    Only pixels whose label lies in ``[0, C)`` are counted, so 255 (and the originals' -1) is ignored.
     Pixels whose *prediction* lies outside ``[0, C)`` (e.g. 255 "no prediction") are dropped as
     well: they cannot be placed in a C x C matrix. Map them to a class first if they should count as
-    errors. (The seeds' ``bincount(C*gt + pred)`` would crash or shift them into a wrong cell.)
+    errors. (The originals' ``bincount(C*gt + pred)`` would crash or shift them into a wrong cell.)
 
     Shape: ``pred`` and ``label`` any equal shape, e.g. ``(N, H, W)``; returns ``(C, C)`` int64 on
     ``label``'s device.
@@ -87,7 +87,7 @@ class Scores:
     ``mean_acc`` is the mean per-class recall over classes present in the labels.
     ``extra`` holds secondary means, e.g. ``{"miou13": ...}`` when the class set is "16".
     ``protocol`` records how the number was produced (label resolution, class set, flip, absent
-    policy, model selection), because the seeds' protocols differ.
+    policy, model selection), because the originals' protocols differ.
     """
 
     iou: list[float]

@@ -39,7 +39,7 @@ def image_wise_class_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
 
     where :math:`N_{n,k}` counts the pixels of image ``n`` predicted as class ``k`` and ``r`` is ``ratio``
     (the paper's :math:`\alpha`, ``--IW_ratio``). Classes predicted on few pixels get larger weights. As in the
-    seed (``torch.pow``), :math:`0^0 = 1`: with ``ratio = 0`` every pixel weighs :math:`1/(HW)`. Counting is per
+    original (``torch.pow``), :math:`0^0 = 1`: with ``ratio = 0`` every pixel weighs :math:`1/(HW)`. Counting is per
     image, so a batch gives each image the weights it would get alone (the original breaks for batch > 1).
 
     Shape:

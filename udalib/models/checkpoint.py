@@ -1,6 +1,6 @@
 """Loading checkpoints strictly, with error messages that say what to do.
 
-The seeds save checkpoints in three conventions: a raw state_dict (AdaptSegNet), a dict
+The original code bases save checkpoints in three conventions: a raw state_dict (AdaptSegNet), a dict
 with ``state_dict`` whose keys start with ``module.`` (MaxSquare, SNR, UDAclustering, saved from
 ``DataParallel``), and the DeepLab ImageNet init whose keys start with ``Scale.``. The functions
 here accept all three, and never load part of a checkpoint silently: any missing, unexpected or

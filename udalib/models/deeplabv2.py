@@ -117,7 +117,7 @@ class ClassifierModule(nn.Module):
 
 
 def upsample_to(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize with ``align_corners=True``, as every seed does (PyTorch 0.3 ``nn.Upsample``).
+    """Bilinear resize with ``align_corners=True``, as every original code base does (PyTorch 0.3 ``nn.Upsample``).
 
     Shape:
         logits: (N, C, h, w) -> (N, C, *size)

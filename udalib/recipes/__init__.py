@@ -1,7 +1,7 @@
 """Full-scale recipes: one YAML file per paper experiment, listing only what differs from ``Experiment``.
 
-Each value carries the seed's flag or the paper's symbol as a comment, so a recipe can be checked line by line
-against the seed README (``tests/test_recipes.py`` does, command by command). ``{data_root}`` in a path is
+Each value carries the original's flag or the paper's symbol as a comment, so a recipe can be checked line by line
+against the original README (``tests/test_recipes.py`` does, command by command). ``{data_root}`` in a path is
 replaced by the ``data_root`` given at load time.
 
 Loading is strict: an unknown key at the top level, in ``method_args`` or in ``model_args`` is an error that names

@@ -70,7 +70,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     exactly the losses the uninterrupted run would have (data streams, RNG, optimiser and BatchNorm state are
     all restored). ``stop_after`` ends the call early (after that many total steps) with a checkpoint, as
     an interruption would. ``poly_steps`` is the horizon of the poly decay when it differs from ``steps``
-    (the seeds' source pre-training decays over 200k iterations and stops at 80k). ``amp`` (bf16 autocast) and
+    (the originals' source pre-training decays over 200k iterations and stops at 80k). ``amp`` (bf16 autocast) and
     ``channels_last`` default to on for CUDA only, where ``cudnn.benchmark`` is switched on too
     (``benchmarks/train_throughput.py`` measures this fast path against a plain fp32 loop). Under
     ``torchrun`` each process draws its own slice of the data, gradients are averaged and BatchNorm buffers

@@ -5,7 +5,7 @@ Every training run writes a run folder (:mod:`udalib.experiment`), whoever start
 :func:`group_runs` puts it next to its other seeds. The comparison widgets (:mod:`udalib.viz.widgets`) and
 notebook 10 read these tables.
 
-The seed papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs
+The original papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs
 (``ZJULearning/MaxSquareLoss``,
 ``wasidennis/AdaptSegNet``, ``engrjavediqbal/udass-leaderboard``), not reproduced here.
 """
@@ -121,7 +121,7 @@ def class_set_miou(scores, class_set: str | int = "19") -> float:
     """Mean IoU (%) of :class:`~udalib.eval.metrics.Scores` over a class set ("19", "16" or "13"), by class name.
 
     Classes of the set that the scores leave NaN (absent from labels and predictions) or do not have are skipped,
-    as in the seeds' ``nanmean``; for the 19-class set of a 19-class run this is ``scores.miou``.
+    as in the originals' ``nanmean``; for the 19-class set of a 19-class run this is ``scores.miou``.
     """
     iou = dict(zip(scores.class_names, scores.iou))
     values = [iou[c] for c in get_class_set(class_set).names if c in iou and not math.isnan(iou[c])]
@@ -281,7 +281,7 @@ REPORTED: dict[str, tuple[float, str, str]] = {
 
 
 def reported_table():
-    """The seed papers' GTA5 -> Cityscapes results *as reported* (mIoU and, where published, per-class IoU)."""
+    """The original papers' GTA5 -> Cityscapes results *as reported* (mIoU and, where published, per-class IoU)."""
     import pandas as pd
 
     rows = {}
@@ -374,7 +374,7 @@ def atlas_margins(df=None):
     return mean, std, ahead
 
 
-# Each seed paper's central claim on the MiniCity table: (claim, its paper, row that should win, row it should beat).
+# Each original paper's central claim on the MiniCity table: (claim, its paper, row that should win, row it should beat).
 CLAIMS = (
     ("MaxSquare > MinEnt", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare", "minent"),
     ("+IW > MaxSquare", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare_iw", "maxsquare"),
