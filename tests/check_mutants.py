@@ -59,7 +59,7 @@ MUTANTS = [
     (M + "maxsquare.py", '[c.iw_ratio is not None](out_t["out"], c)', '[c.iw_ratio is not None](out_t["aux"], c)'),
     (M + "maxsquare.py", "l_seg + c.lambda_target * l_target", "l_seg - c.lambda_target * l_target"),
     (M + "maxsquare.py", "iw_maxsquare_loss(x, c.iw_ratio)", "iw_maxsquare_loss(x)"),
-    (M + "maxsquare.py", 'entropy_loss(x, "seed")', 'entropy_loss(x, "log_c")'),
+    (M + "maxsquare.py", 'entropy_loss(x, "original")', 'entropy_loss(x, "log_c")'),
     (M + "maxsquare.py", "iw_entropy_loss(x, c.iw_ratio)", "iw_entropy_loss(x)"),
     (M + "maxsquare.py", "hard_pseudo_label_loss(x, c.threshold)", "hard_pseudo_label_loss(x)"),
     (M + "maxsquare.py", "loss + c.lambda_seg * c.lambda_target * l_guide", "loss + c.lambda_target * l_guide"),
