@@ -36,8 +36,8 @@ SELECTIONS = "selections"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
 # go through Run.scores_on / split_target_bn rather than matching it
 TARGET_BN = " | target BN"
-# Method-config fields added after runs existed: at their config's default they stay out of the run key, so every
-# earlier run keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
+# Method-config fields that stay out of the run key at their config's default, so that every stored run named
+# without them keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
 METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): MaxSquare's other --target_mode
                              "legacy_param_multiplicity",  # OptimConfig: the DeepLab-v2 code bases' backbone step
                              # CBSTConfig / MLSLConfig: the full-scale geometry and schedule of MLSL
@@ -119,7 +119,7 @@ class Experiment:
 
         The method's parameters enter as the resolved config (paper defaults, then preset, then overrides), so
         naming a preset's value explicitly gives the same run as leaving it out. A field of
-        :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, as the runs before it had no such field.
+        :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, so the stored runs keep their names.
         A string switch (:class:`~udalib.methods.base.Choice`) enters as its ``key_value``.
         """
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
@@ -127,11 +127,11 @@ class Experiment:
         defaults = {f.name: f.default for f in fields(cfg)}
         d["method_config"] = {k: v.key_value if isinstance(v, Choice) else v for k, v in asdict(cfg).items()
                               if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
-        if self.bn_stats == "both":  # the default leaves the key as it was before the field existed
+        if self.bn_stats == "both":  # at its default, out of the key (the stored runs' names)
             del d["bn_stats"]
         if self.select_every == 0:  # the same for select_every at its default (off)
             del d["select_every"]
-        for name in ("blur", "eval_protocol"):  # at their defaults: the key the run had before the field existed
+        for name in ("blur", "eval_protocol"):  # at their defaults, out of the key too
             if not d[name]:
                 del d[name]
         specs = (self.source, self.target or "", *self.evaluate_on)

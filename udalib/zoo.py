@@ -11,8 +11,8 @@ from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
 
 SOURCE_STEPS = 300  # source model and oracle, notebook 01's default
-SNR_SOURCE_STEPS = 150  # SNR source model (notebook 06): half the plain model's steps, to fit its 90 s
-ADAPT_STEPS = 60  # adaptation runs from the source model (notebooks 03, 04 and 06), within their 90 s budgets
+SNR_SOURCE_STEPS = 150  # SNR source model (notebook 06): half the plain model's steps
+ADAPT_STEPS = 60  # adaptation runs from the source model (notebooks 03, 04 and 06)
 BATCH_SIZE = 8
 TARGET = "minicity:target"
 # Adaptation runs keep BatchNorm running statistics of target batches only (source batches are normalised with

@@ -39,8 +39,8 @@ the target (:data:`CITY_ANALOGUES`): Rome's grey-paved sidewalks and crowds, Rio
 Taipei's haze, traffic and higher camera.
 
 Every class is drawn at a size that a stride-8 model resolves at 64 x 128 (poles 5 to 11 pixels wide, signs 6 to
-19 pixels across): in generator version 1 they were thinner than one cell of the output grid, and not even the
-oracle learned them.
+19 pixels across): drawn thinner than one cell of the output grid (poles 2 pixels wide, signs 3 across), not even
+the oracle learns them (0.0 and 0.6 IoU, ``benchmarks/RESULTS.md``).
 
 **Named shift factors.** The target is composed of named factors (:data:`SHIFT_FACTORS`), each a change of
 the source's :class:`Look` or :class:`Scene` with the real-world shift it plays: ``photometry`` (another camera and
@@ -48,12 +48,12 @@ haze: desaturation, gamma, cast and haze), ``palette`` (item 1), ``texture`` (it
 (item 3) and ``exposure`` (a stronger one), ``graded`` (the palette and texture shift varies from image to image,
 from none to full), ``prior`` (denser traffic and crowds: a label-prior shift), ``camera`` (a higher horizon) and
 ``converge`` (sidewalk paved like the road, dull foliage). ``minicity:target`` is
-``exposure_mild + palette + texture`` (generator version 2, :data:`TARGET_FACTORS`); version 1's composite,
-``photometry + palette + texture``, stays reachable by name as ``minicity:target-photometry+palette+texture``
-(:data:`V1_TARGET_FACTORS`). Any mix is a domain of its
-own, ``minicity:target-<factor>[+<factor>...]`` (e.g. ``minicity:target-palette+graded``), generated on first use
-with the target's splits. Such a domain shares the target's streets image for image unless a factor changes the
-scene, so one factor can be seen, and measured, alone (``benchmarks/minicity_design_study.py``).
+``exposure_mild + palette + texture`` (:data:`TARGET_FACTORS`); the composite with ``photometry`` in place of
+``exposure_mild`` is ``minicity:target-photometry+palette+texture`` (:data:`V1_TARGET_FACTORS`).
+Any mix is a domain of its own, ``minicity:target-<factor>[+<factor>...]`` (e.g.
+``minicity:target-palette+graded``), generated on first use with the target's splits. Such a domain shares the
+target's streets image for image unless a factor changes the scene, so one factor can be seen, and measured,
+alone (``benchmarks/minicity_design_study.py``).
 
 Generation is deterministic: image ``i`` of split ``s`` of domain ``d`` depends only on
 ``(seed, d, s, i)``, so any image can be regenerated on its own and the data are the same on any machine.
@@ -201,8 +201,8 @@ def sample_layout(rng: np.random.Generator, height: int = 64, width: int = 128, 
             paint(trunk | crown, VEGETATION)
         elif kind == "pole":
             # poles and signs are drawn at a size that a stride-8 model resolves at 64 x 128 (a pole 5 to 11 pixels
-            # wide, a sign 6 to 19 pixels across): thinner ones were below the output grid, and not even the
-            # oracle learned them (generator version 1: 0 and 0.6 IoU)
+            # wide, a sign 6 to 19 pixels across): thinner ones fall below the output grid, and not even the
+            # oracle learns them (2-pixel poles and 3-pixel signs: 0.0 and 0.6 IoU)
             h = 0.85 * s
             paint((np.abs(X - cx) < max(POLE_HALF_WIDTH[0], POLE_HALF_WIDTH[1] * s)) & (Y <= yb) & (Y > yb - h), POLE)
             if rng.random() < 0.85:
@@ -319,9 +319,9 @@ SHIFT_FACTORS: dict[str, ShiftFactor] = {
                             {}, "asphalt sidewalks, dusty foliage: classes that look alike"),
 }
 
-# the composite target of `minicity:target`, the factors in this order. Version 1's composite began with
-# `photometry` (desaturation and haze), which removes colour contrast that neither BatchNorm statistics nor a target
-# loss brings back; with `exposure_mild` instead every method's own term has something to add
+# the composite target of `minicity:target`, the factors in this order. `photometry` (desaturation and haze) in
+# place of `exposure_mild` removes colour contrast that neither BatchNorm statistics nor a target loss brings back;
+# with `exposure_mild` every method's own term has something to add
 # (benchmarks/RESULTS.md, "Candidate composites")
 TARGET_FACTORS = ("exposure_mild", "palette", "texture")
 V1_TARGET_FACTORS = ("photometry", "palette", "texture")  # minicity:target-photometry+palette+texture

@@ -45,8 +45,8 @@ class TentConfig:
     # the other MiniCity adaptations use, 60 steps: 49.3/44.6/47.2 (the paper's 2.5e-4: 48.6/44.3/45.6)
     PRESETS: ClassVar[dict[str, dict]] = {"minicity": {"lr": MINICITY_LR}}
     # SGD on the BatchNorm affine parameters only, momentum 0.9 at 2.5e-4: the TENT code base's ImageNet-C setting
-    # (batch 64; its CIFAR setting is Adam at 1e-3) and the base lr of the original DeepLab segmentation code bases. No weight
-    # decay, as in that code base. The shared loop decays lr by the poly rule (the paper keeps it constant)
+    # (batch 64; its CIFAR setting is Adam at 1e-3) and the base lr of the original DeepLab segmentation code bases.
+    # No weight decay, as in that code base. The shared loop decays lr by the poly rule (the paper keeps it constant)
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 0.0

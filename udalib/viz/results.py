@@ -374,7 +374,7 @@ def atlas_margins(df=None):
     return mean, std, ahead
 
 
-# Each original paper's central claim on the MiniCity table: (claim, its paper, row that should win, row it should beat).
+# Each original paper's central claim on the MiniCity table: (claim, paper, row that should win, row it should beat).
 CLAIMS = (
     ("MaxSquare > MinEnt", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare", "minent"),
     ("+IW > MaxSquare", "MaxSquare (Chen et al., ICCV 2019)", "maxsquare_iw", "maxsquare"),
