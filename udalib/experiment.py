@@ -66,7 +66,7 @@ class Experiment:
     steps: int = 400
     batch_size: int = 8
     seed: int = 0
-    poly_steps: int | None = None  # horizon of the poly lr decay if not `steps` (seeds: 200k, stopped at 80k)
+    poly_steps: int | None = None  # horizon of the poly lr decay if not `steps` (the originals: 200k, stopped at 80k)
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)

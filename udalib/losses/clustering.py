@@ -4,7 +4,7 @@ Segmentation via Orthogonal and Clustered Embeddings", WACV 2021; ``LTTM/UDAclus
 
 Features are rows: a feature map ``(N, F, h, w)`` becomes ``N·h·w`` rows of ``F`` channels (order n, y, x), each
 with a class from the labels or predictions resized to the feature grid. Centroids are **not detached**, as in the
-seed: gradients reach the features through them too.
+original: gradients reach the features through them too.
 """
 
 from __future__ import annotations
