@@ -147,3 +147,22 @@ def test_docstrings_comments_and_messages_are_all_read():
     words = " ".join(text for _, text in _python_words(ROOT / "udalib" / "methods" / "minent.py"))
     assert "softCrossEntropy" in words  # a comment
     assert "The constant the entropy is divided by" in words  # a docstring
+
+
+# MinEnt's entropy normalisation written "seed" (the library reads it, as stored run configs hold it): a student
+# writes "original"
+SEED_NORMALISATION = re.compile(
+    r"""(?:log_c|normali[sz]|entropy_loss)[^\n]{0,60}[`"']seed[`"']"""  # entropy_loss(x, "seed"), normalization="seed"
+    r"""|[`"']seed[`"'](?=[^\n]{0,80}(?:log_c|normali[sz]|entropy|loss)|[^\n]*\n[^\n]*log_c)""",  # ("seed", "log_c")
+    re.IGNORECASE)
+
+
+@pytest.mark.parametrize("kind", ["docs", "notebooks"])
+def test_the_entropy_normalisation_is_written_original(kind):
+    found = []
+    for path in _files(kind):
+        text = path.read_text(encoding="utf-8")
+        for m in SEED_NORMALISATION.finditer(text):
+            n = text.count("\n", 0, m.end())
+            found.append(f"{path.relative_to(ROOT)}:{n + 1}: {text.splitlines()[n].strip()}")
+    assert not found, "write MinEnt's normalisation \"original\", not \"seed\":\n" + "\n".join(found)
