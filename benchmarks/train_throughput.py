@@ -236,16 +236,18 @@ def launch(args, path: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def markdown(rows: list[dict], baseline: str, columns: tuple[str, ...]) -> str:
-    """A markdown table of ``rows`` with speed and memory relative to the ``baseline`` path."""
+def markdown(rows: list[dict], baseline: str, columns: tuple[str, ...], formats: dict | None = None) -> str:
+    """A markdown table of ``rows`` with speed and memory relative to the ``baseline`` path. ``formats``: column ->
+    (heading, format spec), e.g. ``{"peak_memory_mb": ("peak RSS (MB)", ",.0f")}``; other columns as they are."""
+    formats = formats or {}
     base = next(r for r in rows if r["path"] == baseline)
-    head = ["path", *columns, "speed vs plain", "memory vs plain"]
+    head = ["path", *(formats.get(c, (c,))[0] for c in columns), "speed vs plain", "memory vs plain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         speed = r["images_per_second"] / base["images_per_second"]
         memory = r["peak_memory_mb"] / base["peak_memory_mb"]
-        lines.append("| " + " | ".join([r["description"], *(str(r[c]) for c in columns), f"{speed:.2f}x",
-                                        f"{memory:.2f}x"]) + " |")
+        cells = [format(r[c], formats[c][1]) if c in formats else str(r[c]) for c in columns]
+        lines.append("| " + " | ".join([r["description"], *cells, f"{speed:.2f}x", f"{memory:.2f}x"]) + " |")
     return "\n".join(lines)
 
 
