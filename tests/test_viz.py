@@ -375,12 +375,12 @@ def test_every_colour_bar_is_labelled_with_its_quantity_and_scale(tiny_minicity)
         assert not _unlabelled_colour_bars(fig), f"{name}: colour bar without a label in words"
     label = {name: _colour_bars(fig)[0].ax.get_ylabel() for name, fig in figures.items()}
     assert label["iou_heatmap"] == "IoU (%)"  # a scale fitted to the data: no range to state
-    assert label["iou_heatmap limits"] == "IoU (%), scale 0 to 100"
-    assert label["iou_heatmap center"] == "IoU change (points), centred at 0, capped at ±10"
-    assert label["entropy_maps"].startswith("normalised entropy H / log C")
+    assert label["iou_heatmap limits"] == "IoU (%)\nscale 0 to 100"
+    assert label["iou_heatmap center"] == "IoU change (points)\ncentred at 0, capped at ±10"
+    assert label["entropy_maps"] == "entropy H / log C\n0 certain, 1 uniform"
     assert "log 19 = 2.94" in label["show_entropy"]
     assert _colour_bars(figures["show_entropy"])[0].mappable.get_clim() == pytest.approx((0, math.log(19)))
-    assert label["atlas_heatmap"] == "mean margin (mIoU points), scale ±5"
+    assert label["atlas_heatmap"] == "mean margin (mIoU points)\nscale ±5"
     assert plots.iou_heatmap(table, label="mIoU (%)").axes[1].get_ylabel() == "mIoU (%)"
 
 

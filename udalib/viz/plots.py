@@ -20,6 +20,14 @@ def legend_handles(class_ids: Sequence[int], names: Sequence[str] = CITYSCAPES_C
     return [Patch(color=np.asarray(palette[c]) / 255, label=names[c]) for c in class_ids]
 
 
+def _colour_bar(fig: Figure, mappable, label: str, **kwargs):
+    """A colour bar with its label: the quantity on the first line, the scale on the second, in a size that fits
+    beside a short figure."""
+    bar = fig.colorbar(mappable, **kwargs)
+    bar.set_label(label, fontsize=8)
+    return bar
+
+
 def _off(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -285,8 +293,8 @@ def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, nor
     for ax, title in zip(axes[0], ("image", "prediction", "entropy H (nats)")):
         ax.set_title(title, fontsize=9)
     classes = logits.shape[1]
-    fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.8,
-                 label=f"entropy H (nats): 0 certain to log {classes} = {np.log(classes):.2f} uniform")
+    _colour_bar(fig, im, f"entropy H (nats)\n0 to log {classes} = {np.log(classes):.2f}", ax=axes[:, 2].tolist(),
+                shrink=0.8)
     return fig
 
 
@@ -335,8 +343,8 @@ def show_domain_confidence(players: Mapping[str, tuple], dataset, indices: Seque
         for ax in axes[r]:
             _off(ax)
     axes[0, 0].set_title("image", fontsize=9)
-    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
-                 label="discriminator's P(target): 0 source to 1 target")
+    _colour_bar(fig, im, "discriminator's P(target)\n0 source, 1 target", ax=axes[:, 1:].ravel().tolist(),
+                shrink=0.8)
     return fig
 
 
@@ -494,8 +502,7 @@ def similarity_heatmaps(matrices: Mapping[str, np.ndarray], class_ids: Sequence[
         ax.set_title(f"{title}\nmean off-diagonal cosine {np.nanmean(off):.2f}", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8,
-                 label="cosine similarity of class centroids: 0 orthogonal to 1 same direction")
+    _colour_bar(fig, im, "cosine similarity\n0 orthogonal, 1 parallel", ax=axes[0].tolist(), shrink=0.8)
     return fig
 
 
@@ -610,8 +617,7 @@ def entropy_maps(image: np.ndarray, maps: Mapping[str, np.ndarray]) -> Figure:
     for ax in axes[0]:
         _off(ax)
     if im is not None:
-        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8,
-                     label="normalised entropy H / log C: 0 certain to 1 uniform")
+        _colour_bar(fig, im, "entropy H / log C\n0 certain, 1 uniform", ax=axes[0].tolist(), shrink=0.8)
     return fig
 
 
@@ -663,7 +669,7 @@ def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None
         if reach > lim:
             extend = "both"
         kwargs = {"cmap": "RdBu", "center": center, "vmin": center - lim, "vmax": center + lim}
-        label = f"{label or 'IoU change (points)'}, centred at {center:g}"
+        label = f"{label or 'IoU change (points)'}\ncentred at {center:g}"
         if reach > lim:
             label += f", capped at ±{lim:g}"
     else:
@@ -671,10 +677,11 @@ def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None
         kwargs = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
         label = label or "IoU (%)"
         if limits is not None:
-            label += f", scale {lo:g} to {hi:g}"
+            label += f"\nscale {lo:g} to {hi:g}"
     fig, ax = plt.subplots(figsize=(0.85 * data.shape[1] + 3, 0.42 * data.shape[0] + 1.8))
-    sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 8}, ax=ax,
-                cbar_kws={"extend": extend, "label": label}, **kwargs)
+    sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 8}, ax=ax, cbar_kws={"extend": extend},
+                **kwargs)
+    ax.collections[0].colorbar.set_label(label, fontsize=8)
     ax.set_title(title)
     ax.set_xlabel("")
     ax.set_ylabel("")
@@ -700,8 +707,8 @@ def confusion_matrix_plot(cm, class_names: Sequence[str] = CITYSCAPES_CLASSES, *
     names = [n for n, k in zip(class_names, keep) if k]
     fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.2))
     sns.heatmap(share, annot=True, fmt=".0f", annot_kws={"fontsize": 7}, cmap="Blues", vmin=0, vmax=100,
-                xticklabels=names, yticklabels=names, ax=ax,
-                cbar_kws={"label": "% of the true class's pixels (scale 0 to 100)"})
+                xticklabels=names, yticklabels=names, ax=ax)
+    ax.collections[0].colorbar.set_label("% of the true class's pixels\nscale 0 to 100", fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     ax.set_title(title)
@@ -734,8 +741,8 @@ def atlas_heatmap(mean, std, ahead=None, *, title: str = "margin over max(AdaBN,
     ax.set_xticks(range(mean.shape[1]), list(mean.columns), rotation=30, ha="right")
     ax.set_yticks(range(mean.shape[0]), list(mean.index))
     beyond = np.isfinite(values) & (np.abs(values) > lim)
-    fig.colorbar(im, ax=ax, label=f"mean margin (mIoU points), scale ±{lim:g}", shrink=0.8,
-                 extend="both" if beyond.any() else "neither")
+    _colour_bar(fig, im, f"mean margin (mIoU points)\nscale ±{lim:g}", ax=ax, shrink=0.8,
+                extend="both" if beyond.any() else "neither")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
