@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 NOTEBOOK_OMP_WAIT_POLICY ?= ACTIVE
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table clean
+.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table results clean
 
 env: $(STAMP)
 
@@ -71,6 +71,11 @@ lint: $(STAMP)
 
 table: $(STAMP)
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv
+
+# The measured tables of README.md and benchmarks/RESULTS.md (between their <!-- results: NAME --> markers), written
+# from benchmarks/results/*.csv; tests/test_results_tables.py fails when they differ.
+results: $(STAMP)
+	$(PY) benchmarks/write_results.py
 
 clean:
 	rm -rf runs .pytest_cache

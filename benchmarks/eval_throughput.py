@@ -1,10 +1,10 @@
-"""Evaluation speed and memory at Cityscapes size with flip: udalib's evaluate against the seeds' plain loop.
+"""Evaluation speed and memory at Cityscapes size with flip: udalib's evaluate against the originals' plain loop.
 
 DeepLab-v2 ResNet-101 multi-level (``deeplabv2_multi``, 19 classes) scores 1024x512 images (Cityscapes val as
 MaxSquare resizes it, labels at the same size) with flip averaging of the main head, three ways:
 
-* ``plain``: the seeds' ``tools/evaluate.py``, written out below: batch 1, fp32, two forward passes per image,
-  the argmax copied to the host and counted there (cudnn.benchmark on, as the seeds set it);
+* ``plain``: the originals' ``tools/evaluate.py``, written out below: batch 1, fp32, two forward passes per image,
+  the argmax copied to the host and counted there (cudnn.benchmark on, as the originals set it);
 * ``udalib``: ``udalib.eval.evaluate`` as ``python -m udalib run`` calls it: batches of ``--batch`` images, fp32,
   the confusion matrix kept on the device;
 * ``fast`` (CUDA only, unless named in ``--paths``): the same call under bf16 autocast, with a channels_last model
@@ -41,7 +41,7 @@ SIZE = (512, 1024)  # (H, W): Cityscapes val as the MaxSquare family scores it
 
 
 def plain_loop(model: torch.nn.Module, dataset, device: torch.device) -> torch.Tensor:
-    """The seeds' evaluation: one image at a time, flip-averaged softmax, argmax counted on the host."""
+    """The originals' evaluation: one image at a time, flip-averaged softmax, argmax counted on the host."""
     hist = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64)
     model.eval()
     with torch.no_grad():
@@ -61,7 +61,7 @@ def run_path(args, path: str, device: torch.device) -> float:
     size = scaled(SIZE, args.size)
     warm, timed = RandomImages(args.warmup, size, seed=0), RandomImages(args.images, size, seed=1)
     context = contextlib.nullcontext()
-    torch.backends.cudnn.benchmark = True  # the seeds set it; fit sets it before run() evaluates
+    torch.backends.cudnn.benchmark = True  # the originals set it; fit sets it before run() evaluates
     if path == "fast":
         model = model.to(memory_format=torch.channels_last)
         context = torch.autocast(device.type, dtype=torch.bfloat16)
@@ -80,7 +80,7 @@ def run_path(args, path: str, device: torch.device) -> float:
     return seconds[-1] / args.images
 
 
-DESCRIPTIONS = {"plain": "plain fp32 loop, batch 1 (the seeds' evaluate.py)",
+DESCRIPTIONS = {"plain": "plain fp32 loop, batch 1 (the originals' evaluate.py)",
                 "udalib": "udalib evaluate, fp32 (what run() scores with)",
                 "fast": "udalib evaluate, bf16 autocast + channels_last"}
 

@@ -48,6 +48,25 @@ def margins(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+OVERVIEW_METHODS = ("minent", "maxsquare", "maxsquare_iw_multi", "adaptsegnet_multi", "clustered_embeddings", "cbst",
+                    "snr_maxsquare")
+
+
+def overview(df: pd.DataFrame, seeds=None, methods=OVERVIEW_METHODS) -> dict:
+    """One candidate's rows (``df`` of one candidate) on ``seeds`` (default: all) in one line: source-only, AdaBN
+    and oracle means, and each of ``methods``' margin over max(AdaBN, its control), per seed, averaged."""
+    from udalib import zoo
+
+    if seeds is not None:
+        df = df[df.seed.isin(list(seeds))]
+    t = df.pivot(index="method", columns="seed", values="target_miou")
+    out = {r: t.loc[r].mean() for r in ("source_only", "adabn", "oracle")}
+    for method in methods:
+        control, adabn = zoo.CONTROLS[method]
+        out[method] = zoo.margin_over_controls(t.loc[method], t.loc[adabn], t.loc[control]).mean()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("factors", nargs="?", help="the candidate composite, e.g. palette+texture")

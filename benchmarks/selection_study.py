@@ -239,6 +239,13 @@ def summarize(df: pd.DataFrame, power: float = 2.0) -> pd.DataFrame:
                                        "weighted_spearman_std", "regret", "regret_std", "seeds"])
 
 
+def best_checkpoints(df: pd.DataFrame) -> pd.Series:
+    """Per method: the target mIoU of its best checkpoint (target labels) per seed, averaged over seeds (diverged
+    checkpoints left out)."""
+    df = df[~df["diverged"].astype(bool)] if "diverged" in df else df
+    return df.groupby(["method", "seed"])["target_miou"].max().groupby(level=0).mean()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", choices=sorted(WEIGHT), default=["minent", "maxsquare"])

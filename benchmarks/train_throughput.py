@@ -1,11 +1,11 @@
 """Training speed and memory: udalib's fast path against a plain fp32 eager loop, side by side in one run.
 
 One MaxSquare step of DeepLab-v2 ResNet-101 multi-level (``deeplabv2_multi``, 19 classes) on one 1280x720 source
-image and one 1024x512 target image, batch 1 (the seeds' setting), two ways over the same model:
+image and one 1024x512 target image, batch 1 (the originals' setting), two ways over the same model:
 
 * ``fast``: what ``python -m udalib run gta5_maxsquare`` runs: ``udalib.train.fit`` with the library's MaxSquare
   step, which on CUDA means bf16 autocast, channels_last and cudnn.benchmark;
-* ``plain``: the seeds' way, written out below (MaxSquare's ``solve_gta5.py``): fp32 eager, contiguous tensors, the
+* ``plain``: the original way, written out below (MaxSquare's ``solve_gta5.py``): fp32 eager, contiguous tensors, the
   source loss and then the target loss backpropagated one after the other, one SGD step; cudnn.benchmark on, as the
   seed's ``init_args`` sets it. PyTorch's default TF32 convolutions stay on, which only makes this baseline faster.
 * ``compile`` (with ``--compile``): the fast path with ``torch.compile`` on the model's forward.
@@ -44,7 +44,7 @@ from udalib.models import build_model
 from udalib.train import fit, poly_lr
 
 NUM_CLASSES = 19
-SOURCE_SIZE, TARGET_SIZE = (720, 1280), (512, 1024)  # (H, W): GTA5 and Cityscapes as the seeds resize them
+SOURCE_SIZE, TARGET_SIZE = (720, 1280), (512, 1024)  # (H, W): GTA5 and Cityscapes as the originals resize them
 LR, LAMBDA_TARGET = 2.5e-4, 0.1  # the MaxSquare README's --lr and --lambda_target
 RESULTS = Path(__file__).parent / "results"
 
@@ -134,7 +134,7 @@ def run_fast(args, device: torch.device, compiled: bool = False) -> dict:
 
 
 def run_plain(args, device: torch.device) -> dict:
-    """The seeds' loop over the same model: fp32, two backward passes, one SGD step, ``.item()`` logging."""
+    """The originals' loop over the same model: fp32, two backward passes, one SGD step, ``.item()`` logging."""
     torch.backends.cudnn.benchmark = True  # MaxSquare's init_args
     torch.manual_seed(0)
     model = build_model("deeplabv2_multi", NUM_CLASSES).to(device).train()
@@ -201,7 +201,7 @@ def activation_estimate(args) -> str:
 
 
 PATHS = {"fast": ("udalib fast path (fit + MaxSquare step)", lambda a, d: run_fast(a, d)),
-         "plain": ("plain fp32 eager loop (the seeds' way)", run_plain),
+         "plain": ("plain fp32 eager loop (the original way)", run_plain),
          "compile": ("udalib fast path + torch.compile", lambda a, d: run_fast(a, d, compiled=True))}
 
 
@@ -236,16 +236,18 @@ def launch(args, path: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def markdown(rows: list[dict], baseline: str, columns: tuple[str, ...]) -> str:
-    """A markdown table of ``rows`` with speed and memory relative to the ``baseline`` path."""
+def markdown(rows: list[dict], baseline: str, columns: tuple[str, ...], formats: dict | None = None) -> str:
+    """A markdown table of ``rows`` with speed and memory relative to the ``baseline`` path. ``formats``: column ->
+    (heading, format spec), e.g. ``{"peak_memory_mb": ("peak RSS (MB)", ",.0f")}``; other columns as they are."""
+    formats = formats or {}
     base = next(r for r in rows if r["path"] == baseline)
-    head = ["path", *columns, "speed vs plain", "memory vs plain"]
+    head = ["path", *(formats.get(c, (c,))[0] for c in columns), "speed vs plain", "memory vs plain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         speed = r["images_per_second"] / base["images_per_second"]
         memory = r["peak_memory_mb"] / base["peak_memory_mb"]
-        lines.append("| " + " | ".join([r["description"], *(str(r[c]) for c in columns), f"{speed:.2f}x",
-                                        f"{memory:.2f}x"]) + " |")
+        cells = [format(r[c], formats[c][1]) if c in formats else str(r[c]) for c in columns]
+        lines.append("| " + " | ".join([r["description"], *cells, f"{speed:.2f}x", f"{memory:.2f}x"]) + " |")
     return "\n".join(lines)
 
 

@@ -314,3 +314,97 @@ def test_similarity_heatmaps_say_which_class_has_no_pixels():
     texts = [(t.get_text(), t.get_position()[1]) for t in fig.axes[0].texts]
     assert texts == [("no pixels of this class", 1)]  # on the row of the absent class (pole), only there
     assert "0.71" in fig.axes[0].get_title()  # the mean over the similarities that exist
+
+
+# ------------------------------------------------------------------------------ labels a reader needs
+def _colour_bars(fig) -> list:
+    """The colour bars of a figure (matplotlib keeps each on its axes)."""
+    return [ax._colorbar for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+
+
+def _unlabelled_colour_bars(fig) -> list[str]:
+    """Colour bars whose label is missing or is not words (a bare key such as ``iou``)."""
+    bad = []
+    for bar in _colour_bars(fig):
+        label = bar.ax.get_ylabel() or bar.ax.get_xlabel()
+        if len(label.split()) < 2:
+            bad.append(repr(label))
+    return bad
+
+
+def test_training_curve_panels_are_titled_in_words_with_both_axes_labelled():
+    import pandas as pd
+
+    history = pd.DataFrame({"step": [1, 2], "seg": [1.0, 0.8], "adv_out": [0.7, 0.6], "d_aux": [0.7, 0.69],
+                            "lr": [1e-3, 5e-4], "mystery": [1.0, 2.0]})
+    fig = plots.training_curves({"a": history}, keys=("seg", "adv_out", "d_aux", "lr", "mystery"))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["source segmentation loss (CE)", "adversarial loss, output level",
+                      "discriminator loss, auxiliary level", "learning rate (poly schedule)", "mystery"]
+    assert all(ax.get_xlabel() == "training step" for ax in fig.axes)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "loss", "loss", "learning rate", "mystery"]
+    # every key a method logs has its words, each more than a bare key
+    assert all(len(title.split()) >= 2 and title != key for key, (title, _) in plots.LOG_KEYS.items())
+    own = plots.training_curves({"a": history}, keys=("seg",), titles={"seg": "source CE, as in the paper"})
+    assert own.axes[0].get_title() == "source CE, as in the paper"
+
+
+def test_every_colour_bar_is_labelled_with_its_quantity_and_scale(tiny_minicity):
+    import pandas as pd
+
+    from udalib.models import build_model
+    from udalib.models.discriminator import FCDiscriminator
+
+    ds = SegmentationList(tiny_minicity, "lists/target_val.txt")
+    model = build_model("minideeplab", 19, width=4)
+    table = pd.DataFrame({"road": [50.0, 70.0], "sky": [np.nan, 30.0]}, index=["a", "b"])
+    mean = pd.DataFrame({"palette": [2.0, -9.0]}, index=["m1", "m2"])
+    figures = {
+        "show_entropy": plots.show_entropy(model, ds, [0]),
+        "entropy_maps": plots.entropy_maps(np.zeros((2, 2, 3), np.uint8), {"m": np.full((2, 2), 0.5)}),
+        "show_domain_confidence": plots.show_domain_confidence({"m": (model, FCDiscriminator(19, 8))}, ds, [0]),
+        "similarity_heatmaps": plots.similarity_heatmaps({"a": np.eye(2)}, [0, 10]),
+        "iou_heatmap": plots.iou_heatmap(table),
+        "iou_heatmap limits": plots.iou_heatmap(table, limits=(0, 100)),
+        "iou_heatmap center": plots.iou_heatmap(table - 50, center=0, cap=10),
+        "confusion_matrix_plot": plots.confusion_matrix_plot(np.eye(19)),
+        "atlas_heatmap": plots.atlas_heatmap(mean, mean * 0),
+    }
+    for name, fig in figures.items():
+        assert _colour_bars(fig), f"{name} has no colour bar"
+        assert not _unlabelled_colour_bars(fig), f"{name}: colour bar without a label in words"
+    label = {name: _colour_bars(fig)[0].ax.get_ylabel() for name, fig in figures.items()}
+    assert label["iou_heatmap"] == "IoU (%)"  # a scale fitted to the data: no range to state
+    assert label["iou_heatmap limits"] == "IoU (%)\nscale 0 to 100"
+    assert label["iou_heatmap center"] == "IoU change (points)\ncentred at 0, capped at ±10"
+    assert label["entropy_maps"] == "entropy H / log C\n0 certain, 1 uniform"
+    assert "log 19 = 2.94" in label["show_entropy"]
+    assert _colour_bars(figures["show_entropy"])[0].mappable.get_clim() == pytest.approx((0, math.log(19)))
+    assert label["atlas_heatmap"] == "mean margin (mIoU points)\nscale ±5"
+    assert plots.iou_heatmap(table, label="mIoU (%)").axes[1].get_ylabel() == "mIoU (%)"
+
+
+def test_a_colour_bar_that_loses_its_label_is_caught():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    bar = fig.colorbar(ax.imshow(np.eye(2)), ax=ax)
+    assert _unlabelled_colour_bars(fig) == ["''"]
+    bar.set_label("iou")
+    assert _unlabelled_colour_bars(fig) == ["'iou'"]  # a bare key is not a label
+    bar.set_label("IoU (%)")
+    assert not _unlabelled_colour_bars(fig)
+
+
+def test_projection_and_bar_axes_are_named():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    sample = {"rows": rng.normal(size=(30, 4)), "label": np.repeat([0, 10, 13], 10)}
+    fig = plots.feature_projection({"features": {"source": sample, "target": sample}}, [0, 10, 13])
+    assert fig.axes[0].get_xlabel().startswith("PCA component 1") and fig.axes[0].get_ylabel() == "PCA component 2"
+    names = ["road", "sidewalk"]
+    fig = plots.iou_bars({"a": Scores([50.0, 20.0], 35.0, 90.0, 40.0, names)})
+    assert fig.axes[0].get_ylabel() == "IoU (%)"
+    long = pd.DataFrame({"name": ["a"], "seed": [0], "class": ["road"], "IoU": [40.0]})
+    assert plots.class_iou_bars(long).axes[0].get_ylabel().startswith("IoU (%)")

@@ -20,6 +20,14 @@ def legend_handles(class_ids: Sequence[int], names: Sequence[str] = CITYSCAPES_C
     return [Patch(color=np.asarray(palette[c]) / 255, label=names[c]) for c in class_ids]
 
 
+def _colour_bar(fig: Figure, mappable, label: str, **kwargs):
+    """A colour bar with its label: the quantity on the first line, the scale on the second, in a size that fits
+    beside a short figure."""
+    bar = fig.colorbar(mappable, **kwargs)
+    bar.set_label(label, fontsize=8)
+    return bar
+
+
 def _off(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -95,6 +103,7 @@ def iou_bars(scores: Mapping[str, object], *, title: str = "per-class IoU (%)") 
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.set_xlabel("")
+    ax.set_ylabel("IoU (%)")
     ax.tick_params(axis="x", rotation=30)
     _legend_below(fig, ax, df["result"].nunique())
     return fig
@@ -145,14 +154,48 @@ def show_predictions(models: Mapping[str, torch.nn.Module], dataset, indices: Se
     return fig
 
 
+# What each column of a run's metrics.csv holds (udalib.train.fit logs the learning rate, the methods their losses),
+# for the panels of training_curves: key -> (title, y-axis label). A key not listed is shown under its own name.
+LOG_KEYS: dict[str, tuple[str, str]] = {
+    "seg": ("source segmentation loss (CE)", "loss"),
+    "lr": ("learning rate (poly schedule)", "learning rate"),
+    "ent": ("target entropy loss", "loss"),
+    "entropy": ("target output loss (image-wise weighted max-square)", "loss"),
+    "target": ("target loss (the method's own term)", "loss"),
+    "guidance": ("multi-level guidance loss (CE, auxiliary head)", "loss"),
+    "adv_out": ("adversarial loss, output level", "loss"),
+    "adv_aux": ("adversarial loss, auxiliary level", "loss"),
+    "d_out": ("discriminator loss, output level", "loss"),
+    "d_aux": ("discriminator loss, auxiliary level", "loss"),
+    "cluster": ("clustering loss (pull to own centroid − push from others)", "loss"),
+    "ortho": ("orthogonality loss of the class centroids", "loss"),
+    "sparse": ("sparsity loss of the class centroids", "loss"),
+    "causality": ("dual causality loss (SNR blocks)", "loss"),
+    "stage_ce": ("segmentation loss of the SNR blocks' heads (CE)", "loss"),
+    "weak": ("weak-label loss (image-level classes)", "loss"),
+    "pseudo_kept": ("target pixels with a pseudo-label", "share of pixels"),
+    "source_images": ("source images in the batch", "images"),
+    "target_batches": ("target batches seen", "batches"),
+    "seconds": ("wall time", "seconds"),
+}
+
+
+def log_key_title(key: str) -> str:
+    """The words for a logged key (:data:`LOG_KEYS`); an unknown key is its own title."""
+    return LOG_KEYS.get(key, (key, key))[0]
+
+
 def training_curves(histories: Mapping[str, object], keys: Sequence[str] = ("seg",),
-                    reference: Mapping[str, tuple[float, str]] | None = None) -> Figure:
+                    reference: Mapping[str, tuple[float, str]] | None = None, *,
+                    titles: Mapping[str, str] | None = None) -> Figure:
     """Loss curves (one panel per logged key) for several named runs' ``metrics.csv`` DataFrames.
 
-    ``reference``: ``{key: (value, label)}``, a dashed horizontal line on that key's panel, e.g. a discriminator's
-    chance level ``{"d_out": (math.log(2), "chance, log 2")}``."""
-    reference = reference or {}
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3), squeeze=False)
+    Each panel is titled in words (:data:`LOG_KEYS`, or ``titles``: ``{key: title}``; an unknown key keeps its
+    name), with "training step" on the x axis and the quantity on the y axis. ``reference``: ``{key: (value,
+    label)}``, a dashed horizontal line on that key's panel, e.g. a discriminator's chance level
+    ``{"d_out": (math.log(2), "chance, log 2")}``."""
+    reference, titles = reference or {}, titles or {}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, df in histories.items():
             if key in df:
@@ -160,8 +203,9 @@ def training_curves(histories: Mapping[str, object], keys: Sequence[str] = ("seg
         if key in reference:
             value, text = reference[key]
             ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
-        ax.set_xlabel("step")
-        ax.set_title(key)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(LOG_KEYS.get(key, (key, key))[1])
+        ax.set_title(titles.get(key, log_key_title(key)), fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -230,7 +274,8 @@ def gradient_plot(grads, *, normalize: bool = True) -> Figure:
 
 @torch.no_grad()
 def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, normalization: str = "imagenet") -> Figure:
-    """Rows: images; columns: image, prediction, per-pixel entropy (natural log) of the main head."""
+    """Rows: images; columns: image, prediction, per-pixel entropy (natural log) of the main head, on a fixed
+    scale from 0 (certain) to log C (uniform over the C classes)."""
     from ..losses import entropy_map
 
     fig, axes = plt.subplots(len(indices), 3, figsize=(7.5, 1.4 * len(indices) + 0.4), squeeze=False)
@@ -245,9 +290,11 @@ def show_entropy(model: torch.nn.Module, dataset, indices: Sequence[int], *, nor
         for ax in axes[r]:
             _off(ax)
     model.train(was_training)
-    for ax, title in zip(axes[0], ("image", "prediction", "entropy")):
+    for ax, title in zip(axes[0], ("image", "prediction", "entropy H (nats)")):
         ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.8)
+    classes = logits.shape[1]
+    _colour_bar(fig, im, f"entropy H (nats)\n0 to log {classes} = {np.log(classes):.2f}", ax=axes[:, 2].tolist(),
+                shrink=0.8)
     return fig
 
 
@@ -296,7 +343,8 @@ def show_domain_confidence(players: Mapping[str, tuple], dataset, indices: Seque
         for ax in axes[r]:
             _off(ax)
     axes[0, 0].set_title("image", fontsize=9)
-    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="D: P(target)")
+    _colour_bar(fig, im, "discriminator's P(target)\n0 source, 1 target", ax=axes[:, 1:].ravel().tolist(),
+                shrink=0.8)
     return fig
 
 
@@ -420,6 +468,8 @@ def feature_projection(panels: Mapping[str, Mapping[str, dict]], class_ids: Sequ
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("PCA component 1 of the panel's features", fontsize=8)
+        ax.set_ylabel("PCA component 2", fontsize=8)
         ax.legend(fontsize=7)
     fig.legend(handles=legend_handles(class_ids), loc="lower center", ncol=min(len(class_ids), 8), fontsize=7,
                frameon=False)
@@ -452,7 +502,7 @@ def similarity_heatmaps(matrices: Mapping[str, np.ndarray], class_ids: Sequence[
         ax.set_title(f"{title}\nmean off-diagonal cosine {np.nanmean(off):.2f}", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_yticks(range(len(names)), names, fontsize=7)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    _colour_bar(fig, im, "cosine similarity\n0 orthogonal, 1 parallel", ax=axes[0].tolist(), shrink=0.8)
     return fig
 
 
@@ -567,7 +617,7 @@ def entropy_maps(image: np.ndarray, maps: Mapping[str, np.ndarray]) -> Figure:
     for ax in axes[0]:
         _off(ax)
     if im is not None:
-        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="entropy / log C")
+        _colour_bar(fig, im, "entropy H / log C\n0 certain, 1 uniform", ax=axes[0].tolist(), shrink=0.8)
     return fig
 
 
@@ -585,13 +635,15 @@ def class_iou_bars(long, *, order: Sequence[str] | None = None, title: str = "pe
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.set_xlabel("")
+    ax.set_ylabel("IoU (%), mean ± std over seeds")
     ax.tick_params(axis="x", rotation=30)
     _legend_below(fig, ax, len(order) if order is not None else long["name"].nunique())
     return fig
 
 
 def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None = None,
-                limits: tuple[float, float] | None = None, cap: float | None = None) -> Figure:
+                limits: tuple[float, float] | None = None, cap: float | None = None,
+                label: str | None = None) -> Figure:
     """Method x class heat map of a DataFrame (rows: methods, columns: classes), every cell annotated; NaN cells
     stay blank.
 
@@ -599,7 +651,10 @@ def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None
     show; ``limits`` fixes it instead (e.g. ``(0, 100)``). ``center`` (e.g. 0 for gains over a baseline) switches to
     a diverging colour map symmetric around it, out to the largest distance from it or to ``cap`` if that is
     smaller: cells beyond ``cap`` take the end colours (the colour bar's arrows mark them; their text gives the
-    value), so that one row of large changes does not wash out the small ones."""
+    value), so that one row of large changes does not wash out the small ones.
+
+    ``label``: the colour bar's quantity with its units (default "IoU (%)", or "IoU change (points)" with
+    ``center``); the scale is added to it where this function fixes it (``limits``, the centre, the cap)."""
     import seaborn as sns
 
     data = table.astype(float)
@@ -614,12 +669,19 @@ def iou_heatmap(table, *, title: str = "per-class IoU (%)", center: float | None
         if reach > lim:
             extend = "both"
         kwargs = {"cmap": "RdBu", "center": center, "vmin": center - lim, "vmax": center + lim}
+        label = f"{label or 'IoU change (points)'}\ncentred at {center:g}"
+        if reach > lim:
+            label += f", capped at ±{lim:g}"
     else:
         lo, hi = limits if limits is not None else ((finite.min(), finite.max()) if finite.size else (0.0, 100.0))
         kwargs = {"cmap": "viridis", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+        label = label or "IoU (%)"
+        if limits is not None:
+            label += f"\nscale {lo:g} to {hi:g}"
     fig, ax = plt.subplots(figsize=(0.85 * data.shape[1] + 3, 0.42 * data.shape[0] + 1.8))
     sns.heatmap(data, annot=True, fmt=".1f", annot_kws={"fontsize": 8}, ax=ax, cbar_kws={"extend": extend},
                 **kwargs)
+    ax.collections[0].colorbar.set_label(label, fontsize=8)
     ax.set_title(title)
     ax.set_xlabel("")
     ax.set_ylabel("")
@@ -645,7 +707,8 @@ def confusion_matrix_plot(cm, class_names: Sequence[str] = CITYSCAPES_CLASSES, *
     names = [n for n, k in zip(class_names, keep) if k]
     fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.2))
     sns.heatmap(share, annot=True, fmt=".0f", annot_kws={"fontsize": 7}, cmap="Blues", vmin=0, vmax=100,
-                xticklabels=names, yticklabels=names, ax=ax, cbar_kws={"label": "% of the true class"})
+                xticklabels=names, yticklabels=names, ax=ax)
+    ax.collections[0].colorbar.set_label("% of the true class's pixels\nscale 0 to 100", fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     ax.set_title(title)
@@ -678,7 +741,8 @@ def atlas_heatmap(mean, std, ahead=None, *, title: str = "margin over max(AdaBN,
     ax.set_xticks(range(mean.shape[1]), list(mean.columns), rotation=30, ha="right")
     ax.set_yticks(range(mean.shape[0]), list(mean.index))
     beyond = np.isfinite(values) & (np.abs(values) > lim)
-    fig.colorbar(im, ax=ax, label="mean margin (points)", shrink=0.8, extend="both" if beyond.any() else "neither")
+    _colour_bar(fig, im, f"mean margin (mIoU points)\nscale ±{lim:g}", ax=ax, shrink=0.8,
+                extend="both" if beyond.any() else "neither")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -294,16 +294,17 @@ def reported_table():
 BENCHMARK_TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "minicity_table.csv"
 
 
-def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike | None = None):
-    """The three-seed MiniCity table (``benchmarks/minicity_table.py`` writes it), as mean and std over seeds.
+def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike | None = None,
+                      digits: int | None = 2):
+    """The five-seed MiniCity table (``benchmarks/minicity_table.py`` writes it), as mean and std over seeds.
 
     One line per row of :data:`udalib.zoo.MINICITY_ROWS` (``rows`` picks and orders them): mIoU % on target val as
     trained and with target BatchNorm statistics, and, for an adaptation row, its margin over the better of its
     AdaBN row and its lambda = 0 control (:data:`udalib.zoo.CONTROLS`), the gain that only its own loss can claim:
-    :func:`control_margins`, per seed, averaged over seeds.
+    :func:`control_margins`, per seed, averaged over seeds. Values rounded to ``digits`` decimals (``None``: not
+    rounded, for a table that rounds them itself: rounding twice can move the last digit).
     """
     import pandas as pd
-
 
     path = Path(path or BENCHMARK_TABLE)
     if not path.is_file():
@@ -319,8 +320,9 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
     if missing:
         raise KeyError(f"{', '.join(missing)} not in {path}; run `python benchmarks/minicity_table.py` to add it")
     out = stats.loc[list(rows)] if rows else stats
-    return out.rename(columns={"mean": "as trained", "std": "± std", "target_bn": "target BN",
-                               "margin": "vs max(AdaBN, control)"}).round(2)
+    out = out.rename(columns={"mean": "as trained", "std": "± std", "target_bn": "target BN",
+                              "margin": "vs max(AdaBN, control)"})
+    return out if digits is None else out.round(digits)
 
 
 ATLAS_TABLE = BENCHMARK_TABLE.with_name("minicity_atlas.csv")
