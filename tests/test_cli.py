@@ -196,3 +196,40 @@ def test_minicity_ignores_the_real_data_root(home_with_tiny_minicity, tmp_path):
     assert len(ds) == 8
     assert [p.name for p in prepared.iterdir()] == ["gta5"]  # nothing written into the real datasets' folder
     assert not (tmp_path / "prepared.partial").exists()
+
+
+# ------------------------------------------------------------------------------------------- run RECIPE --set
+def test_run_set_merges_a_method_parameter_into_the_recipe():
+    """``run gta5_maxsquare --set lambda_target=0.2``: that parameter changes, every other recipe value stays
+    (``legacy_param_multiplicity`` among them); Experiment fields are set by name as before."""
+    from dataclasses import asdict
+
+    from udalib.cli import recipe_experiment
+    from udalib.recipes import load_recipe
+
+    recipe = load_recipe("gta5_maxsquare")
+    exp = recipe_experiment("gta5_maxsquare", ["lambda_target=0.2"])
+    assert exp.method_config.lambda_target == 0.2 != recipe.method_config.lambda_target
+    assert asdict(replace(exp.method_config, lambda_target=recipe.method_config.lambda_target)) == asdict(
+        recipe.method_config)
+    assert replace(exp, method_args=recipe.method_args) == recipe
+    assert exp.method_args == recipe.method_args | {"lambda_target": 0.2}
+    assert recipe_experiment("gta5_maxsquare", ["steps=10"]) == replace(recipe, steps=10)
+    assert recipe_experiment("gta5_mlsl", ["method.flip=false", "exp.flip=false"]).method_args["flip"] is False
+
+
+def test_run_set_errors_and_dry_run(isolated_home, capsys):
+    """A name that is both a method parameter and an Experiment field, or the whole method_args, is one error line;
+    ``--dry-run`` prints the resolved run and trains nothing."""
+    assert main(["run", "gta5_mlsl", "--set", "flip=false", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("error: --set flip=...: 'flip' is both a parameter of method 'mlsl' and an "
+                                       "Experiment field: write method.flip=... or exp.flip=...\n")
+    assert main(["run", "gta5_maxsquare", "--set", "method_args={}", "--quiet"]) == 2
+    assert "would replace the recipe's method parameters" in capsys.readouterr().err
+    assert main(["run", "gta5_maxsquare", "--set", "lambda_target=0.2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    first, _, config = out.partition("\n")
+    resolved = json.loads(config)
+    assert resolved["method_config"]["lambda_target"] == 0.2 and resolved["method_config"]["legacy_param_multiplicity"]
+    assert first.endswith(Experiment.from_dict({k: v for k, v in resolved.items() if k != "method_config"}).name)
+    assert not (isolated_home / "runs").exists() or not any((isolated_home / "runs").iterdir())

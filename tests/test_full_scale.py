@@ -140,5 +140,7 @@ def test_run_with_a_misspelt_recipe_field_is_one_error_line(isolated_home, capsy
 
     assert main(["run", "gta5_maxsquare", "--set", "stepz=10", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: recipe gta5_maxsquare.yaml: Experiment has no field 'stepz'; fields: ")
+    assert err.startswith("error: --set stepz=...: method 'maxsquare' has no parameter 'stepz' and Experiment has "
+                          "no field 'stepz'; parameters: ")
+    assert "lambda_target" in err and "steps" in err
     assert err.count("\n") == 1 and not (isolated_home / "runs").exists()

@@ -54,9 +54,10 @@ def test_maxsquare_target_losses_are_checked():
 
 
 def test_a_method_field_added_later_enters_the_run_key_only_off_its_default():
-    from udalib.experiment import METHOD_FIELDS_ADDED_LATER, Experiment
+    from udalib.experiment import Experiment
+    from udalib.methods.base import OFF_DEFAULT, run_key_rule
 
-    assert "target_loss" in METHOD_FIELDS_ADDED_LATER
+    assert run_key_rule(METHODS["maxsquare"][1], "target_loss") == OFF_DEFAULT
     for method in ("maxsquare", "maxsquare_iw", "snr_maxsquare"):
         base = Experiment(method=method, target="minicity:target")
         named = Experiment(method=method, target="minicity:target", method_args={"target_loss": "maxsquare"})
@@ -74,6 +75,59 @@ def test_a_method_field_added_later_enters_the_run_key_only_off_its_default():
         assert Experiment(method=method, target="minicity:target",
                           method_args={"legacy_param_multiplicity": True}).key() != base.key()
         assert base.key() == _key_without(base, "target_loss", "legacy_param_multiplicity")
+
+
+def test_the_run_key_rule_beside_a_field_is_the_one_the_key_uses(monkeypatch):
+    """A field added to a config with ``keyed_off_default`` leaves every key as it was at its default and moves it
+    off the default; the same field without the rule moves every key; a subclass that changes its default with a
+    one-line field keeps the rule, and the default it compares with is the subclass's."""
+    from dataclasses import dataclass, field
+
+    from udalib.experiment import Experiment, identity
+    from udalib.methods.base import keyed_off_default
+    from udalib.methods.maxsquare import MaxSquare, MaxSquareConfig
+
+    exps = [Experiment(method="maxsquare", target="minicity:target"),
+            Experiment(method="maxsquare", preset=None, method_args={"lambda_target": 0.3})]
+    keys = [e.key() for e in exps]
+
+    @dataclass
+    class WithRule(MaxSquareConfig):
+        extra: float = keyed_off_default(0.5)
+
+    @dataclass
+    class Moved(WithRule):
+        extra: float = 0.7  # a one-line field that changes the default: the parent's rule holds
+
+    @dataclass
+    class WithoutRule(MaxSquareConfig):
+        extra: float = field(default=0.5)
+
+    for config, default in ((WithRule, 0.5), (Moved, 0.7)):
+        monkeypatch.setitem(METHODS, "maxsquare", (MaxSquare, config))
+        assert [e.key() for e in exps] == keys
+        assert Experiment(method="maxsquare", target="minicity:target", method_args={"extra": default}).key() == keys[0]
+        assert Experiment(method="maxsquare", target="minicity:target", method_args={"extra": 0.1}).key() != keys[0]
+        assert identity(exps[0])["method_config.extra"] == default  # the identity keeps it (differences name it)
+    monkeypatch.setitem(METHODS, "maxsquare", (MaxSquare, WithoutRule))
+    assert all(e.key() != k for e, k in zip(exps, keys, strict=True))
+
+
+def test_key_and_identity_leave_out_the_same_experiment_fields():
+    """The device and the label change neither; a preset value named in ``method_args`` changes neither; any
+    other field changes both."""
+    from dataclasses import replace
+
+    from udalib.experiment import Experiment, identity
+
+    base = Experiment(method="maxsquare", target="minicity:target")
+    same = [replace(base, device="cuda", label="x"),
+            replace(base, method_args={"lambda_target": PRESETS["maxsquare"]["minicity"]["lambda_target"]})]
+    for exp in same:
+        assert (exp.key(), identity(exp)) == (base.key(), identity(base))
+    for changed in (replace(base, steps=5), replace(base, select_every=10), replace(base, bn_stats="target"),
+                    replace(base, preset=None)):
+        assert changed.key() != base.key() and identity(changed) != identity(base)
 
 
 def _key_without(exp, *fields):

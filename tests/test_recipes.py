@@ -7,6 +7,7 @@ recipe that drifts from its command fails here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,19 @@ def test_recipe_has_the_values_of_its_seed_readme_command(recipe, expected):
     wrong = {key: (actual[key], want) for key, want in expected.items()
              if actual[key] != (pytest.approx(want) if isinstance(want, float) else want)}
     assert not wrong, f"{recipe}: (recipe, README) differ: {wrong}"
+
+
+@pytest.mark.parametrize("name", available())
+def test_a_recipe_states_only_the_method_parameters_that_depart_from_its_defaults(name):
+    """The resolved default of a method parameter (its config dataclass, then the recipe's ``preset``) is its one
+    source: a recipe that writes the same value again fails, naming the recipe and the keys to remove."""
+    exp = load_recipe(name, data_root="/data/prepared")
+    defaults = method_config(exp.method, exp.preset)
+    plain = lambda value: json.loads(json.dumps(value, default=list))  # noqa: E731 -- a tuple default, a YAML list
+    restated = [key for key, value in exp.method_args.items() if plain(value) == plain(getattr(defaults, key))]
+    assert not restated, (f"recipe {name}.yaml restates the default of method_args {', '.join(restated)} (the "
+                          f"{exp.method} config{f', preset {exp.preset}' if exp.preset else ''}): remove "
+                          f"{'them' if len(restated) > 1 else 'it'}")
 
 
 def test_every_recipe_is_checked_against_a_readme_command():

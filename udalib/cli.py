@@ -28,6 +28,12 @@ Rerunning the same command after a kill resumes exactly from the run folder's ch
 (the originals' --continue_training) starts from other weights. On CUDA the loop trains with bf16 autocast,
 channels_last and cudnn.benchmark; evaluation stays fp32.
 
+--set KEY=VALUE sets a method parameter, merged into the recipe's method_args (its other values kept), or else an
+Experiment field (steps, seed, ...); a name that is both (flip of cbst and mlsl: the evaluation's and the
+pseudo-labels') is an error until written method.flip=... or exp.flip=...; model_args={...} is merged into the
+recipe's model_args. --dry-run prints the resolved run (its folder, the Experiment, the method config) and trains
+nothing.
+
 Several GPUs (DDP, one process per GPU, NCCL; gloo on CPU):
   torchrun --standalone --nproc_per_node=N -m udalib run RECIPE --data-root /data/prepared --device cuda
 Each process trains on its own batch of the recipe's batch_size images and the gradients are averaged: the
@@ -126,14 +132,58 @@ def _train(args) -> int:
     return 0
 
 
+def recipe_experiment(recipe: str, sets: list[str], **overrides):
+    """The Experiment ``run RECIPE`` trains: the recipe, then ``overrides`` (Experiment fields: ``--data-root``,
+    ``--device``), then each ``--set KEY=VALUE``: a parameter of the recipe's method is merged into its
+    ``method_args`` (the recipe's other values kept), any other name sets an Experiment field; a name that is
+    both is an error until written ``method.KEY`` or ``exp.KEY``."""
+    from .experiment import Experiment
+    from .methods import METHODS
+    from .recipes import load_recipe
+
+    values = _pairs(sets, "--set")
+    base = load_recipe(recipe, **overrides)
+    method = values.get("method", values.get("exp.method", base.method))
+    params = {f.name for f in fields(METHODS[method][1])} if method in METHODS else set()
+    run_fields = {f.name for f in fields(Experiment)}
+    method_args, exp_values = dict(base.method_args), {}
+    for key, value in values.items():
+        scope, _, name = key.rpartition(".")
+        if scope not in ("", "method", "exp"):
+            raise ValueError(f"--set {key}=...: the only prefixes are method. and exp.")
+        in_method, in_exp = name in params and scope != "exp", name in run_fields and scope != "method"
+        if in_method and in_exp:
+            raise ValueError(f"--set {key}=...: {name!r} is both a parameter of method {method!r} and an Experiment "
+                             f"field: write method.{name}=... or exp.{name}=...")
+        if in_method:
+            method_args[name] = value
+        elif name == "method_args":
+            raise ValueError("--set method_args=... would replace the recipe's method parameters: set each one, "
+                             "--set KEY=VALUE")
+        elif name == "model_args" and isinstance(value, dict):
+            exp_values[name] = {**base.model_args, **value}
+        elif in_exp:
+            exp_values[name] = value
+        else:
+            raise ValueError(f"--set {key}=...: method {method!r} has no parameter {name!r} and Experiment has no "
+                             f"field {name!r}; parameters: {', '.join(sorted(params))}; Experiment fields: "
+                             f"{', '.join(sorted(run_fields))}")
+    return load_recipe(recipe, **{**exp_values, **overrides, "method_args": method_args})
+
+
 def _run_recipe(args) -> int:
     import os
+    from dataclasses import asdict
 
-    from .experiment import run
-    from .recipes import data_parallel_summary, load_recipe
+    from .experiment import run, run_dir_for
+    from .recipes import data_parallel_summary
 
     overrides = {k: v for k, v in (("data_root", args.data_root), ("device", args.device)) if v is not None}
-    exp = load_recipe(args.recipe, **overrides, **_pairs(args.set, "--set"))
+    exp = recipe_experiment(args.recipe, args.set, **overrides)
+    if args.dry_run:
+        print(f"run folder: {run_dir_for(exp, args.run_dir)}")
+        print(json.dumps(asdict(exp) | {"method_config": asdict(exp.method_config)}, indent=1, default=list))
+        return 0
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and os.environ.get("RANK", "0") == "0":
         print(f"torchrun: {data_parallel_summary(exp, world)}")
@@ -367,7 +417,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", help="recipe name, e.g. source_gta5")
     r.add_argument("--data-root", default=None, help="folder of datasets prepared by data_scripts/")
     r.add_argument("--device", default=None, help="overrides the recipe's device")
-    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="Experiment field override")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter (merged into the recipe's method_args), else an Experiment field; "
+                        "method.KEY / exp.KEY where a name is both (repeat)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved run and its folder; train nothing")
     r.add_argument("--run-dir", default=None)
     r.add_argument("--checkpoint-every", type=_count, default=1000, help="checkpoint every N steps (0: off)")
     r.add_argument("--checkpoint-minutes", type=_minutes, default=5.0,

@@ -27,7 +27,16 @@ from pathlib import Path
 import torch
 
 from . import paths
-from .methods.base import BNStats, Choice
+from .methods.base import (
+    AS_METHOD_CONFIG,
+    NEVER,
+    OFF_DEFAULT,
+    RUN_KEY,
+    BNStats,
+    Choice,
+    keyed_off_default,
+    run_key_rule,
+)
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 # the key of scores.json that holds the model selections of a run trained with select_every > 0 (Run.selections);
@@ -36,16 +45,6 @@ SELECTIONS = "selections"
 # in scores.json, the key suffix of the scores taken after re-estimating BatchNorm statistics on the target; readers
 # go through Run.scores_on / split_target_bn rather than matching it
 TARGET_BN = " | target BN"
-# Method-config fields that stay out of the run key at their config's default, so that every stored run named
-# without them keeps its name (Experiment.key; its own field bn_stats follows the same rule, at "both").
-METHOD_FIELDS_ADDED_LATER = ("target_loss",  # MaxSquareConfig (and subclasses): MaxSquare's other --target_mode
-                             "legacy_param_multiplicity",  # OptimConfig: the DeepLab-v2 code bases' backbone step
-                             # CBSTConfig / MLSLConfig: the full-scale geometry and schedule of MLSL
-                             "infer_size", "crop_size", "scale_range", "origin_size", "raw_size", "mine_port",
-                             "mine_ids", "mine_thresh", "src_port", "src_port_step", "src_port_max", "lr_policy",
-                             "weak_head")
-
-
 def split_target_bn(key: str) -> tuple[str, bool]:
     """A ``scores.json`` key -> ``(dataset spec, whether BatchNorm statistics were re-estimated on the target)``."""
     if key.endswith(TARGET_BN):
@@ -70,9 +69,11 @@ class Experiment:
     init: str | None = None  # run name or folder whose final weights start this run
     pretrained: str | None = None  # ImageNet init file of DeepLab-v2 (DeepLab_resnet_pretrained_init-f81d91e8.pth)
     adabn: bool = False  # after training, re-estimate BatchNorm statistics on the target images (AdaBN)
-    bn_stats: BNStats = BNStats.BOTH  # batches that update BatchNorm running statistics: "both" (original) or "target"
-    preset: str | None = "minicity"  # named hyper-parameter set of the method (None: the paper's defaults)
-    method_args: dict = field(default_factory=dict)  # overrides on top of the preset
+    # batches that update BatchNorm running statistics: "both" (original) or "target"
+    bn_stats: BNStats = keyed_off_default(BNStats.BOTH)
+    # named hyper-parameter set of the method (None: the paper's defaults)
+    preset: str | None = field(default="minicity", metadata={RUN_KEY: AS_METHOD_CONFIG})
+    method_args: dict = field(default_factory=dict, metadata={RUN_KEY: AS_METHOD_CONFIG})  # overrides on the preset
     model_args: dict = field(default_factory=dict)
     data_root: str | None = None  # prepared real datasets (data_scripts/); MiniCity ignores it
     size: tuple[int, int] | None = None  # (H, W) resize of every image; None keeps the stored size
@@ -80,13 +81,14 @@ class Experiment:
     # every this many steps (and at the last), score the model on the target val set (labels) and with the IM
     # validator on unlabelled target training images, and keep the best target val weights (udalib.train.select);
     # 0: off
-    select_every: int = 0
-    blur: bool = False  # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
+    select_every: int = keyed_off_default(0)
+    # training images (source and target): Gaussian blur, p 0.5, radius U(0, 1) (MaxSquare family)
+    blur: bool = keyed_off_default(False)
     # scoring: a named protocol of udalib.eval.evaluate.PROTOCOLS ("adaptsegnet": 1024x512 input, scored at the
     # full-resolution labels of cityscapes/valfull); None: each evaluation set at its own size, with `flip`
-    eval_protocol: str | None = None
-    label: str = ""  # free text shown in tables (e.g. "MinEnt, lambda 0")
-    device: str = "cpu"
+    eval_protocol: str | None = keyed_off_default(None)
+    label: str = field(default="", metadata={RUN_KEY: NEVER})  # free text shown in tables (e.g. "MinEnt, lambda 0")
+    device: str = field(default="cpu", metadata={RUN_KEY: NEVER})
 
     def __post_init__(self):
         self.evaluate_on = tuple(self.evaluate_on)
@@ -117,23 +119,17 @@ class Experiment:
     def key(self) -> str:
         """A short hash of everything that changes the result (not the device or the label).
 
-        The method's parameters enter as the resolved config (paper defaults, then preset, then overrides), so
-        naming a preset's value explicitly gives the same run as leaving it out. A field of
-        :data:`METHOD_FIELDS_ADDED_LATER` at its config's default is left out, so the stored runs keep their names.
-        A string switch (:class:`~udalib.methods.base.Choice`) enters as its ``key_value``.
+        Each field enters by the :data:`~udalib.methods.base.RUN_KEY` rule written beside it (:func:`run_fields`,
+        the same fields as :func:`identity`); the method's parameters enter as the resolved config (paper
+        defaults, then preset, then overrides), so naming a preset's value explicitly gives the same run as leaving
+        it out. A field declared with :func:`~udalib.methods.base.keyed_off_default` (in ``Experiment`` or in a
+        method config) is left out at its default, so the stored runs keep their names. A string switch
+        (:class:`~udalib.methods.base.Choice`) enters as its ``key_value``.
         """
-        d = {k: v for k, v in asdict(self).items() if k not in ("device", "label", "preset", "method_args")}
         cfg = self.method_config
-        defaults = {f.name: f.default for f in fields(cfg)}
-        d["method_config"] = {k: v.key_value if isinstance(v, Choice) else v for k, v in asdict(cfg).items()
-                              if not (k in METHOD_FIELDS_ADDED_LATER and v == defaults[k])}
-        if self.bn_stats == "both":  # at its default, out of the key (the stored runs' names)
-            del d["bn_stats"]
-        if self.select_every == 0:  # the same for select_every at its default (off)
-            del d["select_every"]
-        for name in ("blur", "eval_protocol"):  # at their defaults, out of the key too
-            if not d[name]:
-                del d[name]
+        d = _off_defaults_left_out(type(self), run_fields(self))
+        d["method_config"] = {k: v.key_value if isinstance(v, Choice) else v
+                              for k, v in _off_defaults_left_out(type(cfg), asdict(cfg)).items()}
         specs = (self.source, self.target or "", *self.evaluate_on)
         from .data.minicity import GENERATOR_VERSION
 
@@ -299,14 +295,30 @@ def read_config(path: str | os.PathLike) -> Experiment:
                          "move that run folder away, or use another run folder") from None
 
 
+def run_fields(exp: Experiment) -> dict:
+    """The fields of ``exp`` that make its run, by the :data:`~udalib.methods.base.RUN_KEY` rule beside each: all
+    but those that change no result (``device``, ``label``) and those that enter as the resolved method config
+    (``preset``, ``method_args``). :meth:`Experiment.key` and :func:`identity` both start from it."""
+    return {k: v for k, v in asdict(exp).items() if run_key_rule(Experiment, k) not in (NEVER, AS_METHOD_CONFIG)}
+
+
+def _off_defaults_left_out(cls: type, values: dict) -> dict:
+    """``values`` (fields of the dataclass ``cls``) without those whose rule is to enter the run key only off their
+    default (:func:`~udalib.methods.base.keyed_off_default`) and that are at it."""
+    defaults = {f.name: f.default for f in fields(cls)}
+    return {k: v for k, v in values.items() if not (run_key_rule(cls, k) == OFF_DEFAULT and v == defaults[k])}
+
+
 def identity(exp: Experiment) -> dict:
-    """What makes two experiments the same run: every field but the device and the label, with the method's
-    parameters resolved (paper defaults, preset, overrides), so naming a preset's value is the same run."""
-    d = {k: v for k, v in asdict(exp).items() if k not in ("device", "label", "preset", "method_args")}
+    """What makes two experiments the same run: its :func:`run_fields` (every field but the device and the label),
+    with the method's parameters resolved (paper defaults, preset, overrides), so naming a preset's value is the
+    same run. Fields at their default are kept, so :func:`differences` names both values."""
+    d = run_fields(exp)
     try:
         d |= {f"method_config.{k}": v for k, v in asdict(exp.method_config).items()}
     except (TypeError, ValueError):  # a stored method or parameter that no longer exists: compare as written
-        d |= {"preset": exp.preset, "method_args": exp.method_args}
+        d |= {f.name: getattr(exp, f.name) for f in fields(exp)
+              if run_key_rule(Experiment, f.name) == AS_METHOD_CONFIG}
     return json.loads(json.dumps(d, default=list))  # tuples and lists compare equal, as they are stored
 
 

@@ -7,7 +7,7 @@ import enum
 import functools
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -55,6 +55,31 @@ def parse_choices(config) -> None:
         setattr(config, name, choice.parse(getattr(config, name), name))
 
 
+# How a dataclass field (of a method config or of udalib.experiment.Experiment) enters the run key
+# (Experiment.key) and the run identity (udalib.experiment.identity): its metadata under RUN_KEY, written beside
+# the field; a field without one enters both as its value.
+RUN_KEY = "run_key"
+OFF_DEFAULT = "off default"  # enters the key only off its default, so the runs named without the field keep their names
+NEVER = "never"  # changes no result: out of the key and the identity (Experiment.device, .label)
+AS_METHOD_CONFIG = "as the method config"  # enters as the resolved method config (Experiment.preset, .method_args)
+
+
+def keyed_off_default(default):
+    """A dataclass field with ``default`` that enters the run key only when its value differs from the default
+    (:data:`OFF_DEFAULT`): a field added to a config or to ``Experiment`` leaves every stored run's name as it was."""
+    return field(default=default, metadata={RUN_KEY: OFF_DEFAULT})
+
+
+def run_key_rule(cls: type, name: str) -> str | None:
+    """The :data:`RUN_KEY` rule of field ``name`` of the dataclass ``cls``, or None: that of the nearest class in its
+    MRO that writes one, so a subclass that changes the field's default with a one-line field keeps its rule."""
+    for klass in cls.__mro__:
+        declared = vars(klass).get("__dataclass_fields__", {}).get(name)
+        if declared is not None and RUN_KEY in declared.metadata:
+            return declared.metadata[RUN_KEY]
+    return None
+
+
 class BNStats(Choice):
     """Which batches update the BatchNorm running statistics (:attr:`Method.bn_stats`)."""
 
@@ -77,8 +102,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     # True: the backbone steps as in the DeepLab-v2 code bases, whose optimiser lists each backbone tensor 3-4 times
     # (:class:`ListingSGD`, exact; about 3x the nominal backbone step); False: each tensor once (the full-scale
-    # recipes of those code bases set True)
-    legacy_param_multiplicity: bool = False
+    # recipes of those code bases set True); in the run key only when True
+    legacy_param_multiplicity: bool = keyed_off_default(False)
 
 
 # MiniCity ("minicity" presets): MiniDeepLab is trained from scratch on a 2-core CPU in a few hundred steps and adapted

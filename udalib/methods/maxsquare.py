@@ -19,7 +19,7 @@ from ..losses import (
     seg_loss,
     self_produced_guidance,
 )
-from .base import MINICITY_ADAPT, Choice, Method, MethodConfig
+from .base import MINICITY_ADAPT, Choice, Method, MethodConfig, keyed_off_default
 
 
 class TargetLoss(Choice):
@@ -42,9 +42,8 @@ class MaxSquareConfig(MethodConfig):
     guidance: bool = False  # multi-level self-produced guidance on the auxiliary head; --multi True
     threshold: float = 0.95  # confidence threshold of the guidance and of target_loss "hard"; --threshold
     # The original's --target_mode: "maxsquare" (with iw_ratio: IW_maxsquare), "entropy" (with iw_ratio: IW_entropy)
-    # or "hard" (confident argmax pseudo-labels, no iw_ratio). Added after runs existed: at "maxsquare" it leaves
-    # the run key as it was (udalib.experiment.METHOD_FIELDS_ADDED_LATER).
-    target_loss: TargetLoss = TargetLoss.MAXSQUARE
+    # or "hard" (confident argmax pseudo-labels, no iw_ratio). In the run key only off "maxsquare".
+    target_loss: TargetLoss = keyed_off_default(TargetLoss.MAXSQUARE)
 
 
 @dataclass

@@ -65,7 +65,7 @@ from ..losses.self_training import (
     weak_labels,
 )
 from .adabn import adapt_batchnorm
-from .base import MINICITY_ADAPT, Choice, Method, MethodConfig, require_attributes
+from .base import MINICITY_ADAPT, Choice, Method, MethodConfig, keyed_off_default, require_attributes
 
 PREDICT_BATCH = 16  # target images per forward pass when pseudo-labelling
 CACHE_BYTES = 1 << 30  # keep the round's posteriors in memory (float16) below this size, else predict twice
@@ -132,23 +132,30 @@ class CBSTConfig(MethodConfig):
     #                               labels (original: GTA5 only, a downloaded file; here computed from the source set)
     pseudo_label_bn: PseudoLabelBN = PseudoLabelBN.MODEL  # "model": the model's BN statistics (the original code);
     #                                                       "target": re-estimated on the target set first (ours)
-    # full-scale geometry and schedule of engrjavediqbal/MLSL (README commands), all off by default
-    infer_size: int = 0  # --test-scales 2048: longer side of the target images (bicubic) when pseudo-labelling;
-    #                      the SI patches are drawn on that image; 0: as loaded
-    crop_size: int = 0  # --crop-size 500 (504 after rounding up to the stride 8): training crops; 0: whole images
-    scale_range: tuple[float, float] = (1.0, 1.0)  # --scale-rate-range 0.7,1.3: crop scale, target_size / origin
-    origin_size: int = 2048  # --origin-size / --origin-size-tgt 2048 (max_shape (1024, 2048) for both domains)
-    raw_size: tuple[int, int] = (0, 0)  # longer side of the raw (source, target) images the reference crops
-    #                                     (GTA5 1914, Cityscapes 2048); 0: the loaded size
-    mine_port: float = 0.0  # --mine-port 0.8: probability of a crop centred on a rare class
-    mine_ids: int = 3  # --mine-id-number 3: the rare classes (smallest share of the pseudo-labels)
-    mine_thresh: float = 0.001  # --mine-thresh 0.001: classes below this share come first
-    src_port: float = 0.0  # --init-src-port 0.03: portion of the source images mixed into each round's list;
-    #                        0: a source batch and a target batch every step (udalib's)
-    src_port_step: float = 0.0025  # solve_AO.py --step-src-port 0.0025 ...
-    src_port_max: float = 0.06  # ... while below --max-src-port 0.06
-    lr_policy: LrPolicy = LrPolicy.POLY  # "round": fixed lr per round, / sqrt(2) after each (solve_AO.py)
-    weak_head: WeakHead = WeakHead.LINEAR  # "fc512": global pool -> fc 512 -> fc C (issegm1 rn_top_1)
+    # full-scale geometry and schedule of engrjavediqbal/MLSL (README commands), all off by default and in the
+    # run key only off it
+    # --test-scales 2048: longer side of the target images (bicubic) when pseudo-labelling; the SI patches are drawn
+    # on that image; 0: as loaded
+    infer_size: int = keyed_off_default(0)
+    # --crop-size 500 (504 after rounding up to the stride 8): training crops; 0: whole images
+    crop_size: int = keyed_off_default(0)
+    scale_range: tuple[float, float] = keyed_off_default((1.0, 1.0))  # --scale-rate-range 0.7,1.3: target/origin
+    # --origin-size / --origin-size-tgt 2048 (max_shape (1024, 2048) for both domains)
+    origin_size: int = keyed_off_default(2048)
+    # longer side of the raw (source, target) images the reference crops (GTA5 1914, Cityscapes 2048); 0: the loaded
+    # size
+    raw_size: tuple[int, int] = keyed_off_default((0, 0))
+    mine_port: float = keyed_off_default(0.0)  # --mine-port 0.8: probability of a crop centred on a rare class
+    mine_ids: int = keyed_off_default(3)  # --mine-id-number 3: the rare classes (smallest share of the pseudo-labels)
+    mine_thresh: float = keyed_off_default(0.001)  # --mine-thresh 0.001: classes below this share come first
+    # --init-src-port 0.03: portion of the source images mixed into each round's list; 0: a source batch and a
+    # target batch every step (udalib's)
+    src_port: float = keyed_off_default(0.0)
+    src_port_step: float = keyed_off_default(0.0025)  # solve_AO.py --step-src-port 0.0025 ...
+    src_port_max: float = keyed_off_default(0.06)  # ... while below --max-src-port 0.06
+    # "round": fixed lr per round, / sqrt(2) after each (solve_AO.py)
+    lr_policy: LrPolicy = keyed_off_default(LrPolicy.POLY)
+    weak_head: WeakHead = keyed_off_default(WeakHead.LINEAR)  # "fc512": pool -> fc 512 -> fc C (issegm1 rn_top_1)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Full-scale recipes: one YAML file per paper experiment, listing only what differs from ``Experiment``.
+"""Full-scale recipes: one YAML file per paper experiment: its run-level ``Experiment`` fields, and in ``method_args``
+only the method parameters that depart from the method's defaults (its config dataclass, then ``preset``).
 
 Each value carries the original's flag or the paper's symbol as a comment, so a recipe can be checked line by line
 against the original README (``tests/test_recipes.py`` does, command by command). ``{data_root}`` in a path is
