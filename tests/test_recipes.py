@@ -1,6 +1,6 @@
-"""Every full-scale recipe loads strictly, and every seed README command has a recipe with the same values.
+"""Every full-scale recipe loads strictly, and every original README command has a recipe with the same values.
 
-The expected values below are written from the seed READMEs (each command is quoted above its entry; flags a
+The expected values below are written from the original READMEs (each command is quoted above its entry; flags a
 command does not pass take the seed script's default, cited from its argparse), not read from the recipes, so a
 recipe that drifts from its command fails here.
 """
