@@ -79,7 +79,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts notebooks/src
+	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts notebooks/src book
 
 table: $(STAMP)
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv
