@@ -49,13 +49,15 @@ def course_notebook() -> nbformat.NotebookNode:
               "data": {WIDGET: {"model_id": "abc", "version_major": 2, "version_minor": 0},
                        "text/plain": "Comparer(children=(...))"}}
     figure = {"output_type": "display_data", "metadata": {}, "data": {"text/plain": "<Figure>"}}
+    markdown = {"output_type": "display_data", "metadata": {},
+                "data": {"text/markdown": "The gain is $\\Delta = 2$.", "text/plain": "<Markdown>"}}
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     nb.cells = [
         _cell("markdown", "# 99 A method\n\nThe loss is $\\ell(x) = x^2$."),
-        _cell("code", "x = 3"),
+        _cell("code", "display(Markdown(gain))", outputs=[markdown]),
         _cell("markdown", "## Exercise 1: implement the square\n\nWrite `my_square(x)`:\n\n```python\n"
                           "my_square(3) == 9\n```", tags=["exercise"]),
         _cell("code", "import math", tags=["solution"], nbgrader=_solution_meta(1)),
@@ -183,6 +185,7 @@ def test_built_pages(tmp_path, student):
         dropdown = page[page.index('class="solution dropdown admonition"'):]
         assert dropdown.index("SOLUTION-LINE") < dropdown.index("checked")  # the check follows the dropdown
         assert page.count("SOLUTION-LINE") == 1
+    assert r"\(\Delta = 2\)" in page  # in a Markdown output
     assert r"\(\ell(x) = x^2\)" in page and "_static/mathjax/tex-chtml.js" in page
     for html in (tmp_path / "html").glob("*.html"):
         text = html.read_text()

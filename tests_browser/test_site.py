@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -115,6 +116,8 @@ def _check_math(page, name: str) -> int:
     for raw in ("\\(", "\\)", "\\[", "\\begin{"):
         at = text.find(raw)
         assert at < 0, f"{name}: raw TeX {raw!r} left in the text: ...{text[max(0, at - 80):at + 120]}"
+    dollar = re.search(r"\$[^$\s][^$]*\\[A-Za-z]+[^$]*\$", text)  # $\lambda$ that was never parsed as math
+    assert dollar is None, f"{name}: raw TeX left in the text: {dollar and dollar.group()}"
     return typeset
 
 
