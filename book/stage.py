@@ -39,6 +39,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PAGES = ("README.md", "glossary.md")  # from notebooks/: the front page and the glossary
 HEADING = re.compile(r"#{1,6}\s+\S")
@@ -127,6 +128,9 @@ def transform(nb: nbformat.NotebookNode, name: str, student: bool = False) -> nb
             continue
         if cell.cell_type == "code":
             _drop_widgets(cell)
+            if student and BEGIN_SOLUTION in cell.source:
+                raise ValueError(f"{name}: the cell {cell.get('id', '')!r} holds {BEGIN_SOLUTION!r} but no nbgrader "
+                                 "metadata '\"solution\": true': the student edition would show the solution")
         cells.append(cell)
         i += 1
     nb.cells = cells

@@ -136,6 +136,14 @@ def test_a_solution_without_an_exercise_is_an_error():
         stage.transform(nb, "99_a_method.ipynb")
 
 
+def test_student_edition_refuses_solution_markers_in_an_unmarked_cell():
+    nb = course_notebook()
+    nb.cells[4].metadata.pop("nbgrader")
+    stage.transform(nb, "99_a_method.ipynb")  # the instructor edition shows it as it is
+    with pytest.raises(ValueError, match="no nbgrader metadata"):
+        stage.transform(nb, "99_a_method.ipynb", student=True)
+
+
 def test_toc_lists_the_notebooks_in_order_then_the_glossary():
     toc = stage.toc(["00_a.ipynb", "03_b.ipynb"], glossary=True)
     assert toc["root"] == "README"
