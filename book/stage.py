@@ -190,16 +190,20 @@ def stage(notebooks: Path, out: Path, student: bool = False, sources: Path = ROO
 
 
 def build(src: Path, html: Path) -> None:
-    """Build the staged book ``src`` into ``html`` (emptied first) with Sphinx; warnings are errors."""
+    """Build the staged book ``src`` into ``html`` (replaced) with Sphinx; warnings are errors. Sphinx writes into
+    ``src/_build/`` (myst-nb puts its extracted outputs beside the HTML folder), then the HTML moves to ``html``."""
     subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "config", "sphinx", str(src)], check=True,
                    stdout=subprocess.DEVNULL)
-    if html.exists():
+    out = src / "_build" / "html"
+    if html.exists():  # a failed build leaves no site behind
         shutil.rmtree(html)
     env = {**os.environ, "PYTHONPATH": str(src / "_ext")}  # the local extension of _config.yml
     result = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q",
-                             "-d", str(src / "_build" / "doctrees"), str(src), str(html)], env=env)
+                             "-d", str(src / "_build" / "doctrees"), str(src), str(out)], env=env)
     if result.returncode:
         raise SystemExit(f"site: the Sphinx build of {src} failed (its warnings, above, are errors)")
+    html.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(out, html)
 
 
 def main(argv: list[str] | None = None) -> int:
