@@ -5,7 +5,7 @@ and every internal link of the site leads to a file (and an anchor) that exists.
 
 Run by ``make site-test`` after ``make tutorial && make site``. Playwright drives the system browser
 (``/usr/bin/chromium``, which ``make browser-test`` installs as root when it is missing; ``playwright install`` is
-never needed). Screenshots go to ``runs/test-artifacts/``.
+never needed). Screenshots go to ``runs/test-artifacts/``. ``UDALIB_SITE`` names another built site to test.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ VISIBLE_TEXT = """() => {
 }"""
 
 
+def _require_site() -> None:
+    if not (SITE / "index.html").exists():
+        where = SITE.relative_to(ROOT) if SITE.is_relative_to(ROOT) else SITE
+        pytest.fail(f"{where}/index.html is missing: run `make tutorial && make site` first", pytrace=False)
+
+
 def _page(pattern: str) -> Path | None:
     found = sorted(SITE.glob(pattern))
     return found[0] if found else None
@@ -49,9 +55,7 @@ def _page(pattern: str) -> Path | None:
 @pytest.fixture(scope="module")
 def site():
     """The built site served over HTTP on a free port of 127.0.0.1."""
-    if not (SITE / "index.html").exists():
-        pytest.fail(f"{SITE.relative_to(ROOT) if SITE.is_relative_to(ROOT) else SITE}/index.html is missing: run "
-                    "`make tutorial && make site` first")
+    _require_site()
     handler = functools.partial(_QuietHandler, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -207,8 +211,7 @@ def _remote(target: str) -> bool:
 
 
 def test_no_broken_internal_link_and_nothing_from_the_network():
-    if not (SITE / "index.html").exists():
-        pytest.fail("runs/site/index.html is missing: run `make tutorial && make site` first")
+    _require_site()
     broken, remote = [], []
     pages = [p for p in sorted(SITE.rglob("*.html")) if "_static" not in p.relative_to(SITE).parts]  # (templates)
     for page in pages:
