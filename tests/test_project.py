@@ -69,7 +69,10 @@ def test_environment_yml_installs_the_package_from_conda_forge_and_pip():
     assert "pip" in plain
     pip_sections = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1
-    assert "-e .[notebooks,test]" in pip_sections[0]
+    # the same optional groups as `make env`
+    extras = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    assert set(extras.split(",")) >= {"notebooks", "test", "site"}, extras
+    assert f"-e .[{extras}]" in pip_sections[0]
     # nothing else is pinned by conda: the versions come from pyproject.toml through pip
     assert not [d for d in plain if d.split("=")[0] not in ("python", "pip")]
 
