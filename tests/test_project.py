@@ -86,6 +86,8 @@ def test_pyproject_pins_torch_and_torchvision():
     assert {"notebooks", "test"} <= set(extras)
     assert any(d.startswith("papermill") for d in extras["notebooks"])
     assert any(d.startswith("nbval") for d in extras["test"])
+    # the course site: Jupyter Book 1 (Jupyter Book 2 fetches its theme from the network at build time)
+    assert any(d.startswith("jupyter-book") and "<2" in d for d in extras["site"])
 
 
 # --------------------------------------------------------------------------------------------- library code
