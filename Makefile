@@ -12,13 +12,13 @@ export OMP_WAIT_POLICY ?= PASSIVE
 NOTEBOOK_OMP_WAIT_POLICY ?= ACTIVE
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table results clean
+.PHONY: env tutorial test unit notebooks-test browser-test lint notebooks student-notebooks table results clean site site-test
 
 env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	$(PY) -m pip install --quiet -e ".[notebooks,test,site]"
 	@touch $(STAMP)
 
 # Execute every notebook on MiniCity with papermill, then print and save the results table and the CrossCity
@@ -51,7 +51,7 @@ browser-test: $(STAMP)
 	  else \
 	    echo "browser-test: /usr/bin/chromium is missing; install it as root (apt-get install -y chromium)"; exit 1; \
 	  fi; }
-	$(VENV)/bin/pytest -q tests_browser
+	$(VENV)/bin/pytest -q tests_browser --ignore=tests_browser/test_site.py
 
 # Each notebook is paired with its percent-format source notebooks/src/NN_*.py (jupytext, notebooks/jupytext.toml):
 # edit either, then bring the other up to date (the newer of the two wins). Outputs are never stored.
@@ -63,11 +63,23 @@ notebooks: $(STAMP)
 student-notebooks: $(STAMP)
 	$(PY) notebooks/release_student_version.py --out runs/student_notebooks
 
+# The course as a static site (Jupyter Book 1, book/): the notebooks as `make tutorial` executed them, never run
+# again; exercises in boxes, solutions in "Click to show" dropdowns (STUDENT=1: without solutions, in
+# runs/site-student/); MathJax served locally, no CDN. Warnings are errors.
+NOTEBOOKS_DIR ?= runs/notebooks
+SITE := runs/site$(if $(STUDENT),-student)
+site: $(STAMP)
+	$(PY) book/stage.py --notebooks $(NOTEBOOKS_DIR) --out $(SITE)-src --html $(SITE) $(if $(STUDENT),--student)
+
+# The built site in headless Chromium (tests_browser/test_site.py; `make browser-test` installs chromium).
+site-test: $(STAMP)
+	$(VENV)/bin/pytest -q tests_browser/test_site.py
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts notebooks/src
+	$(VENV)/bin/ruff check udalib tests tests_browser benchmarks data_scripts notebooks/src book
 
 table: $(STAMP)
 	$(PY) -m udalib table --runs runs --out runs/results_table.csv

@@ -53,6 +53,6 @@ def test_sources_and_library_pass_ruff():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    paths = ["udalib", "tests", "tests_browser", "benchmarks", "data_scripts", "notebooks/src"]
+    paths = ["udalib", "tests", "tests_browser", "benchmarks", "data_scripts", "notebooks/src", "book"]
     done = subprocess.run([ruff, "check", "--quiet", *paths], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, f"ruff check {' '.join(paths)}:\n{done.stdout}{done.stderr}"

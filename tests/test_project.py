@@ -69,7 +69,10 @@ def test_environment_yml_installs_the_package_from_conda_forge_and_pip():
     assert "pip" in plain
     pip_sections = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1
-    assert "-e .[notebooks,test]" in pip_sections[0]
+    # the same optional groups as `make env`
+    extras = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    assert set(extras.split(",")) >= {"notebooks", "test", "site"}, extras
+    assert f"-e .[{extras}]" in pip_sections[0]
     # nothing else is pinned by conda: the versions come from pyproject.toml through pip
     assert not [d for d in plain if d.split("=")[0] not in ("python", "pip")]
 
@@ -83,6 +86,8 @@ def test_pyproject_pins_torch_and_torchvision():
     assert {"notebooks", "test"} <= set(extras)
     assert any(d.startswith("papermill") for d in extras["notebooks"])
     assert any(d.startswith("nbval") for d in extras["test"])
+    # the course site: Jupyter Book 1 (Jupyter Book 2 fetches its theme from the network at build time)
+    assert any(d.startswith("jupyter-book") and "<2" in d for d in extras["site"])
 
 
 # --------------------------------------------------------------------------------------------- library code
