@@ -89,10 +89,10 @@ calib
 # labelled source pixels that every method uses (`losses.seg_loss`). For the target term, the original code
 # (`ZJULearning/MaxSquareLoss`, its `softCrossEntropy`; normalisation `"original"` in udalib) averages $-P\log P$ over all $N\cdot C\cdot H\cdot W$ entries, i.e. divides the entropy by
 # $C$; ADVENT divides by $\log C$. The two differ by the constant $C/\log C$, which the $\lambda$ values absorb.
+# You will write the entropy loss yourself in exercise 1; the library's code follows the exercise.
 
 # %%
 viz.show_source(losses.seg_loss)
-viz.show_source(losses.entropy_loss)
 
 # %%
 import math
@@ -345,6 +345,13 @@ for norm, z in (("original", 3), ("log_c", math.log(3))):
     assert math.isclose(got.item(), (h[0] + h[2]) / 2 / z, rel_tol=1e-5), (
         f"{norm} with a mask: the mean runs over the masked pixels only (here the first and the third)")
 print("my_entropy_loss gives the entropies computed by hand")
+
+# %% [markdown]
+# The library's entropy loss (`udalib/losses/entropy.py`), to compare with your solution:
+
+# %% tags=["answer-source"]
+viz.show_source(losses.entropy_map)
+viz.show_source(losses.entropy_loss)
 
 # %% [markdown] tags=["exercise"]
 # ### Exercise 2: predict, then run
