@@ -123,7 +123,7 @@ stats
 # %%
 colours = viz.plots.class_mean_colours({"source": source, "target": target, **cities}, CLASS_IDS,
                                        max_images=MAX_IMAGES)
-viz.plots.colour_swatches(colours, CLASS_IDS).suptitle("mean colour of each class's pixels, per domain");
+viz.plots.colour_swatches(colours, CLASS_IDS);
 names = [data.labels.CITYSCAPES_CLASSES[c] for c in CLASS_IDS]
 distance = np.linalg.norm(colours["target"][:, None] - colours["source"][None], axis=2)  # (target class, source class)
 crossed = {names[i]: names[j] for i, j in enumerate(distance.argmin(axis=1)) if i != j}
@@ -166,8 +166,8 @@ for r, (name, domain) in enumerate(rows.items()):
         axes[r, c].set_xticks([])
         axes[r, c].set_yticks([])
     axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
-fig.suptitle(f"the same {len(streets)} streets (columns) under each shift factor alone (rows): "
-             f"minicity:target-<factor>/val, images {streets[0]}-{streets[-1]}", y=1.0)
+fig.suptitle(f"the same streets (val images {streets[0]}-{streets[-1]}, columns)\nunder each shift factor alone (rows)",
+             y=1.0)
 fig.tight_layout()
 
 # %% [markdown]
