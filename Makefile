@@ -70,7 +70,7 @@ student-notebooks: $(STAMP)
 	  rm -rf $(NBGRADER_ROOT)/source/$$name; mkdir -p $(NBGRADER_ROOT)/source/$$name; \
 	  cp $$nb $(NBGRADER_ROOT)/source/$$name/; \
 	  (cd $(NBGRADER_ROOT) && PATH="$(abspath $(VENV))/bin:$$PATH" nbgrader generate_assignment $$name \
-	    --create --force --log-level=WARN --CourseDirectory.root=.); \
+	    --create --force --log-level=ERROR --CourseDirectory.root="$(abspath $(NBGRADER_ROOT))"); \
 	  echo "$(NBGRADER_ROOT)/release/$$name/$$name.ipynb"; \
 	done
 

@@ -115,7 +115,7 @@ def nbgrader(course: Path, *args: str) -> None:
     bin_dir = Path(sys.executable).parent  # nbgrader calls `alembic`, which lives beside it
     exe = shutil.which("nbgrader", path=str(bin_dir)) or shutil.which("nbgrader")
     env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run([exe, *args, "--CourseDirectory.root=.", "--log-level=WARN"], cwd=course, env=env,
+    done = subprocess.run([exe, *args, f"--CourseDirectory.root={course}", "--log-level=ERROR"], cwd=course, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"nbgrader {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 

@@ -415,6 +415,6 @@ print(f"this notebook ran in {time.perf_counter() - START:.0f} s")
 # * M. Chen, H. Xue, D. Cai. *Domain Adaptation for Semantic Segmentation with Maximum Squares Loss.* ICCV 2019
 #   (arXiv 1909.13589). Its code base runs MinEnt as `--target_mode entropy`.
 # * The reference implementation, `ZJULearning/MaxSquareLoss` (commit 2fbc18f): `utils/loss.py:17`
-#   (`softCrossEntropy`; the mean over all $N \cdot C \cdot H \cdot W$ entries that `losses.entropy_loss(..., "seed")`
+#   (`softCrossEntropy`; the mean over all $N \cdot C \cdot H \cdot W$ entries that `losses.entropy_loss(..., "original")`
 #   reproduces is line 33), `tools/solve_gta5.py:115` (`--target_mode entropy` selects it) and `:259` (the target
 #   loss weighted by `lambda_target`).
