@@ -28,7 +28,7 @@ LAMBDA_TARGET: float = 2.0  # weight of the entropy term (the MiniCity preset; t
 RECIPE: str = ""  # full scale: "gta5_minent" (udalib/recipes/)
 DATA_ROOT: str = ""  # folder written by data_scripts/, holding checkpoints/GTA5_source.pth (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
-CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (3 seeds); a seed: train its runs now
+CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (mean over its seeds); a seed: train its runs now
 
 # %% [markdown]
 # ## Setup

@@ -31,7 +31,7 @@ THRESHOLD: float = 0.95  # confidence threshold of the multi-level guidance (--t
 RECIPE: str = ""  # full scale: "gta5_maxsquare", "gta5_maxsquare_iw", "gta5_maxsquare_iw_multi", "synthia_maxsquare_iw_multi"
 DATA_ROOT: str = ""  # folder written by data_scripts/, with the source checkpoints in checkpoints/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
-CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (3 seeds); a seed: train its runs now
+CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (mean over its seeds); a seed: train its runs now
 
 # %% [markdown]
 # ## Setup

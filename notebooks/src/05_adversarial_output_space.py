@@ -27,7 +27,7 @@
 
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation runs
-STEPS: int = 60  # adaptation iterations (segmenter + discriminator updates: each costs about two MaxSquare steps)
+STEPS: int = 60  # adaptation iterations (each: a segmenter update, then a discriminator update)
 LAMBDA_ADV_TARGET1: float = 0.02  # λ_adv of the auxiliary output (MiniCity preset; the paper: 0.0002)
 LAMBDA_ADV_TARGET2: float = 0.1  # λ_adv of the main output (MiniCity preset; the paper: 0.001, LS-GAN 0.01)
 LR_D: float = 3e-3  # discriminators' Adam learning rate (MiniCity preset; the paper: 1e-4)
@@ -35,7 +35,7 @@ GAN: str = "vanilla"  # "vanilla" (BCE) or "ls" (least squares)
 RECIPE: str = ""  # full scale: "gta5_adaptsegnet_multi", "gta5_adaptsegnet_lsgan" or "gta5_adaptsegnet"
 DATA_ROOT: str = ""  # folder written by data_scripts/, with pretrained/ (the ImageNet DeepLab init) (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
-CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (3 seeds); a seed: train its runs now
+CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas (mean over its seeds); a seed: train its runs now
 
 # %% [markdown]
 # ## Setup
@@ -71,9 +71,9 @@ source_val = open_data("minicity:source/val", default_split="val", train=False, 
 # The segmentation output is different. It has only $C$ channels, and whatever the appearance, both domains
 # produce **street layouts**: road at the bottom, sky at the top, cars on the road, poles thin and vertical.
 # Spatial layout and local context are shared structure, so a discriminator on softmax maps has a small,
-# task-relevant job: *does this map look like a plausible street scene as the source model would draw it?* The
-# source model's predictions below show the contrast: clean layouts on source images, fragmented ones on target
-# images. That is what $D$ will pick up, and what $G$ will be pushed to fix.
+# task-relevant job: *does this map look like a plausible street scene as the source model would draw it?* Compare
+# the source model's predictions below on source and on target images: whatever differs in their layouts (clean or
+# fragmented regions, shapes in the wrong place) is what $D$ will pick up, and what $G$ will be pushed to fix.
 
 # %%
 viz.plots.show_predictions({"source model": source_model}, source_val, [0, 1], class_ids=list(minicity.MINICITY_TRAINIDS),
@@ -462,7 +462,7 @@ viz.show_source(losses.adversarial_loss)
 #
 # This notebook trains the multi-level variant: a second discriminator on the auxiliary output. Before running the
 # next cell, predict: over the five seeds of `benchmarks/results/minicity_table.csv` and the shifts of the atlas
-# (`minicity_atlas.csv`, three seeds each), how many points does the multi-level variant add over the single-level
+# (`minicity_atlas.csv`, several seeds each), how many points does the multi-level variant add over the single-level
 # one, and on how many of the five seeds is it ahead?
 
 # %% [markdown]
