@@ -368,7 +368,7 @@ viz.results.claims_report(['AdaptSegNet multi-level > single-level'])
 #   patch discriminator per output level.
 # * Each step has two players, in order: the segmenter (source CE + fooling the frozen $D$ on target maps), then the
 #   discriminators (source → 0, target → 1 on detached maps). Adam with its own poly schedule for $D$.
-# * The discriminator loss near $\log 2$ means $D$ is fooled; the control shows how quickly $D$ wins when nobody
+# * The discriminator loss near $\log 2$ means $D$ is fooled; the control shows how $D$ fares when nobody
 #   fights back.
 # * Against the $\lambda_{adv}=0$ control and AdaBN, the adversarial term adds a margin on MiniCity (checked on five
 #   seeds above). Report it against the control and AdaBN, not only against source-only.
