@@ -73,7 +73,8 @@ viz.plots.show_samples({"source": source, "target": target, **cities}, n=N_SHOW,
 #
 # Every domain draws its scenes from one layout distribution (horizon, road perspective, building blocks, trees,
 # poles with signs, people, cars). So the **share of pixels per class**, `p(y)`, should be about the same in source
-# and target: a pure *covariate shift*, the assumption all five methods of this course make. The table checks it.
+# and target: a pure *covariate shift*, the assumption every adaptation method of this course makes. The table
+# checks it.
 
 # %%
 freq = viz.plots.class_frequencies({"source": source, "target": target}, CLASS_IDS, max_images=MAX_IMAGES)

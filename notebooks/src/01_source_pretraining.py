@@ -169,7 +169,7 @@ display(Markdown(
 table
 
 # %%
-# the teaching claims, checked on each of the five seeds of benchmarks/results/minicity_table.csv (the standard
+# the teaching claims, checked on every seed of benchmarks/results/minicity_table.csv (the standard
 # runs; no parameter of this notebook changes them): a large gap exists, AdaBN closes part of it, not all
 five = pd.read_csv(viz.results.BENCHMARK_TABLE).pivot_table(index="seed", columns="method", values="target_miou")
 assert (five.oracle - five.source_only > 10).all(), "source-only should trail the oracle by more than 10 points"
@@ -222,7 +222,7 @@ print(f"this notebook ran in {time.perf_counter() - START:.0f} s")
 # * Source-only training is one method on the one loop; its run folder (config, metrics, per-class IoU, weights)
 #   is what every later notebook starts from.
 # * On MiniCity the source-only model reaches a fraction of the oracle's target mIoU (on every seed of the
-#   five-seed table): that gap is what adaptation methods try to close.
+#   benchmark table): that gap is what adaptation methods try to close.
 # * AdaBN already closes part of it without any training. Keep it in mind as the baseline every method must beat.
 #
 # ## Exercises

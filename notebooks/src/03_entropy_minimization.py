@@ -155,7 +155,7 @@ assert minent_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
     f"MinEnt should gain at least 2 mIoU points over source-only\n{table}"
 
 # %% [markdown]
-# **What the table shows on MiniCity.** The table above is one seed; read the five seeds of
+# **What the table shows on MiniCity.** The table above is one seed; read every seed of
 # `benchmarks/results/minicity_table.csv` (written by `python benchmarks/minicity_table.py`, mIoU % on target val).
 # A method's **margin** is its mIoU minus the better of AdaBN and its control, taken seed by seed: the gain that
 # only its own loss can claim.
@@ -171,7 +171,7 @@ display(Markdown(
     f"statistics to the target's, accounts for {100 * bn_share:.0f} % of MinEnt's gain over source-only. The entropy "
     f"term's own margin is {m['vs max(AdaBN, control)']:+.1f}, ahead of both controls on {m['seeds ahead']:.0f} of "
     f"{m.seeds:.0f} seeds."))
-# the teaching claim, checked on the five seeds: BatchNorm statistics carry most of the gain, not the entropy term
+# the teaching claim, checked over the seeds of the benchmark table: BatchNorm statistics carry most of the gain
 assert bn_share > 0.5 and m["vs max(AdaBN, control)"] > 0, bench
 bench
 
@@ -284,7 +284,7 @@ display(Markdown(
 #
 # * MinEnt sharpens target predictions; it relies on confident pixels being mostly right.
 # * Training on target batches moves BatchNorm statistics; the $\lambda=0$ control and AdaBN measure that effect,
-#   and on MiniCity they account for most of MinEnt's gain over source-only (checked on five seeds above). Keeping
+#   and on MiniCity they account for most of MinEnt's gain over source-only (checked over seeds above). Keeping
 #   target statistics during adaptation (`zoo.BN_STATS`) leaves the entropy term's own margin visible.
 #
 # ## Exercises

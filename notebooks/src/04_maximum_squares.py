@@ -162,7 +162,7 @@ for name in ("MaxSquare", "MaxSquare+IW", "MaxSquare+IW+Multi"):
         f"{name} should gain at least 2 mIoU points over source-only\n{table}"
 
 # %% [markdown]
-# **Reading the table honestly.** A single seed (the table above) moves by a point or two; the five seeds of
+# **Reading the table honestly.** A single seed (the table above) is noisy; every seed of
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
 
 # %%
@@ -185,7 +185,7 @@ display(Markdown(
     f"variant's gain. Against the better of the two, plain MaxSquare adds {margin['maxsquare']:+.1f} and MinEnt "
     f"{margin['minent']:+.1f}; the image-wise weights {margin['maxsquare_iw']:+.1f} and the multi-level guidance "
     f"{margin['maxsquare_iw_multi']:+.1f}, " + ("in the paper's order." if in_order else "not in the paper's order.")))
-# the teaching claim, checked on the five seeds: most of the gain is BatchNorm statistics
+# the teaching claim, checked over the seeds of the benchmark table: most of the gain is BatchNorm statistics
 assert bn_share > 0.5 and all(mean[trained] > mean["source_only"]), bench
 bench
 
@@ -251,9 +251,9 @@ atlas_mean.loc[rows, [works, breaks]].round(2)
 # image-wise weights and the guidance change under each shift?
 
 # %% [markdown]
-# ## The paper's claims, on five seeds
+# ## The paper's claims, over seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%

@@ -84,7 +84,7 @@ viz.plots.show_predictions({"source model": source_model}, target_val, [0, 1], c
 # %% [markdown]
 # ## The discriminator and the two losses
 #
-# A fully-convolutional network of five 4×4 stride-2 convolutions: it gives one logit per patch (about $H/32 \times
+# A fully-convolutional network of 4×4 stride-2 convolutions: it gives one logit per patch (about $H/32 \times
 # W/32$), each deciding from a window of the input, its *receptive field*. The original code's label convention
 # (`wasidennis/AdaptSegNet`): **source = 0, target = 1**.
 
@@ -251,7 +251,7 @@ viz.plots.show_predictions({"source-only": source_model, "control": control_run.
                            target_val, [0, 1, 2], class_ids=list(minicity.MINICITY_TRAINIDS));
 
 # %% [markdown]
-# **Reading the table honestly.** A single seed moves by several points, so read the five seeds of
+# **Reading the table honestly.** A single seed is noisy, so read every seed of
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val and, in the
 # source column of the table above, what adaptation costs on the source domain):
 
@@ -272,7 +272,7 @@ display(Markdown(
     f"{mean['adaptsegnet_multi']:.1f} against {mean['maxsquare_iw_multi']:.1f} for MaxSquare+IW+Multi (notebook 04) "
     f"at the same number of steps. On this seed, the source column of the results table shows what pulling target "
     f"maps toward source-like maps does on the source domain: {source_cost:+.1f} points against source-only."))
-# the teaching claim, checked on the five seeds: the adversarial term adds a margin over both controls
+# the teaching claim, checked over the seeds of the benchmark table: the adversarial term adds a margin over both controls
 assert margin["adaptsegnet_multi"] > 0 and margin["adaptsegnet"] > 0, bench
 bench
 
@@ -353,9 +353,9 @@ display(Markdown(
 # (`prior`, denser traffic) breaks it too (the atlas row in notebook 10).
 
 # %% [markdown]
-# ## The paper's claim, on five seeds
+# ## The paper's claim, over seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 10 and
 # `benchmarks/RESULTS.md`.
 
 # %%
@@ -370,7 +370,7 @@ viz.results.claims_report(['AdaptSegNet multi-level > single-level'])
 #   discriminators (source → 0, target → 1 on detached maps). Adam with its own poly schedule for $D$.
 # * The discriminator loss near $\log 2$ means $D$ is fooled; the control shows how $D$ fares when nobody
 #   fights back.
-# * Against the $\lambda_{adv}=0$ control and AdaBN, the adversarial term adds a margin on MiniCity (checked on five
+# * Against the $\lambda_{adv}=0$ control and AdaBN, the adversarial term adds a margin on MiniCity (checked over
 #   seeds above). Report it against the control and AdaBN, not only against source-only.
 #
 # ## Exercises
@@ -461,9 +461,9 @@ viz.show_source(losses.adversarial_loss)
 # ### Exercise 4: predict, then run
 #
 # This notebook trains the multi-level variant: a second discriminator on the auxiliary output. Before running the
-# next cell, predict: over the five seeds of `benchmarks/results/minicity_table.csv` and the shifts of the atlas
+# next cell, predict: over every seed of `benchmarks/results/minicity_table.csv` and the shifts of the atlas
 # (`minicity_atlas.csv`, several seeds each), how many points does the multi-level variant add over the single-level
-# one, and on how many of the five seeds is it ahead?
+# one, and on how many seeds is it ahead?
 
 # %% [markdown]
 # *Your prediction:* ...
@@ -475,7 +475,7 @@ by_seed = seeds["adaptsegnet_multi"] - seeds["adaptsegnet"]
 atlas = pd.read_csv(results / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
                                                                  values="target_miou", aggfunc="mean")
 by_shift = atlas["adaptsegnet_multi"] - atlas["adaptsegnet"]
-print(f"five seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).sum()} of {len(by_seed)} "
+print(f"{len(by_seed)} seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).sum()} of {len(by_seed)} "
       f"(from {by_seed.min():+.2f} to {by_seed.max():+.2f})")
 print(f"atlas, {len(by_shift)} shifts: {by_shift.mean():+.2f} on average, at most {by_shift.max():+.2f}")
 spread = seeds["adaptsegnet"].std()
@@ -483,7 +483,7 @@ spread = seeds["adaptsegnet"].std()
 assert abs(by_shift).max() < 1 and abs(by_seed.mean()) < min(1, spread), (by_seed, by_shift)
 display(Markdown(
     f"**Discussion.** The auxiliary discriminator helps little on MiniCity: {by_seed.mean():+.2f} points on average "
-    f"over the five seeds, less than the spread of the single-level method between seeds ({spread:.1f}), and at most "
+    f"over the {len(by_seed)} seeds, less than the spread of the single-level method between seeds ({spread:.1f}), and at most "
     f"{abs(by_shift).max():.2f} points either way on the shifts of the atlas."))
 pd.DataFrame({"multi - single (mIoU points)": by_shift}).round(2)
 
