@@ -296,7 +296,7 @@ pd.DataFrame({"paper (the original's README)": [getattr(paper, f) for f in field
 # %%
 # the multi-level run for longer, found in runs/ or trained now
 if not RECIPE:
-    LONG_STEPS = 100
+    LONG_STEPS = 5 * STEPS // 3  # two thirds more steps than the run above
     long_run = get_or_train(zoo.adaptation_experiment(
         "adaptsegnet_multi", source_exp, lambda_adv_target1=LAMBDA_ADV_TARGET1, lambda_adv_target2=LAMBDA_ADV_TARGET2,
         **{**common, "steps": LONG_STEPS}))
