@@ -201,9 +201,9 @@ gap = scores["target val"] - scores["source val"]  # how far apart the discrimin
 b, a = scores.index
 display(Markdown(
     f"Before adaptation the discriminator gives source images {scores.loc[b, 'source val']:.0f} % and target images "
-    f"{scores.loc[b, 'target val']:.0f} % P(target), {gap[b]:.0f} points apart; after adaptation "
-    f"{scores.loc[a, 'source val']:.0f} % and {scores.loc[a, 'target val']:.0f} %, {gap[a]:.0f} points apart: the "
-    "segmenter's target maps have become " + ("harder" if gap[a] < gap[b] else "no harder")
+    f"{scores.loc[b, 'target val']:.0f} % P(target), {abs(gap[b]):.0f} points apart; after adaptation "
+    f"{scores.loc[a, 'source val']:.0f} % and {scores.loc[a, 'target val']:.0f} %, {abs(gap[a]):.0f} points apart: the "
+    "segmenter's target maps have become " + ("harder" if abs(gap[a]) < abs(gap[b]) else "no harder")
     + " to tell from its source maps."))
 scores
 
@@ -242,7 +242,7 @@ viz.plots.iou_bars({name: r.scores[TARGET_EVAL] for name, r in runs.items()}, ti
 per_class = per_class_iou(runs, TARGET_EVAL)
 change = per_class.sub(per_class["control (lambda_adv 0)"], axis=0)  # change per class against the control
 adv = change["AdaptSegNet multi"]
-print(f"AdaptSegNet against the control: gains on {', '.join(adv.index[adv >= 0.5])}; "
+print(f"AdaptSegNet against the control: gains on {', '.join(adv.index[adv >= 0.5]) or 'none'}; "
       f"loses on {', '.join(adv.index[adv <= -0.5]) or 'none'}")
 change.round(1)
 
