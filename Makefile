@@ -58,10 +58,21 @@ browser-test: $(STAMP)
 notebooks: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/src/*.py
 
-# Student copies of the notebooks in runs/student_notebooks/: each solution block (nbgrader's ### BEGIN SOLUTION /
-# ### END SOLUTION markers) replaced by `raise NotImplementedError()`, outputs cleared.
+# Student copies of the notebooks, made by nbgrader (`generate_assignment`, one assignment per notebook) in a course
+# folder under runs/nbgrader/: source/NN_x/NN_x.ipynb is the notebook as stored, release/NN_x/NN_x.ipynb the student
+# copy (each solution block replaced by `raise NotImplementedError()`, check cells locked, outputs cleared), and
+# gradebook.db the assignments for `nbgrader autograde`. nbgrader calls the venv's `alembic`: its bin/ goes on PATH.
+NBGRADER_ROOT := runs/nbgrader
 student-notebooks: $(STAMP)
-	$(PY) notebooks/release_student_version.py --out runs/student_notebooks
+	@mkdir -p $(NBGRADER_ROOT)
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); \
+	  rm -rf $(NBGRADER_ROOT)/source/$$name; mkdir -p $(NBGRADER_ROOT)/source/$$name; \
+	  cp $$nb $(NBGRADER_ROOT)/source/$$name/; \
+	  (cd $(NBGRADER_ROOT) && PATH="$(abspath $(VENV))/bin:$$PATH" nbgrader generate_assignment $$name \
+	    --create --force --log-level=ERROR --CourseDirectory.root="$(abspath $(NBGRADER_ROOT))"); \
+	  echo "$(NBGRADER_ROOT)/release/$$name/$$name.ipynb"; \
+	done
 
 # The course as a static site (Jupyter Book 1, book/): the notebooks as `make tutorial` executed them, never run
 # again; exercises in boxes, solutions in "Click to show" dropdowns (STUDENT=1: without solutions, in
