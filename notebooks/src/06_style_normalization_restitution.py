@@ -199,7 +199,7 @@ assert snr_ms_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
 
 # %%
 viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL] for name in ("source-only", "SNR (source only)", "SNR-MS")},
-                   title="target val, per-class IoU (%)");
+                   title="per-class IoU (%) on the target validation images");
 
 # %%
 viz.plots.show_predictions({"source-only": source_model, "SNR": snr_model, "SNR-MS": snr_ms_run.model()},
