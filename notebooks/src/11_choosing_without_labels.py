@@ -213,7 +213,7 @@ assert vs_adabn.loc["tent", "composite"] > 0 > vs_adabn.loc["bn_alpha", "composi
 assert (vs_source.loc["prior"] < 0).all() and vs_source.loc["prior"].idxmax() == "bn_alpha", vs_source
 display(Markdown(
     f"On the composite, TENT adds {vs_adabn.loc['tent', 'composite']:+.1f} over AdaBN and BN-α at α = 0.5 loses "
-    f"{vs_adabn.loc['bn_alpha', 'composite']:+.1f}: with hundreds of target images the source statistics are only a "
+    f"{-vs_adabn.loc['bn_alpha', 'composite']:.1f} points: with hundreds of target images the source statistics are only a "
     "handicap. Under `prior`, every method that moves the statistics toward the target's loses against the source "
     f"model (from {vs_source.loc['prior'].min():+.1f} to {vs_source.loc['prior'].max():+.1f}), and BN-α, which keeps "
     "half the source statistics, loses least. No validator above would have told you which of the two shifts you "
