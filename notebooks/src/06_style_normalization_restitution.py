@@ -306,7 +306,8 @@ viz.results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxS
 #   MaxSquare on target (SNR-MS) it adapts further. Compare it with AdaBN and the $\lambda=0$ control, not only with
 #   source-only.
 # * The released code trains neither the gates nor the causality loss: `MODE = "reference"` shows what that does.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Implement the two terms of SNR's dual causality loss (below, checked on cases computed by hand).

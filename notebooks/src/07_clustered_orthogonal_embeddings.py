@@ -254,7 +254,8 @@ viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSq
 #   add, and with the $\lambda=0$ control and AdaBN to see what training on target batches adds by itself.
 # * Pseudo-classes come from the model's own predictions on both domains (`use_source_gt=False`, the original
 #   code's default): the clustering can only be as good as the predictions it groups.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Implement the sparsity and orthogonality losses, class by class and feature by feature (below, checked on

@@ -378,7 +378,8 @@ viz.results.claims_report(['MLSL > CBST'])
 # * Confident *systematic* errors can be reinforced, round after round. The spatial prior (the original's
 #   `--with-prior`) removes some of them; the run without it, above, measures what that is worth on MiniCity.
 # * MLSL fuses patch predictions made without context with the full-image prediction.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Implement CBST's class-balanced thresholds (below, checked on cases computed by hand).

@@ -293,14 +293,16 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 # * What is left for the target loss depends on what a city changes beyond its light: new materials (Tokyo, Taipei)
 #   leave it a small gain; classes that converge (Rome's paved sidewalks) and a city close to the source (Rio) a
 #   small loss: the pattern of the atlas in notebook 10.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Run 60 or 120 steps (`STEPS`). Does MaxSquare pass the control by more on Tokyo and Taipei, and on Rome?
 # 2. Adapt from the synthetic source instead: `source_exp = replace(cc.minicity_source(SEED), source="minicity:source")`.
 #    The shift then includes the palette, as in notebooks 03-04. Does MaxSquare now beat the control on the cities?
 # 3. Add `"minent"` or `"adaptsegnet"` to `METHODS`: the driver runs any registered method.
-#
+
+# %% [markdown]
 # ## Run at full scale
 #
 # The MaxSquare README's command, `tools/solve_crosscity.py --city_name Rome ... --epoch_num 10 --target_mode maxsquare

@@ -390,7 +390,8 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # * Per-class IoU and the predictions show *what* a method changes, and which classes stay hard for every method,
 #   the oracle included (the per-class heat maps and the sentence under them).
 # * Reported full-scale numbers rank the methods; MiniCity does not reproduce their values.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Train a new variant with papermill (e.g. `papermill notebooks/04_maximum_squares.ipynb out.ipynb -p STEPS 100`),
@@ -399,7 +400,8 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # 3. In the comparer, highlight *sidewalk* and step through the images: which method fixes the road/sidewalk
 #    confusion, and at what cost elsewhere?
 # 4. Run with `-y "SEEDS: [0, 1, 2]"` (trains the missing seeds): does the ranking survive three seeds?
-#
+
+# %% [markdown]
 # ## Run at full scale
 #
 # Full-scale runs write the same run folders. Train the recipes (the "Run at full scale" cells of notebooks 01–08,
