@@ -269,9 +269,9 @@ mlsl_vs_cbst = (per_round.loc["mlsl", "accuracy %"] - per_round.loc["cbst", "acc
 c, m = bench.loc["cbst"], bench.loc["mlsl"]
 display(Markdown(
     f"CBST and MLSL gain {c['vs max(AdaBN, control)']:+.1f} and {m['vs max(AdaBN, control)']:+.1f} mIoU points over "
-    f"the better of AdaBN and the control, ahead of both on {c['seeds ahead']} and {m['seeds ahead']} of "
-    f"{c.seeds:.0f} seeds; their spread across seeds is ± {c['± std']:.1f} and ± {m['± std']:.1f}, against "
-    f"± {others['± std'].min():.1f} to ± {others['± std'].max():.1f} for the other adaptation methods of the course. "
+    f"the better of AdaBN and the control, ahead of both on {int(c['seeds ahead'])} and {int(m['seeds ahead'])} of "
+    f"{int(c.seeds)} seeds; their spread across seeds is ± {c['± std']:.1f} and ± {m['± std']:.1f}, against "
+    f"± {others['± std'].min():.1f} to ± {others['± std'].max():.1f} for the other adaptation rows of the five-seed table. "
     f"The pseudo-labels are good: {accuracy['accuracy %'].min():.0f} % to {accuracy['accuracy %'].max():.0f} % of "
     f"the kept pixels are right (every method, round and seed), and their accuracy falls from round to round, as "
     f"the portion grows, in {falls.sum()} of the {len(falls)} runs. But they are the model's own confident "
