@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 06 · Orthogonal and clustered embeddings
+# # 07 · Orthogonal and clustered embeddings
 #
 # **What you will learn.** Toldo, Michieli and Zanuttigh (*Unsupervised Domain Adaptation in Semantic Segmentation
 # via Orthogonal and Clustered Embeddings*, WACV 2021) shape the **feature space** rather than the output: features
@@ -19,7 +19,9 @@
 #   + \lambda_{cl}\,(d_s + d_t - d_{cent}) + \lambda_{orth}\,\mathcal{L}_{orth} + \lambda_{sp}\,\mathcal{L}_{sp}.$$
 #
 # You will look at the feature space before and after adaptation, the centroid similarity matrix and the sparsity
-# of the centroids, and compare with source-only, AdaBN, the $\lambda=0$ control and MaxSquare+IW alone.
+# of the centroids, and compare with source-only, AdaBN (BatchNorm statistics re-estimated on target images, no
+# training), the $\lambda=0$ control (the same training with every target weight at 0: target batches still pass
+# through the network and move its BatchNorm statistics) and MaxSquare+IW alone.
 #
 # **Runtime:** about 20 s on a 2-core CPU after notebooks 01–04 (one adaptation run of 60 steps; the controls are
 # theirs); about 40 s more when run on its own.
@@ -41,6 +43,7 @@ CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas 
 
 # %%
 import torch
+from IPython.display import Markdown, display
 
 from udalib import viz, zoo
 from udalib.data import minicity
@@ -88,9 +91,8 @@ viz.show_source(clustering.clustering_loss)
 # which needs centroids close to orthogonal. $\mathcal{L}_{sp}$, the **sparsity** loss, scales each centroid by its
 # largest channel and pushes every channel away from $\rho = 0.5$, towards 0 or 1: few active channels per class.
 
-# %%
-viz.show_source(clustering.orthogonality_loss)
-viz.show_source(clustering.sparsity_loss)
+# %% [markdown]
+# Both are exercise 1: their source is shown after the exercise. Their values on hand-made cases:
 
 # %%
 # hand-made: two classes, features exactly on their centroids -> pull 0; push = mean centroid distance
@@ -179,7 +181,7 @@ per_class = per_class_iou(runs, TARGET_EVAL)
 per_class.sub(per_class["MaxSquare+IW"], axis=0).round(1)  # change per class against MaxSquare+IW alone
 
 # %% [markdown]
-# **Reading the table honestly.** A single seed moves by a point or two; the five seeds of
+# **Reading the table honestly.** One seed is one draw; the five seeds of
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
 
 # %%
@@ -190,12 +192,17 @@ print(f"clustered embeddings {b['as trained']:.1f} ± {b['± std']:.1f}: {b['vs 
       f"of AdaBN and the control, {b['as trained'] - iw['as trained']:+.1f} over MaxSquare+IW alone")
 bench
 
-# %% [markdown]
-# Clustered embeddings gain over AdaBN and the $\lambda=0$ control, but that gain is its output-space term's: against
-# MaxSquare+IW alone, trained the same way, the three embedding objectives add nothing we can measure on MiniCity
-# at these 60 steps, and larger weights hurt while tuning, because the classes that group the target features are
-# the model's own, often wrong, predictions. The feature-space pictures above do change: that a regulariser moves
-# the features the way it is designed to is not the same as it improving the segmentation.
+# %%
+# the five-seed table is stored (the same on every SEED): the reading's words asserted on it, its numbers rendered
+added = b["as trained"] - iw["as trained"]
+assert b["vs max(AdaBN, control)"] > 0 and abs(added) < 1, bench
+display(Markdown(
+    f"Clustered embeddings gain {b['vs max(AdaBN, control)']:+.1f} mIoU points over the better of AdaBN and the "
+    "$\\lambda=0$ control, but that gain is its output-space term's: against MaxSquare+IW alone, trained the same "
+    f"way, the three embedding objectives add {added:+.1f}, nothing we can measure on MiniCity at these 60 steps: "
+    "the classes that group the target features are the model's own, often wrong, predictions. The feature-space "
+    "pictures above do change: that a regulariser moves the features the way it is designed to is not the same as it "
+    "improving the segmentation."))
 
 # %% [markdown]
 # ## Where it works, where it breaks
@@ -210,13 +217,24 @@ bench
 ROW = "clustered_embeddings"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
 viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
-# %% [markdown]
-# **Reading it.** Under `palette` the class centroids shared by the two domains do what they are designed for: the
-# target features of a class whose colour moved are pulled to that class's source centroid, and vegetation, traffic sign, road and person gain most. Under `camera` there is nothing to adapt: the source model is already as good on the higher
-# horizon as AdaBN and the control are (compare the first three columns), so every extra loss term (clustering,
-# orthogonality, sparsity, the image-wise max-square term) can only move a model that was right, and each class
-# loses a little. A method's margin needs a shift that its loss can see; the atlas (notebook 10) shows which shifts
-# those are for each method.
+# %%
+# the reading of the atlas (stored, three seeds: the same whatever SEED and CASE_SEED), rendered from it
+cases = viz.results.works_and_breaks(ROW)
+assert [factor for factor, _ in cases.values()] == ["palette", "camera"], cases  # what the reading below explains
+tables = {case: viz.results.atlas_case_table(ROW, factor) for case, (factor, _) in cases.items()}
+gained = tables["works"]["margin"].drop(index="mIoU").nlargest(4)
+camera = tables["breaks"]
+assert camera.loc["mIoU", "source-only"] >= camera.loc["mIoU", ["AdaBN", "control"]].max(), camera  # nothing to adapt
+display(Markdown(
+    "**Reading it.** Under `palette` the class centroids shared by the two domains do what they are designed for: the "
+    "target features of a class whose colour moved are pulled to that class's source centroid, and "
+    f"{', '.join(f'{k} ({v:+.1f})' for k, v in gained.items())} gain most. Under `camera` there is nothing to adapt: "
+    f"the source model is already as good on the higher horizon ({camera.loc['mIoU', 'source-only']:.1f} mIoU) as "
+    f"AdaBN ({camera.loc['mIoU', 'AdaBN']:.1f}) and the control ({camera.loc['mIoU', 'control']:.1f}) are, so every "
+    "extra loss term (clustering, orthogonality, sparsity, the image-wise max-square term) can only move a model that "
+    f"was right, and {(camera['margin'].drop(index='mIoU') < 0).sum()} of the {len(camera) - 1} classes lose a "
+    "little. A method's margin needs a shift that its loss can see; the atlas (notebook 10) shows which shifts those "
+    "are for each method."))
 
 # %% [markdown]
 # ## The paper's claim, on five seeds
@@ -236,62 +254,92 @@ viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSq
 #   add, and with the $\lambda=0$ control and AdaBN to see what training on target batches adds by itself.
 # * Pseudo-classes come from the model's own predictions on both domains (`use_source_gt=False`, the original
 #   code's default): the clustering can only be as good as the predictions it groups.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
-# 1. Implement the sparsity and orthogonality losses (below, checked against `clustering.sparsity_loss` and
-#    `clustering.orthogonality_loss`).
+# 1. Implement the sparsity and orthogonality losses, class by class and feature by feature (below, checked on
+#    cases computed by hand).
 # 2. Predict, then run: what do the three feature-space terms add over MaxSquare+IW alone (below)?
 # 3. Set `LAMBDA_CLUSTER = LAMBDA_ORTHO = LAMBDA_SPARSE = 0`. Check that the run's numbers equal MaxSquare+IW's.
 # 4. Turn on the centroid smoothing, `zoo.adaptation_experiment(..., centroid_smoothing=0.9)`. Does a running
 #    average of the centroids help with batches of 8 small images?
 # 5. Use the source labels for the source classes (`use_source_gt=True`). What changes in the similarity matrix?
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 1: implement the sparsity and orthogonality losses
 #
-# For centroids of shape `(|S|, F)` (the classes present, post-ReLU features), write `my_sparsity_loss(centroids,
-# rho, norm_order)`: scale each centroid by its largest channel, $\hat\mu_c = \mu_c / \max_f \mu_{cf}$, then
-# $-\frac{1}{|S|F}\sum_{c,f} (\hat\mu_{cf} - \rho)^p$, with $|\cdot|^p$ when $p$ is odd. And for feature rows
-# `(N, F)`, `my_orthogonality_loss(rows, centroids, temperature)`: the entropy of the softmax over the products
-# $\langle f_n, \mu_c\rangle / T$, averaged over all $N \cdot |S|$ entries, as the reference code does.
+# Write both losses one class (or one feature) at a time. For centroids of shape `(|S|, F)` (the classes present,
+# post-ReLU features), `my_sparsity_per_class(centroids, rho, norm_order)` returns one value per centroid, shape
+# `(|S|,)`: scale the centroid by its largest channel, $\hat\mu_c = \mu_c / \max_f \mu_{cf}$, then
+# $-\frac{1}{F}\sum_f (\hat\mu_{cf} - \rho)^p$, with $|\cdot|^p$ when $p$ is odd (the loss is their mean). For
+# feature rows `(N, F)`, `my_orthogonality_per_feature(rows, centroids, temperature)` returns one value per feature,
+# shape `(N,)`: the entropy (natural log) of the softmax over its products with the centroids,
+# $\langle f_n, \mu_c\rangle / T$ (the reference code's loss is their mean divided by $|S|$).
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "07-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 import torch
 import torch.nn.functional as F
 
 
-def my_sparsity_loss(centroids: torch.Tensor, rho: float = 0.5, norm_order: int = 2) -> torch.Tensor:
+def my_sparsity_per_class(centroids: torch.Tensor, rho: float = 0.5, norm_order: int = 2) -> torch.Tensor:
     ### BEGIN SOLUTION
     diff = centroids / centroids.max(dim=1, keepdim=True).values - rho
-    return -(diff.pow(norm_order) if norm_order % 2 == 0 else diff.abs().pow(norm_order)).mean()
+    return -(diff.pow(norm_order) if norm_order % 2 == 0 else diff.abs().pow(norm_order)).mean(dim=1)
     ### END SOLUTION
 
 
-def my_orthogonality_loss(rows: torch.Tensor, centroids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def my_orthogonality_per_feature(rows: torch.Tensor, centroids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     ### BEGIN SOLUTION
     z = rows @ centroids.t() / temperature
-    return -(F.softmax(z, dim=1) * F.log_softmax(z, dim=1)).mean()
+    return -(F.softmax(z, dim=1) * F.log_softmax(z, dim=1)).sum(dim=1)
     ### END SOLUTION
 
-# %% tags=["check"]
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "07-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+import math
+
 import torch
 
-from udalib.losses import clustering
+centroids = torch.tensor([[4.0, 1.0, 0.0], [1.0, 1.0, 0.5]])  # scaled by their largest channel: [1, .25, 0], [1, 1, .5]
+by_hand = {  # (rho, p) -> one value per class
+    (0.5, 2): [-(0.5 ** 2 + 0.25 ** 2 + 0.5 ** 2) / 3, -(0.5 ** 2 + 0.5 ** 2 + 0.0 ** 2) / 3],
+    (0.5, 3): [-(0.5 ** 3 + 0.25 ** 3 + 0.5 ** 3) / 3, -(0.5 ** 3 + 0.5 ** 3 + 0.0 ** 3) / 3],
+    (0.3, 2): [-(0.7 ** 2 + 0.05 ** 2 + 0.3 ** 2) / 3, -(0.7 ** 2 + 0.7 ** 2 + 0.2 ** 2) / 3],
+}
+for (rho, p), expected in by_hand.items():
+    got = my_sparsity_per_class(centroids, rho, p)
+    assert got.shape == (2,), f"one value per centroid: shape (2,), not {tuple(got.shape)}"
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6), (
+        f"sparsity, rho {rho}, p {p}: expected {expected}, got {got.tolist()} (scale each centroid by its largest "
+        "channel; |.|^p for odd p)")
 
-torch.manual_seed(0)
-centroids = torch.rand(3, 6)  # post-ReLU: non-negative, each row scaled by a different maximum
-rows = torch.rand(10, 6)
-for p in (2, 3):
-    for rho in (0.5, 0.3):
-        assert torch.allclose(my_sparsity_loss(centroids, rho, p), clustering.sparsity_loss(centroids, rho, p)), (
-            f"sparsity, rho {rho}, p {p}: scale each centroid by its largest channel; |.|^p for odd p")
+
+def h(q):  # entropy of the two-class distribution (q, 1 - q)
+    return -q * math.log(q) - (1 - q) * math.log(1 - q)
+
+
+rows, axes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.eye(2)  # products: [1, 0], [0, 1], [1, 1]
+
+
+def sigmoid(x):  # the softmax of two products (a, b) is (sigmoid(a - b), sigmoid(b - a))
+    return 1 / (1 + math.exp(-x))
+
+
 for t in (1.0, 0.5):
-    assert torch.allclose(my_orthogonality_loss(rows, centroids, t), clustering.orthogonality_loss(rows, centroids, t)), (
-        f"orthogonality, T {t}: the entropy of the softmax over products, averaged over all N x |S| entries")
-print("my_sparsity_loss and my_orthogonality_loss agree with udalib.losses.clustering")
+    expected = torch.tensor([h(sigmoid(1 / t)), h(sigmoid(1 / t)), math.log(2)])
+    got = my_orthogonality_per_feature(rows, axes, t)
+    assert got.shape == (3,), f"one value per feature: shape (3,), not {tuple(got.shape)}"
+    assert torch.allclose(got, expected, atol=1e-6), (
+        f"orthogonality, T {t}: expected {expected.tolist()}, got {got.tolist()} (the entropy of each feature's "
+        "softmax over its products with the centroids)")
+print("my_sparsity_per_class and my_orthogonality_per_feature give the values computed by hand")
 
-# %% [markdown]
+# %% tags=["answer-source"]
+# the library's losses: the mean of the first, and the mean of the second divided by |S|
+viz.show_source(clustering.orthogonality_loss)
+viz.show_source(clustering.sparsity_loss)
+
+# %% [markdown] tags=["exercise"]
 # ### Exercise 2: predict, then run
 #
 # The method is MaxSquare+IW (notebook 04) plus three feature-space terms: clustering, orthogonality, sparsity.
@@ -315,16 +363,17 @@ print(f"five seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).su
       f"(from {by_seed.min():+.2f} to {by_seed.max():+.2f})")
 print(f"atlas, {len(by_shift)} shifts: {by_shift.mean():+.2f} on average (from {by_shift.min():+.2f} to "
       f"{by_shift.max():+.2f})")
-# a check on the stored tables: the discussion below says so
-assert abs(by_seed.mean()) < 1 and abs(by_shift).max() < 1, (by_seed, by_shift)
-pd.DataFrame({"clustered - MaxSquare+IW, per seed": by_seed}).round(2)
-
-# %% [markdown]
-# **Discussion.** Within the noise: the feature-space terms move the five-seed mean by less than a point, ahead on
-# some seeds and behind on others, and the atlas's shifts show no margin either way. The output-space term does the
-# measurable work on MiniCity; the feature-space terms reshape the embedding (the similarity matrices above) without
-# moving the segmentation. With MiniDeepLab's small feature maps and batches of 8, the centroids are means of few
-# pixels per class, which is also where exercise 4's smoothing is meant to help.
+# the stored tables are the same on every SEED: the discussion's words asserted, its numbers rendered
+ahead = int((by_seed > 0).sum())
+assert abs(by_seed.mean()) < 1 and 0 < ahead < len(by_seed) and abs(by_shift).max() < 1, (by_seed, by_shift)
+display(pd.DataFrame({"clustered - MaxSquare+IW, per seed": by_seed}).round(2))
+display(Markdown(
+    f"**Discussion.** Within the noise: the feature-space terms move the five-seed mean by {by_seed.mean():+.2f} "
+    f"points, ahead on {ahead} seeds and behind on {len(by_seed) - ahead}, and no shift of the atlas shows a margin "
+    f"of a point either way (the largest: {by_shift.abs().max():.2f}). The output-space term does the measurable "
+    "work on MiniCity; the feature-space terms reshape the embedding (the similarity matrices above) without moving "
+    "the segmentation. With MiniDeepLab's small feature maps and batches of 8, the centroids are means of few pixels "
+    "per class, which is also where exercise 4's smoothing is meant to help."))
 
 # %% [markdown]
 # ## Run at full scale

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 07 · Self-training: CBST and MLSL
+# # 08 · Self-training: CBST and MLSL
 #
 # **What you will learn.** Self-training turns the model's own confident target predictions into labels and trains
 # on them, in **rounds**: predict the target set, select pseudo-labels, train, repeat. Two ideas make it work:
@@ -19,7 +19,11 @@
 #   predicted on their own, without the rest of the image, and averaged with the full-image prediction.
 #
 # You will inspect pseudo-labels (how many pixels each class keeps, how many are right, against labels used *for
-# analysis only*), see what class balancing does to rare classes, then train CBST and MLSL against the controls.
+# analysis only*), see what class balancing does to rare classes, then train CBST and MLSL against the controls of
+# notebook 01: **AdaBN** (the source model with its BatchNorm statistics re-estimated on target images, no
+# training) and the **λ = 0 control** (the same training with the target loss switched off: target batches still
+# pass through the network and move its BatchNorm statistics). A method's **margin** is its score minus the better
+# of the two: the part of its gain that only its own loss can claim.
 #
 # **Runtime:** about 75 s on a 2-core CPU after notebooks 01–03 (three runs of 60 steps, each labelling the 600
 # target images three times; the third is CBST without the spatial prior).
@@ -44,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 
 from udalib import viz, zoo
@@ -72,10 +76,10 @@ source_train = open_data("minicity:source", default_split="train", train=False, 
 # For each class $c$, the threshold $\theta_c$ is the confidence above which the top $p$ of the pixels predicted
 # as $c$ lie (`class_balanced_thresholds`; `global_threshold` pools all classes instead). `select_pseudo_labels`
 # applies the rule $\hat y = \arg\max_c p_c / \theta_c$, kept where $\max_c p_c/\theta_c \ge 1$, and the
-# method's `portion` gives round $r$'s $p$.
+# method's `portion` gives round $r$'s $p$. (`class_balanced_thresholds` is exercise 1: its source is shown after
+# the exercise.)
 
 # %%
-viz.show_source(st.class_balanced_thresholds)
 viz.show_source(st.global_threshold)
 viz.show_source(st.select_pseudo_labels)
 viz.show_source(SelfTraining.portion)
@@ -114,16 +118,31 @@ print(f"class-balanced: {int((cb_labels != 255).sum())} pixels kept, {cb_acc:.1f
       f"global: {int((gl_labels != 255).sum())} kept, {gl_acc:.1f}% right")
 pd.concat({"class-balanced": cb_table, "global threshold": gl_table}, axis=1).round(1)
 
-# %% [markdown]
-# With one global threshold, the top pixels are road, building and sky: sidewalk, vegetation and cars keep nothing,
-# and the model would learn to predict them even less. Class-balanced thresholds keep the top pixels *of every class
-# the model predicts*, at some cost in accuracy for the hardest one (sidewalk, often confused with road). Classes the
-# source model rarely predicts on the target keep only a handful of pixels either way (next line): self-training
-# cannot teach a class the model does not already find.
-
 # %%
+def names(classes) -> str:
+    """'a, b and c' (or 'none')."""
+    classes = list(classes)
+    return " and ".join([", ".join(classes[:-1]), classes[-1]]) if len(classes) > 1 else "".join(classes) or "none"
+
+# what the two tables say, read from them (this seed's source model, this TGT_PORT)
+global_share = 100 * gl_table["kept"] / gl_table["kept"].sum()
+top = list(global_share.sort_values(ascending=False).index[:3])
+starved = [n for n in NAMES if gl_table.loc[n, "kept"] == 0]
+predicted = [n for n in NAMES if cb_table.loc[n, "kept"] > 0]
+hardest = cb_table["kept correct %"].idxmin()
 share = 100 * cb_table["kept"] / cb_table["true pixels"]
-print("kept by the class-balanced thresholds, as a share of each class's true pixels (%):", share.round(2).to_dict())
+rare = [n for n in NAMES if share[n] < 1]
+display(Markdown(
+    f"With one global threshold, {names(top)} take {global_share[top].sum():.0f} % of the kept pixels"
+    + (f", and {names(starved)} keep nothing: the model would learn to predict them even less. " if starved else ". ")
+    + f"Class-balanced thresholds keep pixels of {len(predicted)} of the {len(NAMES)} classes, every class the model "
+    f"predicts on these images, at some cost in accuracy for the hardest one ({hardest}: "
+    f"{cb_table.loc[hardest, 'kept correct %']:.0f} % of its kept pixels right, against {cb_acc:.0f} % over all "
+    "classes). "
+    + (f"The classes {names(rare)} keep less than 1 % of their true pixels (the shares below): self-training cannot "
+       "teach a class the model does not already find." if rare else
+       "Every class keeps at least 1 % of its true pixels (the shares below).")))
+share.round(2).rename("kept by the class-balanced thresholds, % of the class's true pixels").to_frame().T
 
 # %%
 # pixels left out of the pseudo-labels (ignored in training) are drawn white, not black like a class
@@ -230,30 +249,42 @@ for name, r in (("CBST", cbst_run), ("MLSL", mlsl_run)):
 
 # %%
 viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL] for name in ("source-only", "control (lambda 0)", "CBST", "MLSL")},
-                   title="target val, per-class IoU (%)");
+                   title="per-class IoU (%) on the target validation images");
 
 # %% [markdown]
-# **Reading the table honestly.** A single seed moves by a point or two; the five seeds of
-# `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val) and the
-# pseudo-label accuracy per round (`benchmarks/results/pseudo_label_accuracy.csv`, the same runs):
+# **Reading the table honestly.** One seed is one draw: the five seeds of `benchmarks/results/minicity_table.csv`
+# (`python benchmarks/minicity_table.py`, mIoU % on target val) give the spread, and
+# `benchmarks/results/pseudo_label_accuracy.csv` the accuracy of the same runs' pseudo-labels, round by round:
 
 # %%
 bench = viz.results.benchmark_summary(["source_only", "adabn", "control_lambda0", "cbst", "mlsl", "oracle"])
-for row in ("cbst", "mlsl"):
-    b = bench.loc[row]
-    print(f"{row:5s} {b['as trained']:.1f} ± {b['± std']:.1f}: {b['vs max(AdaBN, control)']:+.1f} over the better of AdaBN "
-          f"and the control, ahead of both on {b['seeds ahead']:.0f} of {b.seeds:.0f} seeds")
+every = viz.results.benchmark_summary()
+others = every[every["vs max(AdaBN, control)"].notna()].drop(index=["cbst", "mlsl"])  # the other adaptation rows
 accuracy = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("pseudo_label_accuracy.csv"))
-display(accuracy.groupby(["method", "round"])[["portion", "kept %", "accuracy %"]].mean().round(2))  # over seeds
+per_round = accuracy.groupby(["method", "round"])[["portion", "kept %", "accuracy %"]].mean()  # over seeds
+display(per_round.round(2))
+falls = accuracy.sort_values("round").groupby(["method", "seed"])["accuracy %"].apply(
+    lambda a: a.is_monotonic_decreasing)
+mlsl_vs_cbst = (per_round.loc["mlsl", "accuracy %"] - per_round.loc["cbst", "accuracy %"]).mean()
+c, m = bench.loc["cbst"], bench.loc["mlsl"]
+display(Markdown(
+    f"CBST and MLSL gain {c['vs max(AdaBN, control)']:+.1f} and {m['vs max(AdaBN, control)']:+.1f} mIoU points over "
+    f"the better of AdaBN and the control, ahead of both on {int(c['seeds ahead'])} and {int(m['seeds ahead'])} of "
+    f"{int(c.seeds)} seeds; their spread across seeds is ± {c['± std']:.1f} and ± {m['± std']:.1f}, against "
+    f"± {others['± std'].min():.1f} to ± {others['± std'].max():.1f} for the other adaptation rows of the five-seed table. "
+    f"The pseudo-labels are good: {accuracy['accuracy %'].min():.0f} % to {accuracy['accuracy %'].max():.0f} % of "
+    f"the kept pixels are right (every method, round and seed), and their accuracy falls from round to round, as "
+    f"the portion grows, in {falls.sum()} of the {len(falls)} runs. But they are the model's own confident "
+    f"predictions, the pixels it already gets right, so {accuracy['round'].nunique()} short rounds add a few points "
+    f"at best. MLSL's patches change the labels little at this image size: its pseudo-labels are "
+    f"{abs(mlsl_vs_cbst):.1f} points {'more' if mlsl_vs_cbst > 0 else 'less'} accurate than CBST's, on average "
+    "over the rounds."))
 bench
 
 # %% [markdown]
-# Self-training gains over AdaBN and the control, but its spread across seeds is the largest of the course: the
-# pseudo-labels are good (most of the kept pixels are right, and fewer as the portion grows), yet they are mostly
-# the pixels the model already gets right, so three short rounds add a few points at best. MLSL's patches change the
-# labels only slightly at this image size. Without the spatial prior, CBST loses its margin: the source model's
-# confident errors (road for sidewalk, among others) are selected, learnt and selected again. That failure mode, not
-# the headline number, is the lesson of this notebook; the next cell trains CBST without the prior and shows it.
+# The risk of self-training is the source model's confident errors: selected, learnt and selected again. CBST's
+# spatial prior guards against some of them; the next cell trains CBST with the prior switched and shows what it is
+# worth. That failure mode, not the headline number, is the lesson of this notebook.
 
 # %%
 # CBST with the spatial prior switched (off, at the default), found in runs/ or trained now (about 25 s on 2 cores)
@@ -267,19 +298,27 @@ if not RECIPE:
     no_prior = per_class_iou(prior_runs, TARGET_EVAL).loc[NAMES]
     no_prior.loc["mIoU"] = [r.miou(TARGET_EVAL) for r in prior_runs.values()]
     no_prior["prior's effect"] = no_prior["CBST, with prior"] - no_prior["CBST, no prior"]
-    floor = max(adabn_run.miou(TARGET_EVAL), control_run.miou(TARGET_EVAL))
-    print(f"over the better of AdaBN and the control: with the prior {no_prior.loc['mIoU', 'CBST, with prior'] - floor:+.1f}, "
-          f"without {no_prior.loc['mIoU', 'CBST, no prior'] - floor:+.1f}; source-only {source_run.miou(TARGET_EVAL):.1f}")
-    # a check on this seed: the text below says so
-    assert no_prior.loc["mIoU", "CBST, no prior"] < floor < no_prior.loc["mIoU", "CBST, with prior"], no_prior
+    floor = max(adabn_run.miou(TARGET_EVAL), control_run.miou(TARGET_EVAL))  # the better of the two controls
+    with_prior, without = no_prior.loc["mIoU", "CBST, with prior"], no_prior.loc["mIoU", "CBST, no prior"]
+    source_miou = source_run.miou(TARGET_EVAL)
+    effect = no_prior["prior's effect"].drop(index="mIoU").dropna()
+    helped = list(effect[effect > 0].sort_values(ascending=False).index[:3])
+    verdict = ("below the better of the two: its whole margin gone" if without < floor else
+               "above both, with a smaller margin" if without < with_prior else "above both, with no smaller a margin")
+    display(Markdown(
+        f"Without the prior, CBST ends {without - floor:+.1f} mIoU points from the better of AdaBN and the control "
+        f"(with the prior: {with_prior - floor:+.1f}), {verdict}. "
+        + (f"{names(helped).capitalize()} gain most from the prior (the last column): the prior encodes where each "
+           "class lies in the street layout. " if helped else "No class gains from the prior on this seed. ")
+        + (f"It stays above source-only ({without:.1f} against {source_miou:.1f}): its training passes target batches "
+           "through the network, which moves the BatchNorm statistics to the target's, as the control's does."
+           if without > source_miou else
+           f"It falls below source-only ({without:.1f} against {source_miou:.1f}): the reinforced errors cost more "
+           "than the target's BatchNorm statistics bring.")))
 no_prior.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 
 # %% [markdown]
-# Without the prior, CBST ends below the control and AdaBN, its whole margin gone and a little more: road, sidewalk
-# and building lose most against the run with the prior, the large classes whose place in the street layout the
-# prior encodes. On this version of MiniCity it stays far above source-only, since it keeps the
-# target's BatchNorm statistics (on generator version 1, without them, it fell below source-only). Exercise 2 looks
-# at its pseudo-labels round by round.
+# Exercise 2 looks at the pseudo-labels of the run without the prior, round by round.
 
 # %% [markdown]
 # ## Where it works, where it breaks
@@ -294,14 +333,33 @@ no_prior.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 ROW = "cbst"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
 viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
-# %% [markdown]
-# **Reading it.** Under `palette` self-training's class-balanced thresholds keep the confident pixels of every class,
-# and the pseudo-labels it trains on are mostly right: sidewalk, building and traffic sign gain most. Under `camera` the
-# horizon is higher in every target image, and the cause we suspect is CBST's spatial prior (each class's frequency at each
-# position, counted on *source* labels), which still expects the source's horizon: it lowers the scores of correct target pixels that
-# sit where the source had another class, so poles, buildings and people lose a little. The atlas also shows where
-# self-training does better than the entropy family: under `converge`, where the classes look alike, the thresholds
-# leave the doubtful pixels out instead of sharpening them, and CBST and MLSL stay ahead of their control.
+# %%
+# the reading of the atlas (stored, three seeds: the same whatever SEED and CASE_SEED), rendered from it
+cases = viz.results.works_and_breaks(ROW)
+assert [factor for factor, _ in cases.values()] == ["palette", "camera"], cases  # what the reading below explains
+by_class = {case: viz.results.atlas_case_table(ROW, factor)["margin"].drop(index="mIoU")
+            for case, (factor, _) in cases.items()}
+gains, losses_ = by_class["works"].nlargest(3), by_class["breaks"].nsmallest(3)
+atlas_mean = viz.results.atlas_margins()[0]
+converge = atlas_mean["converge"]
+assert converge[["cbst", "mlsl"]].min() > 0 > converge[["minent", "maxsquare"]].max(), converge  # the last sentence
+
+
+def listed(values) -> str:
+    return names(f"{k} ({v:+.1f})" for k, v in values.items())
+
+
+display(Markdown(
+    "**Reading it.** Under `palette` self-training's class-balanced thresholds keep the confident pixels of every "
+    f"class, and the pseudo-labels it trains on are mostly right: {listed(gains)} gain most. Under `camera` the "
+    "horizon is higher in every target image, and the cause we suspect is CBST's spatial prior (each class's "
+    "frequency at each position, counted on *source* labels), which still expects the source's horizon: it lowers "
+    "the scores of correct target pixels that sit where the source had another class, and "
+    f"{(by_class['breaks'] < 0).sum()} of the {len(by_class['breaks'])} classes lose, {listed(losses_)} most. The "
+    "atlas also shows where self-training does better than the entropy family: under `converge`, where the classes "
+    "look alike, the thresholds leave the doubtful pixels out instead of sharpening them, and CBST and MLSL stay "
+    f"ahead of their controls ({converge['cbst']:+.1f} and {converge['mlsl']:+.1f}) where MinEnt and MaxSquare fall "
+    f"behind ({converge['minent']:+.1f} and {converge['maxsquare']:+.1f})."))
 
 # %% [markdown]
 # ## The paper's claim, on five seeds
@@ -317,56 +375,69 @@ viz.results.claims_report(['MLSL > CBST'])
 #
 # * Self-training learns from its own confident predictions, in rounds; what it selects decides what it learns.
 # * Class-balanced thresholds keep rare classes in the pseudo-labels; a global threshold would starve them.
-# * Confident *systematic* errors get reinforced: on MiniCity, without the spatial prior, CBST ends below
-#   source-only (generator version 1, seed 0: 23.0 mIoU). The prior (the seed's `--with-prior`) removes the worst of them.
+# * Confident *systematic* errors can be reinforced, round after round. The spatial prior (the original's
+#   `--with-prior`) removes some of them; the run without it, above, measures what that is worth on MiniCity.
 # * MLSL fuses patch predictions made without context with the full-image prediction.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
-# 1. Implement CBST's class-balanced thresholds (below, checked against `st.class_balanced_thresholds`).
+# 1. Implement CBST's class-balanced thresholds (below, checked on cases computed by hand).
 # 2. Predict, then run: the pseudo-labels of CBST without the spatial prior, round by round (below).
 # 3. Raise `TGT_PORT` to 0.5: more pixels, less accurate. Where is the trade-off on MiniCity?
 # 4. Try MLSL's SISC-PWL variant (image-level weak labels, no patches):
 #    `get_or_train(dataclasses.replace(zoo.adaptation_experiment("mlsl", source_exp), preset="minicity_pwl"))`.
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 1: implement the class-balanced thresholds
 #
-# `confidences[c]` holds the confidences of the pixels predicted as class $c$ (possibly none). Write
-# `my_cb_thresholds(confidences, portion)`: for each class, $k_c = \lfloor n_c \cdot p \rfloor$ with $n_c$ the
-# length of its list, and the threshold is the $k_c$-th largest confidence when $k_c > 0$; a class with $k_c = 0$
-# gets threshold 1 (it selects nothing). Return a float array of shape `(C,)`.
+# Start from the pixels themselves: `confidence[i]` is pixel $i$'s top softmax score and `prediction[i]` its
+# predicted class (flat arrays over all target pixels). Write `my_cb_thresholds(confidence, prediction, num_classes,
+# portion)`: for each class $c$, with $n_c$ the number of pixels predicted as $c$ and $k_c = \lfloor n_c \cdot p
+# \rfloor$, the threshold is the $k_c$-th largest confidence among those pixels when $k_c > 0$; a class with
+# $k_c = 0$ (never predicted, or too few pixels) gets threshold 1, so that it selects nothing. Return a float array
+# of shape `(num_classes,)`.
 
-# %% tags=["solution"]
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "08-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 import math
 
 import numpy as np
 
 
-def my_cb_thresholds(confidences: list[np.ndarray], portion: float) -> np.ndarray:
+def my_cb_thresholds(confidence: np.ndarray, prediction: np.ndarray, num_classes: int, portion: float) -> np.ndarray:
     ### BEGIN SOLUTION
-    thresholds = np.ones(len(confidences))
-    for c, conf in enumerate(confidences):
+    thresholds = np.ones(num_classes)
+    for c in range(num_classes):
+        conf = confidence[prediction == c]
         k = math.floor(len(conf) * portion)
         if k > 0:
             thresholds[c] = np.sort(conf)[::-1][k - 1]
     return thresholds
     ### END SOLUTION
 
-# %% tags=["check"]
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "08-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 import numpy as np
 
-from udalib.losses import self_training as st
+# seven pixels, four classes: class 0 predicted four times, class 1 twice, class 2 once, class 3 never
+confidence = np.array([0.7, 0.95, 0.9, 0.5, 0.6, 0.4, 0.8])
+prediction = np.array([0, 1, 0, 1, 0, 2, 0])
+by_hand = {  # class 0 sorted: 0.9, 0.8, 0.7, 0.6; class 1: 0.95, 0.5; class 2: 0.4
+    0.25: [0.9, 1, 1, 1],  # k = 1, 0, 0, 0
+    0.5: [0.8, 0.95, 1, 1],  # k = 2, 1, 0, 0
+    0.75: [0.7, 0.95, 1, 1],  # k = 3, 1, 0, 0
+    1.0: [0.6, 0.5, 0.4, 1],  # k = 4, 2, 1, 0
+}
+for portion, expected in by_hand.items():
+    got = np.asarray(my_cb_thresholds(confidence, prediction, 4, portion), dtype=float)
+    assert got.shape == (4,), f"one threshold per class: shape (4,), not {got.shape}"
+    assert np.allclose(got, expected), f"portion {portion}: expected {expected}, got {got.tolist()}"
+print("my_cb_thresholds gives the thresholds computed by hand")
 
-rng = np.random.default_rng(0)
-confidences = [rng.uniform(0.3, 1.0, 40), rng.uniform(0.5, 1.0, 7), np.zeros(0), rng.uniform(0.2, 0.9, 3),
-               rng.uniform(0.6, 1.0, 100)]  # classes of different sizes, one never predicted, one with k = 0 at p = 0.2
-for portion in (0.2, 0.5, 0.15):
-    assert np.allclose(my_cb_thresholds(confidences, portion), st.class_balanced_thresholds(confidences, portion)), (
-        f"portion {portion}: compare with the rule above (k-th largest, 1 when k = 0)")
-print("my_cb_thresholds agrees with udalib.losses.self_training.class_balanced_thresholds")
+# %% tags=["answer-source"]
+# the library's version takes the per-class lists (st.class_confidences builds them, every 4th pixel)
+viz.show_source(st.class_balanced_thresholds)
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 2: predict, then run
 #
 # The cell next to the results trained CBST without the spatial prior. Before running the next cell, predict: in
@@ -385,18 +456,27 @@ if not RECIPE:
     display(overall.round(1))
     correct = pl.xs("correct %", level=2)[NAMES]
     worst = {k: correct.loc[("no prior", k)].idxmin() for k in correct.loc["no prior"].index}
-    print("least accurate pseudo-labels without the prior, by round:", worst)
-    # a check on this seed: the discussion below says so
+    # the discussion, read from this run (it holds on any SEED and parameters)
     acc = overall["accuracy %"]
-    assert (acc["no prior"] < acc["with prior"]).all() and acc["no prior"].is_monotonic_decreasing, overall
-    assert set(worst.values()) == {"sidewalk"}, correct
+    lower = int((acc["no prior"] < acc["with prior"]).sum())
+    falling = len(acc) > 1 and acc["no prior"].is_monotonic_decreasing
+    text = (f"**Discussion.** Without the prior, the pseudo-labels are less accurate than with it in {lower} of the "
+            f"{len(acc)} rounds ({', '.join(f'{a:.1f}' for a in acc['no prior'])} % of the kept pixels right, against "
+            f"{', '.join(f'{a:.1f}' for a in acc['with prior'])} % with it), and "
+            + ("they lose accuracy in every round, as each round keeps a larger portion. " if falling else
+               "their accuracy does not fall in every round. "))
+    if len(set(worst.values())) == 1:
+        cls, last = next(iter(worst.values())), acc.index[-1]
+        text += (f"{cls.capitalize()} is the worst class in every round ({correct.loc[('no prior', last), cls]:.0f} % "
+                 "of its kept pixels right in the last round), and each round keeps more of its pixels, so the model "
+                 "learns the error and selects it again. ")
+    else:
+        text += ("The least accurate class changes from round to round ("
+                 + ", ".join(f"round {k}: {c}" for k, c in worst.items()) + "). ")
+    display(Markdown(text + "The prior, which knows where each class lies in the source's street layout, removes "
+                     "pixels that contradict that layout before they are selected; the score table next to the results "
+                     "shows what that is worth in IoU."))
 correct.round(1) if not RECIPE else "the run without the prior is MiniCity's"
-
-# %% [markdown]
-# **Discussion.** Without the prior the pseudo-labels are less accurate from the first round, and lose accuracy as
-# each round keeps a larger portion. Sidewalk is the worst class in every round: about half of its kept pixels are
-# right, and each round keeps more of them, so the model learns the error and selects it again. The prior, which knows where sidewalks lie in the source's street layout, removes most of those pixels
-# before they are selected; the score table next to the results shows what that is worth in IoU.
 
 # %% [markdown]
 # ## Run at full scale

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 09 · Comparing the methods: leaderboard, per-class IoU, predictions side by side
+# # 10 · Comparing the methods: leaderboard, per-class IoU, predictions side by side
 #
 # **What you will learn.** How to read a comparison of UDA methods honestly: the mean and spread over **seeds**,
 # gains against the right baselines (source-only, AdaBN and the $\lambda = 0$ controls of notebooks 03–08),
@@ -23,8 +23,12 @@
 # not reproduced here.
 #
 # **Runtime:** about 25 s on a 2-core CPU when notebooks 01–08 have run (their runs are found; the missing runs,
-# single-level AdaptSegNet and the test-time rows TENT and BN-α, are trained here). On a fresh checkout it first trains the missing MiniCity runs of `SEEDS`
-# and prints how long that took: 20 runs per seed, about 7 minutes of training on a quiet 2-core CPU.
+# single-level AdaptSegNet and the test-time rows TENT and BN-α, are trained here). On a fresh checkout it first
+# trains the missing MiniCity runs of `SEEDS`, every row of the results table, and prints how many and how long
+# that took (several minutes per seed on a 2-core CPU).
+#
+# The two widgets need a live kernel: they run in JupyterLab (or Jupyter Notebook). On a static page (the course's
+# web site) each is followed by a figure, drawn by an ordinary cell, of what it shows at first.
 
 # %% tags=["parameters"]
 SEEDS: list = [0]  # seeds whose standard MiniCity runs are trained now if missing (other seeds in runs/ are shown too)
@@ -42,7 +46,7 @@ DEVICE: str = "cpu"  # "cuda" for full-scale checkpoints
 import time
 from dataclasses import replace
 
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from udalib import paths, viz, zoo
 from udalib.data import eval_loader
@@ -74,7 +78,8 @@ print(f"trained {len(trained)} missing runs in {time.perf_counter() - start:.0f}
 # Now the whole store: every finished run under `runs/`. The standard rows collect every seed they find (not only
 # `SEEDS`); all other runs (other step counts, λ sweeps, papermill runs with other parameters, full-scale recipes)
 # are grouped over seeds by `results.group_runs` and named by what sets them apart. Runs trained with older preset
-# values (their folder's key is no longer their config's key) are left out: `results.is_stale`.
+# values (a preset is a method's MiniCity settings; such a run's folder key is no longer its config's key) are left
+# out: `results.is_stale`.
 
 # %%
 store = results.load_runs()
@@ -139,16 +144,25 @@ if most <= 1:
 else:
     print(f"seeds per row: {min(per_row.values())} to {most}; ± is the sample standard deviation over them")
 
+# %%
+# the reading of the leaderboard, from the runs found and the five-seed table
+spread = viz.results.benchmark_summary()["± std"]
+text = ("**Reading it.** On MiniCity, AdaBN (no training at all) is the baseline to beat, and every method should be "
+        "read against its control: the λ = 0 runs train on source labels while target batches pass through the "
+        "network, which moves the BatchNorm statistics to the target's (`zoo.BN_STATS`) and nothing else, so they "
+        "land near AdaBN")
+if {"adabn", "control_lambda0"} <= set(board.index):
+    text += (f" (here {board.loc['control_lambda0', 'mIoU']:.1f} against AdaBN's "
+             f"{board.loc['adabn', 'mIoU']:.1f})")
+display(Markdown(
+    text + ". What a method gains over both is its own loss's work. How far to trust one difference depends on the "
+    "seeds behind each row (the line under the leaderboard): with one seed there is no spread to read, and the "
+    f"standard deviation over the five seeds of `benchmarks/results/minicity_table.csv` runs from {spread.min():.1f} "
+    f"to {spread.max():.1f} points from row to row, as much as many differences between methods; run more seeds "
+    "(exercise 4) or read that table in notebooks 03–08. The reported column ranks the methods at full scale; "
+    "MiniCity's 64×128 synthetic cities are a teaching stand-in and do not reproduce those values."))
+
 # %% [markdown]
-# **Reading it.** On MiniCity, AdaBN (no training at all) is the baseline to beat, and every method should be read
-# against its control: the λ = 0 runs train on source labels while target batches pass through the network, which
-# moves the BatchNorm statistics to the target's (`zoo.BN_STATS`) and nothing else, so they land on AdaBN. What a
-# method gains over both is its own loss's work. How far to trust one difference depends on the seeds behind each
-# row (the line under the leaderboard): with one seed there is no spread to read, and one seed moves by a point or
-# two, as much as many differences between methods; run more seeds (exercise 4) or read the five-seed table of
-# notebooks 03–08 (`benchmarks/results/minicity_table.csv`). The reported column ranks the methods at full scale; MiniCity's 64×128
-# synthetic cities are a teaching stand-in and do not reproduce those values.
-#
 # ## Which checkpoint? Last, selected without target labels, selected with them
 #
 # Every original code base reports the checkpoint that scores best on the target's *labelled* validation set: a
@@ -184,6 +198,7 @@ print(f"target labels gain {gain.min():.2f} to {gain.max():.2f} points over the 
 same_order = list(selection[RULES["last"]].sort_values().index) == list(selection[RULES["target"]].sort_values().index)
 print("the rows rank the same under the last and the target-selected checkpoint" if same_order
       else "the ranking of the rows changes between the last and the target-selected checkpoint")
+assert gain.max() < 1, gain  # stored (seeds 0-2): the reading below says "a fraction of a point"
 # the standard rows trained with select_every=10 in this store (the benchmark's runs, or your own)
 live = {name: [r for s in seeds if (r := find_run(replace(make(s), select_every=10)))] for name, make in ROWS.items()}
 live = {name: runs for name, runs in live.items() if runs}
@@ -195,28 +210,49 @@ else:
 
 # %% [markdown]
 # **Reading it.** At MiniCity's 60 adaptation steps with a poly learning rate, the last checkpoint is nearly the
-# best one: selecting on target labels adds a fraction of a point, so the numbers the original code bases report
-# (selected on target labels) and the last checkpoint differ little here. A label-free validator is then safe when
-# it picks a late checkpoint, and costly when it picks an early one: the row with the largest regret above is the
-# one where IM preferred a checkpoint the labels did not. At full scale, with tens of thousands of steps and scores
-# that swing between snapshots, the gap between the three rules is larger: that is when `select_every` matters.
+# best one: selecting on target labels adds a fraction of a point (the line above), so the numbers the original code
+# bases report (selected on target labels) and the last checkpoint differ little here. A label-free validator is
+# then safe when it picks a late checkpoint, and costly when it picks an early one: the row with the largest regret
+# above is the one where IM preferred a checkpoint the labels did not. At full scale, with tens of thousands of
+# steps and scores that swing between snapshots, the three rules can differ more: that is when `select_every`
+# matters.
 #
 # ## Per class
 #
 # Averages hide which classes move. The heat maps show each row's per-class IoU (mean over seeds) and its gain over
-# source-only; classes absent from `DATASET` are left out (MiniCity has 9 of the 19).
+# source-only; classes absent from `DATASET` are left out.
 
 # %%
 per_class = results.class_iou_table(rows, DATASET, class_set=CLASS_SET)
-viz.plots.iou_heatmap(per_class, title=f"per-class IoU (%) on {DATASET}, mean over seeds");
+fig = viz.plots.iou_heatmap(per_class, limits=(0, 100),
+                            title=f"per-class IoU (%) on {DATASET}, mean over seeds ({per_class.shape[1]} classes "
+                                  "present); scale 0 to 100")
+fig.axes[0].set(xlabel="class", ylabel="row (method, control or reference)")
+fig.axes[1].set_ylabel("IoU (%)");
 
 # %%
 gains = (per_class - per_class.loc[baseline]).drop(index=baseline)
-viz.plots.iou_heatmap(gains, title=f"gain over {baseline} (IoU points)", center=0);
+fig = viz.plots.iou_heatmap(gains, center=0,
+                            title=f"gain over {baseline} (IoU points); red below 0, blue above, symmetric around 0")
+fig.axes[0].set(xlabel="class", ylabel="row (method, control or reference)")
+fig.axes[1].set_ylabel(f"IoU gain over {baseline} (points)");
+
+# %%
+# what the two heat maps say, read from them
+mean_gain = gains.drop(index="oracle", errors="ignore").mean().sort_values(ascending=False)
+hardest = per_class.max().sort_values()  # each class's best row, the oracle included
+display(Markdown(
+    f"Over the rows above (the oracle aside), the classes that gain most over {baseline} on average are "
+    + ", ".join(f"{c} ({v:+.1f})" for c, v in mean_gain.head(4).items())
+    + "; the hardest classes, whose best row reaches the least, the oracle included, are "
+    + ", ".join(f"{c} ({v:.1f} at best)" for c, v in hardest.head(3).items()) + "."))
 
 # %%
 as_reported = results.reported_table()[list(CITYSCAPES_CLASSES)].dropna()
-viz.plots.iou_heatmap(as_reported, title="GTA5 → Cityscapes per-class IoU (%), as reported (not reproduced)");
+fig = viz.plots.iou_heatmap(as_reported, limits=(0, 100),
+                            title="GTA5 → Cityscapes per-class IoU (%), as reported (not reproduced); scale 0 to 100")
+fig.axes[0].set(xlabel="class", ylabel="method, as reported")
+fig.axes[1].set_ylabel("IoU (%)");
 
 # %% [markdown]
 # ## Each paper's central claim, on MiniCity
@@ -236,7 +272,8 @@ claims.drop(columns=["winner", "beaten"])
 #
 # One number per method hides *which* shift a method's loss can act on. `benchmarks/minicity_atlas.py` runs every
 # method with its AdaBN row and its λ = 0 control on each **single shift factor** of MiniCity (notebook 00:
-# `minicity:target-<factor>`, the same streets under one change) and on the composite, three seeds each. The heat
+# `minicity:target-<factor>`, the same streets under one change) and on the composite (every factor at once: the
+# target domain of notebooks 01–08), three seeds each. The heat
 # map shows each method's margin over the better of its two controls, per seed and then averaged: blue where the
 # method's own loss adds something, red where it does worse than simply training on target batches or re-estimating
 # BatchNorm statistics. Each cell reads mean ± std and the seeds on which the method is ahead.
@@ -265,6 +302,19 @@ explorer = widgets.IoUExplorer({**rows, **others}, DATASET, baseline=baseline, s
 explorer
 
 # %% [markdown]
+# The explorer itself runs in JupyterLab, with this notebook's kernel. What it shows at first, drawn by an ordinary
+# cell for a static page: its table and its bars, for its first methods, every seed and the class set `CLASS_SET`.
+
+# %%
+first_view = list(dict.fromkeys([explorer.baseline.value, *explorer.methods.value]))  # the widget's default choice
+groups = {**rows, **others}
+display(explorer.table.round(2))
+fig = viz.plots.class_iou_bars(results.class_iou_long({n: groups[n] for n in first_view}, DATASET, class_set=CLASS_SET),
+                               order=list(explorer.table.index),
+                               title=f"per-class IoU (%) on {DATASET}, mean ± std over seeds: the explorer at first")
+fig.axes[0].set(xlabel="class", ylabel="IoU (%)");
+
+# %% [markdown]
 # ## Explore: predictions side by side
 #
 # One checkpoint per method and seed. Pick an image and two or more checkpoints; the opacity slider blends the
@@ -281,8 +331,23 @@ comparer = widgets.PredictionComparer(checkpoints, DATASET, images=IMAGES, selec
 comparer
 
 # %% [markdown]
-# The same widget, driven from code: image 1 with the error mask, then only the errors on sidewalk (the class
-# source-only models confuse with road most). `comparer.scores` holds the numbers of the status line.
+# The comparer itself runs in JupyterLab, with this notebook's kernel. What it shows at first, drawn by an ordinary
+# cell for a static page: image 0, its ground truth and the first checkpoints' predictions over it, at the default
+# opacity, with their pixel accuracy on this image (the widget's status line).
+
+# %%
+cache, shown_runs = comparer.cache, list(comparer.methods.value)
+image0, label0 = cache.sample(0)
+fig = viz.plots.compare_predictions(image0, label0, {n: cache.prediction(n, 0) for n in shown_runs},
+                                    alpha=comparer.opacity.value, class_ids=list(comparer.legend),
+                                    names=cache.class_set.names, palette=cache.class_set.palette)
+fig.suptitle(f"{DATASET}, image 0: the comparer at first (labels over the image)", fontsize=10)
+fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+print("pixel accuracy on this image:", " · ".join(f"{n}: {v:.1f}%" for n, v in comparer.scores.items()))
+
+# %% [markdown]
+# The same widget, driven from code: image 1 with the error mask, then only the errors on sidewalk (the class that
+# borders the road in every street). `comparer.scores` holds the numbers of the status line.
 
 # %%
 comparer.image.value = 1
@@ -322,11 +387,11 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # * A results store (one folder per run: config, losses, per-class IoU, checkpoint) is all a comparison needs;
 #   `udalib.viz.results` reads it and groups runs over seeds, so any run shows up here.
 # * Report mean ± std over seeds and the gain over the *controls*, not only over source-only.
-# * Per-class IoU and the predictions show *what* a method changes: on MiniCity mostly sky, road, building and
-#   car (sky taken for building, cars for road by the source model), while poles, signs and people stay hard for
-#   every method, the oracle included.
+# * Per-class IoU and the predictions show *what* a method changes, and which classes stay hard for every method,
+#   the oracle included (the per-class heat maps and the sentence under them).
 # * Reported full-scale numbers rank the methods; MiniCity does not reproduce their values.
-#
+
+# %% [markdown] tags=["exercise"]
 # ## Exercises
 #
 # 1. Train a new variant with papermill (e.g. `papermill notebooks/04_maximum_squares.ipynb out.ipynb -p STEPS 100`),
@@ -335,7 +400,8 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # 3. In the comparer, highlight *sidewalk* and step through the images: which method fixes the road/sidewalk
 #    confusion, and at what cost elsewhere?
 # 4. Run with `-y "SEEDS: [0, 1, 2]"` (trains the missing seeds): does the ranking survive three seeds?
-#
+
+# %% [markdown]
 # ## Run at full scale
 #
 # Full-scale runs write the same run folders. Train the recipes (the "Run at full scale" cells of notebooks 01–08,
