@@ -3,7 +3,8 @@ as written when their folders were named, still hash to those names.
 
 ``tests/reference/run_keys.json`` holds each config as ``config.json`` stores it and the folder name it had; a
 renamed config field, a moved default or a preset that changes value moves a run to a new folder and fails here
-(a new field is declared ``keyed_off_default(...)``, ``udalib/methods/base.py``, so it enters a key only off its default).
+(a new field is declared ``keyed_off_default(...)``, ``udalib/methods/base.py``, so it enters a key only off
+its default).
 """
 
 from __future__ import annotations
