@@ -119,6 +119,12 @@ class Method(nn.Module):
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
     bn_stats: BNStats = BNStats.BOTH
 
+    @property
+    def draws_source_batches(self) -> bool:
+        """Whether :meth:`step` reads the loop's source batch; False: the loop loads none and passes ``src=None``.
+        (The test-time methods keep the loop's draws, which leave their stored runs as they were trained.)"""
+        return True
+
     def __init__(self, model: nn.Module, cfg):
         super().__init__()
         self.model = model
