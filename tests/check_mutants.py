@@ -24,6 +24,7 @@ T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
+TSF = ("tests/test_self_training.py", "-k", "fusion")
 
 # (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
 MUTANTS = [
@@ -113,6 +114,10 @@ MUTANTS = [
     (L + "self_training.py", "np.random.RandomState(seed).choice(", "np.random.RandomState(seed + 1).choice(", TF),
     (L + "self_training.py", "hi = int(scale_range[0] * origin), int(scale_range[1] * origin)",
      "hi = int(scale_range[0] * origin), int(scale_range[1] * origin) - 100", TF),
+    # MLSL's patch fusion: the full image and every patch in the average
+    (L + "self_training.py", "total = full.clone()", "total = torch.zeros_like(full)", TSF),
+    (L + "self_training.py", "total[:, r:r + h, c:c + w] += patch", "total[:, r:r + h, c:c + w] += 0 * patch", TSF),
+    (L + "self_training.py", "count[r:r + h, c:c + w] += 1", "count[r:r + h, c:c + w] += 0", TSF),
     # label-free validators (tests/test_validate.py)
     (V, "return float(-_entropy(_rows(probs)).mean())", "return float(_entropy(_rows(probs)).mean())", TV),
     (V, "return -torch.special.xlogy(rows, rows).sum(dim=-1)", "return -torch.special.xlogy(rows, rows).mean(dim=-1)",
