@@ -23,6 +23,9 @@ class Choice(enum.StrEnum):
     ``str`` and equal their values, so YAML recipes, ``--set`` values, stored ``config.json`` files and run keys hold
     the same strings as before; a config turns a string into its member once, when it is built."""
 
+    def __repr__(self) -> str:  # a printed config shows gan='ls', as it was written, not <GAN.LS: 'ls'>
+        return repr(self.value)
+
     @classmethod
     def choices(cls) -> str:
         return ", ".join(repr(m.value) for m in cls)

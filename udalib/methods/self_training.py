@@ -1,4 +1,4 @@
-"""Self-training in rounds: CBST (Zou et al., ECCV 2018) and MLSL (Iqbal & Ali, WACV 2020), as in
+"""Self-training in rounds: CBST (Zou et al., ECCV 2018) and MLSL (Iqbal & Ali, WACV 2020, arXiv 1909.13776), as in
 ``engrjavediqbal/MLSL`` ``solve_AO.py`` and ``issegm/solve_ST1.py``.
 
 Each round (the loop calls :meth:`SelfTraining.on_round_start` at evenly spaced steps):
