@@ -14,14 +14,25 @@ import pytest
 
 from udalib import zoo
 from udalib.cli import main
-from udalib.experiment import (INPUTS, MODEL, Experiment, find_run, get_or_train, list_runs, load_run, read_inputs,
-                               run, stale_reason, weights_identity)
+from udalib.experiment import (
+    INPUTS,
+    MODEL,
+    Experiment,
+    find_run,
+    get_or_train,
+    list_runs,
+    load_run,
+    read_inputs,
+    run,
+    stale_reason,
+    weights_identity,
+)
 from udalib.models.checkpoint import load_state_dict_file
 from udalib.train.checkpoint import atomic_save
 from udalib.viz import results
 
 TARGET = "minicity:target/val"
-TINY = dict(steps=1, batch_size=2, model_args={"width": 4})
+TINY = dict(steps=1, batch_size=2, model_args={"width": 4}, evaluate_on=(TARGET,))
 QUIET = dict(progress=False, checkpoint_seconds=None)
 
 
