@@ -24,6 +24,8 @@ T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
+TSF = ("tests/test_self_training.py", "-k", "fusion")
+E, STALE = "udalib/experiment.py", ("tests/test_stale_runs.py",)
 
 # (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
 MUTANTS = [
@@ -113,6 +115,23 @@ MUTANTS = [
     (L + "self_training.py", "np.random.RandomState(seed).choice(", "np.random.RandomState(seed + 1).choice(", TF),
     (L + "self_training.py", "hi = int(scale_range[0] * origin), int(scale_range[1] * origin)",
      "hi = int(scale_range[0] * origin), int(scale_range[1] * origin) - 100", TF),
+    # MLSL's patch fusion: the full image and every patch in the average
+    (L + "self_training.py", "total = full.clone()", "total = torch.zeros_like(full)", TSF),
+    (L + "self_training.py", "total[:, r:r + h, c:c + w] += patch", "total[:, r:r + h, c:c + w] += 0 * patch", TSF),
+    (L + "self_training.py", "count[r:r + h, c:c + w] += 1", "count[r:r + h, c:c + w] += 0", TSF),
+    # runs from weights changed since they started are stale (tests/test_stale_runs.py): the sha256 recorded, the
+    # modification times of runs without a record, chains, the table, find_run, get_or_train and resumed runs
+    (E, "            if now != then:", "            if False:", STALE + ("-k", "table")),
+    (E, "        elif folder is not None and (run_dir / MODEL).is_file() and", "        elif False and",
+     STALE + ("-k", "modification")),
+    (E, "        if why is None and chain and folder is not None:", "        if False:", STALE + ("-k", "table")),
+    ("udalib/cli.py", 'stale, df = df[df.stale != ""], df[df.stale == ""]', 'stale, df = df[df.stale != ""], df',
+     STALE + ("-k", "table")),
+    (E, "                and stale_reason(folder) is None):", "                ):", STALE + ("-k", "get_or_train")),
+    (E, "    if folder is not None and stale_reason(folder) is not None:\n        get_or_train(",
+     "    if False:\n        get_or_train(", STALE + ("-k", "get_or_train")),
+    (E, "(run_dir / CHECKPOINT).exists():  # an unfinished run from weights since changed\n        _set_aside",
+     "(run_dir / CHECKPOINT).exists() and False:\n        _set_aside", STALE + ("-k", "resumed")),
     # label-free validators (tests/test_validate.py)
     (V, "return float(-_entropy(_rows(probs)).mean())", "return float(_entropy(_rows(probs)).mean())", TV),
     (V, "return -torch.special.xlogy(rows, rows).sum(dim=-1)", "return -torch.special.xlogy(rows, rows).mean(dim=-1)",

@@ -302,6 +302,9 @@ def test_string_switches_are_members_stored_and_hashed_as_their_strings():
     assert as_member.key() == as_string.key() != Experiment(method="adaptsegnet", target="minicity:target").key()
     assert Experiment(bn_stats=BNStats.TARGET).key() == Experiment(bn_stats="target").key()
     assert json.loads(json.dumps(asdict(Experiment())))["bn_stats"] == "both"
+    # a printed config shows the strings it was written with, not the members
+    assert repr(GAN.LS) == "'ls'" and "gan='ls'" in repr(cfg) and "<" not in repr(cfg)
+    assert "bn_stats='target'" in repr(Experiment(bn_stats=BNStats.TARGET))
 
 
 def test_experiment_bn_stats_out_of_its_choices_is_one_line_listing_them():

@@ -69,14 +69,16 @@ def test_pseudo_labels_rescale_by_the_class_threshold_and_ignore_the_rest():
 
 
 def test_patch_fusion_averages_over_the_maps_that_cover_each_pixel():
-    full = torch.zeros(1, 3, 3)
-    patches = [torch.ones(1, 2, 2), torch.full((1, 2, 2), 4.0)]
-    boxes = [(0, 0), (0, 1)]
+    # every map differs from pixel to pixel and from the others, so that none of them, the full image included,
+    # can drop out of the average unnoticed
+    full = torch.tensor([[[3.0, 6.0, 9.0], [0.0, 3.0, 6.0], [2.0, 4.0, 8.0]]])
+    patches = [torch.tensor([[[1.0, 2.0], [3.0, 5.0]]]), torch.tensor([[[4.0, 8.0], [7.0, 9.0]]])]
+    boxes = [(0, 0), (0, 1)]  # patch 1 on columns 0-1, patch 2 on columns 1-2, both on rows 0-1
     fused = fuse_patch_predictions(full, patches, boxes)
-    # column 0: full + patch 1 -> 1/2; column 1: full + both -> 5/3; column 2: full + patch 2 -> 4/2; row 2: full only
-    assert torch.allclose(fused[0, 0], torch.tensor([0.5, 5 / 3, 2.0]))
-    assert torch.allclose(fused[0, 1], torch.tensor([0.5, 5 / 3, 2.0]))
-    assert torch.equal(fused[0, 2], torch.zeros(3))
+    # column 0: (full + patch 1) / 2; column 1: (full + both) / 3; column 2: (full + patch 2) / 2; row 2: full only
+    assert torch.allclose(fused[0, 0], torch.tensor([(3 + 1) / 2, (6 + 2 + 4) / 3, (9 + 8) / 2]))
+    assert torch.allclose(fused[0, 1], torch.tensor([(0 + 3) / 2, (3 + 5 + 7) / 3, (6 + 9) / 2]))
+    assert torch.equal(fused[0, 2], full[0, 2])
 
 
 def test_random_patch_boxes_stay_inside_and_never_start_on_the_last_position():

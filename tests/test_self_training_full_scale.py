@@ -185,6 +185,37 @@ def test_a_mixed_step_draws_source_images_from_the_round_subset_only():
         build_method("cbst", build_model("minideeplab", 19, width=8), None, src_port=0.03)
 
 
+class _Streamed(_Recording):
+    """A list the loop's stream can index: it asks for ``(index, augmentation key)``."""
+
+    def __getitem__(self, i):
+        return super().__getitem__(i[0] if isinstance(i, tuple) else i)
+
+
+@pytest.mark.parametrize("src_port", [0.25, 0.0])
+def test_the_loop_loads_no_source_batch_when_the_round_mixes_its_own_source_images(src_port):
+    torch.manual_seed(0)
+    m = build_method("cbst", build_model("minideeplab", 19, width=8), None, rounds=1, crop_size=16,
+                     src_port=src_port, spatial_prior=False)
+    source = _Streamed([(torch.randn(3, 32, 64), torch.randint(0, 19, (32, 64)), i, False) for i in range(40)])
+    target = _Streamed([(torch.randn(3, 32, 64), torch.zeros(32, 64, dtype=torch.long), i, False) for i in range(40)])
+    by_method = []  # source images the method reads itself (the round's subset), per call
+
+    def counting(f):
+        def call(*args):
+            before = len(source.read)
+            out = f(*args)
+            by_method.append(len(source.read) - before)
+            return out
+        return call
+
+    m.step, m.on_round_start = counting(m.step), counting(m.on_round_start)
+    fit(m, source, target, steps=4, batch_size=2, progress=False)
+    by_loop = len(source.read) - sum(by_method)
+    assert by_loop == (0 if src_port else 4 * 2)  # mixed batches: the loop's source batch would go unused
+    assert m.draws_source_batches == (not src_port)
+
+
 # ------------------------------------------------------------------------------------ fixed lr per round
 def test_round_lr_is_fixed_within_a_round_and_divided_by_sqrt2_after_each():
     m = _recipe_method()

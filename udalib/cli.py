@@ -300,6 +300,11 @@ def _table(args) -> int:
         print(f"no run was evaluated on {args.dataset}; pass --dataset with one of the evaluation sets present: "
               f"{found}")
         return 0
+    stale, df = df[df.stale != ""], df[df.stale == ""]  # stale runs: listed apart, never in the means
+    if df.empty:
+        print(f"every run evaluated on {args.dataset} is stale")
+        _print_stale(stale)
+        return 0
     # one row per experiment (its runs differ only in the seed), named by its label; experiments that share a
     # label are told apart by their target domain, else by their key
     first = df.groupby("experiment")[["label", "target"]].first()
@@ -339,10 +344,22 @@ def _table(args) -> int:
         src, orc = summary.loc["source_only", "mIoU mean"], summary.loc["oracle", "mIoU mean"]
         print(f"\ndomain gap: oracle {orc:.1f} - source-only {src:.1f} = {orc - src:.1f} points "
               f"(source-only reaches {100 * src / orc:.0f}% of the oracle)")
+    _print_stale(stale)
     if args.out:
         summary.to_csv(args.out)
         print(f"saved {args.out}")
     return 0
+
+
+def _print_stale(stale) -> None:
+    """The stale runs (udalib.experiment.stale_reason), one line each, apart from the table and its means."""
+    if stale.empty:
+        return
+    rows = stale[~stale.target_bn].sort_values(["label", "seed", "run"])
+    print(f"\nstale runs, not in the means above ({rows.run.nunique()}): the weights they started from changed after "
+          "they were trained; get_or_train trains them again")
+    for r in rows.itertuples():
+        print(f"  {r.run}  {r.label}  seed {r.seed}  mIoU {r.miou:.2f}  stale: {r.stale}")
 
 
 def _with_selections(summary, main):

@@ -11,6 +11,12 @@ need, whoever started the run (a notebook, papermill, the command line, torchrun
                checkpoint.pt   the last training checkpoint (resume)
                best_model.pt   with select_every > 0: the weights of the best target val mIoU (target labels)
                selection.csv   with select_every > 0: target val mIoU and validator scores every select_every steps
+               inputs.json     with an init: the sha256 of the weights file the run started from (stale_reason)
+
+A run started from another run's weights (``init``) is *stale* when those weights changed after it started (the
+init run was trained again in its folder): :func:`stale_reason` says why, ``python -m udalib table`` lists it apart
+from the means, :func:`find_run` does not return it and :func:`get_or_train` trains it again, after moving the stale
+files aside to ``<folder>.stale-<time>``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from .methods.base import (
 )
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
+INPUTS = "inputs.json"  # the identity of the weights a run started from; not part of its key (stale_reason)
 # the key of scores.json that holds the model selections of a run trained with select_every > 0 (Run.selections);
 # every other key is a dataset spec
 SELECTIONS = "selections"
@@ -342,8 +349,9 @@ def _summary(diffs: list[str]) -> str:
 def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = True) -> Run | None:
     """Check the run folder against ``exp`` before anything is written; the finished run of ``exp`` if it is one.
 
-    Resume only into the same experiment; a finished run is never modified; ``resume=False`` discards an
-    unfinished run's checkpoint and logs (never a finished run's files). ``write=False`` (torchrun ranks but 0):
+    Resume only into the same experiment; a finished run is never modified (a stale one, :func:`stale_reason`, is
+    moved aside to train afresh); ``resume=False`` discards an unfinished run's checkpoint and logs (never a
+    finished run's files). ``write=False`` (torchrun ranks but 0):
     the same checks, nothing deleted.
     """
     cfg = run_dir / CONFIG
@@ -365,15 +373,32 @@ def _prepare_folder(exp: Experiment, run_dir: Path, resume: bool, write: bool = 
         if not resume:
             raise ValueError(f"{run_dir} is a finished run of this experiment and a finished run is never "
                              "modified: drop --no-resume to load it, or use another run folder (--run-dir)")
-        return load_run(run_dir)
+        if _set_aside_if_stale(run_dir, write) is None:
+            return load_run(run_dir)
+        return None
+    if not diffs and resume and (run_dir / CHECKPOINT).exists():  # an unfinished run from weights since changed
+        _set_aside_if_stale(run_dir, write)
     if diffs and resume:
         raise ValueError(f"{run_dir} holds an unfinished run of another experiment ({_summary(diffs)}): pass "
                          "--no-resume (resume=False) to discard its checkpoint and start this experiment there, "
                          "or use another run folder (--run-dir)")
     if not resume and write:
-        for name in (CHECKPOINT, "metrics.csv", "eval.csv", "selection.csv", "best_model.pt"):
+        for name in (CHECKPOINT, "metrics.csv", "eval.csv", "selection.csv", "best_model.pt", INPUTS):
             (run_dir / name).unlink(missing_ok=True)
     return None
+
+
+def _set_aside_if_stale(run_dir: Path, write: bool) -> str | None:
+    """Why the run in ``run_dir`` is stale (:func:`stale_reason`, its own init only: :func:`get_or_train` brings a
+    stale init up to date first), after moving its files aside (``write``) so that it trains afresh; or None."""
+    why = stale_reason(run_dir, chain=False)
+    if why is not None and write:
+        import warnings
+
+        aside = _move_aside(run_dir)
+        warnings.warn(f"{run_dir.name} is stale ({why}): its files are moved to {aside.name} and it trains again",
+                      stacklevel=4)
+    return why
 
 
 def _refuse_foreign(run_dir: Path) -> None:
@@ -438,8 +463,11 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
     ``exp.init`` starts the weights from another run or a weights file (the originals' ``--continue_training``: weights
     only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly,
     but only if the folder's ``config.json`` is the same experiment (else a one-line error names the differing
-    fields). A finished run folder is returned as it is, never modified. ``config.json`` is written atomically
-    after every check. While it runs, the folder is locked: a second process gets an error naming the first.
+    fields). A finished run folder is returned as it is, never modified, unless it is stale (:func:`stale_reason`:
+    the weights of its init changed after it started): then its files, and those of an unfinished stale run, are
+    moved to ``<folder>.stale-<time>`` and it trains afresh. ``config.json`` is written atomically after every
+    check, with ``inputs.json``, the sha256 of the init weights (kept as it was when a checkpoint is resumed).
+    While it runs, the folder is locked: a second process gets an error naming the first.
     Checkpoints are written every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time.
     ``amp``: bf16 autocast in training (default: on for CUDA, see :func:`udalib.train.fit`); evaluation is fp32.
     """
@@ -458,6 +486,8 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bo
         done = _prepare_folder(exp, run_dir, resume, write=False) if run_dir.is_dir() else None
         if done is not None:
             return done
+        if run_dir.is_dir() and stale_reason(run_dir, chain=False) is not None:
+            resume = False  # rank 0 moves the stale checkpoint aside: start afresh, as it does
         return _run(exp, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
                     checkpoint_seconds=checkpoint_seconds, eval_every=eval_every, stop_after=stop_after,
                     workers=workers, amp=amp, main=False)
@@ -496,8 +526,11 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     model = build_model(exp.model, exp.num_classes, **exp.model_args)
     if exp.pretrained:
         load_imagenet_init(model, exp.pretrained)
+    inputs = {}
     if exp.init:
-        init = load_state_dict_file(_resolve_init(exp.init))
+        init_file = _resolve_init(exp.init)
+        inputs["init"] = {"name": exp.init, "file": str(init_file.resolve()), "sha256": weights_identity(init_file)}
+        init = load_state_dict_file(init_file)
         # keys a model may start without (SNR blocks from a plain source checkpoint): skipped only when absent
         optional = tuple(p for p in getattr(model, "optional_init_prefixes", ())
                          if not any(key.startswith(p) for key in init))
@@ -512,6 +545,11 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         method.bind(source, target, run_dir)
     if main:  # every check passed and every dataset opened: only now is the folder this experiment's
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
+        if not (resume and (run_dir / CHECKPOINT).exists()):  # a resumed run keeps the record of its start
+            if inputs:
+                atomic_write_text(run_dir / INPUTS, json.dumps(inputs, indent=1))
+            else:
+                (run_dir / INPUTS).unlink(missing_ok=True)
 
     def score(dataset, selection: str):
         return score_set(method.model, dataset, exp, selection, device=device)
@@ -611,18 +649,143 @@ def get_or_train(exp: Experiment, run_dir: str | os.PathLike | None = None, **kw
 
     This is what lets every notebook run on its own, in any order: a later notebook asks for the source
     model with the same Experiment and gets the one notebook 01 trained, or trains it.
+
+    A run whose init weights changed after it started (:func:`stale_reason`) is trained again in its folder, its
+    stale files moved aside to ``<folder>.stale-<time>`` (nothing written is deleted); an init that is a stale run
+    itself is trained again first, the same way, so a chain (source -> adaptation -> a run from the adapted model)
+    is brought up to date from its root.
     """
-    return find_run(exp, run_dir) or run(exp, run_dir_for(exp, run_dir), **kwargs)
+    done = find_run(exp, run_dir)
+    if done is not None:
+        return done
+    _refresh_init(exp, **kwargs)
+    return run(exp, run_dir_for(exp, run_dir), **kwargs)
+
+
+def _refresh_init(exp: Experiment, **kwargs) -> None:
+    """Before ``exp`` trains from an init run that is stale itself, bring that run up to date (:func:`get_or_train`
+    on its stored config, in its folder, on ``exp``'s device)."""
+    folder = _init_run_folder(exp.init) if exp.init else None
+    if folder is not None and stale_reason(folder) is not None:
+        get_or_train(replace(read_config(folder / CONFIG), device=exp.device), folder, **kwargs)
 
 
 def find_run(exp: Experiment, run_dir: str | os.PathLike | None = None) -> Run | None:
-    """The finished run of ``exp`` (weights and scores on every ``exp.evaluate_on`` set), or None: never trains."""
+    """The finished run of ``exp`` (weights and scores on every ``exp.evaluate_on`` set), or None: never trains.
+    A stale run (:func:`stale_reason`: the weights it started from changed since) is not returned."""
     folder = run_dir_for(exp, run_dir)
     if is_finished(folder):
         done = load_run(folder)
-        if done.config.key() == exp.key() and set(exp.evaluate_on) <= set(done.scores):
+        if (done.config.key() == exp.key() and set(exp.evaluate_on) <= set(done.scores)
+                and stale_reason(folder) is None):
             return done
     return None
+
+
+_SHA256: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256: each weights file is read once per process
+
+
+def weights_identity(path: str | os.PathLike) -> str:
+    """The sha256 of a weights file's bytes: what a run records of the weights it started from (``inputs.json``)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def _init_file(init: str, runs: Mapping[str, Path] | None = None) -> Path | None:
+    """The weights file ``init`` names now, as training resolves it (:func:`_resolve_init`; a run folder name is
+    looked up in ``runs``, folder name -> folder, first), or None where it is gone."""
+    candidates = [Path(runs[init]) / MODEL] if runs and init in runs else []
+    candidates += [Path(init) / MODEL, paths.runs_dir() / init / MODEL, Path(init)]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _init_run_folder(init: str, runs: Mapping[str, Path] | None = None) -> Path | None:
+    """The run folder whose ``model.pt`` ``init`` names, or None (a weights file of another kind, or gone)."""
+    file = _init_file(init, runs)
+    if file is None or file.name != MODEL or not (file.parent / CONFIG).is_file():
+        return None
+    return file.parent
+
+
+def read_inputs(run_dir: str | os.PathLike) -> dict | None:
+    """The run's ``inputs.json`` (``{"init": {"name", "file", "sha256"}}``), or None: a run without an init, or one
+    trained before udalib recorded its inputs."""
+    path = Path(run_dir) / INPUTS
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def stale_reason(run_dir: str | os.PathLike, runs: Mapping[str, Path] | None = None, *, chain: bool = True,
+                 _memo: dict | None = None) -> str | None:
+    """Why the run in ``run_dir`` no longer starts from the weights it was trained from, or None.
+
+    A run with an ``init`` (another run's ``model.pt``, or a weights file) records, when it starts training, the
+    sha256 of that file (:func:`weights_identity`) in ``inputs.json``, beside its config and outside its key: the
+    run folder keeps its name. It is stale when
+
+    - the init file now has another sha256 (the init run was trained again in its folder, or the file replaced);
+    - ``chain``: its init is a run folder that is stale itself (source -> adaptation -> a run from the adapted model);
+    - it has no ``inputs.json`` (runs trained before udalib recorded their inputs) and its init is a run folder
+      whose ``model.pt`` was modified after this run's own finished ``model.pt``: modification times are all such a
+      run has to go by (a copy of a run store that does not keep them can mark such runs stale wrongly; training
+      them again records their inputs).
+
+    An init that is gone, or a run without an init, has nothing to compare: None. Run folder names are looked up in
+    ``runs`` (folder name -> folder, e.g. the store being read) before the runs folder.
+    """
+    run_dir = Path(run_dir)
+    memo = {} if _memo is None else _memo
+    key = (run_dir.resolve(), chain)
+    if key in memo:
+        return memo[key]
+    memo[key] = None  # a cycle of inits reads as not stale
+    try:
+        init = read_config(run_dir / CONFIG).init
+    except (ValueError, OSError):
+        return None
+    why = None
+    file = _init_file(init, runs) if init else None
+    if file is not None:
+        recorded = read_inputs(run_dir)
+        folder = _init_run_folder(init, runs)
+        if recorded is not None and "init" in recorded:
+            now, then = weights_identity(file), recorded["init"].get("sha256")
+            if now != then:
+                why = (f"the weights of its init {init} changed after it started (sha256 {str(then)[:12]} recorded, "
+                       f"{now[:12]} now)")
+        elif folder is not None and (run_dir / MODEL).is_file() and \
+                file.stat().st_mtime > (run_dir / MODEL).stat().st_mtime:
+            why = (f"its init {init} was written after it finished (modification times of model.pt: the run has no "
+                   f"{INPUTS})")
+        if why is None and chain and folder is not None:
+            inner = stale_reason(folder, runs, chain=True, _memo=memo)
+            if inner is not None:
+                why = f"its init {init} is stale: {inner}"
+    memo[key] = why
+    return why
+
+
+def _move_aside(run_dir: Path) -> Path:
+    """Move every file of ``run_dir`` but its lock into a new sibling ``<name>.stale-<time>``; return it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = run_dir.with_name(f"{run_dir.name}.stale-{stamp}"), 1
+    while aside.exists():
+        aside, n = run_dir.with_name(f"{run_dir.name}.stale-{stamp}-{n}"), n + 1
+    aside.mkdir()
+    for p in sorted(run_dir.iterdir()):
+        if not p.name.startswith(LOCK):  # the lock (and its owner file) stays: this process holds it
+            os.replace(p, aside / p.name)
+    return aside
 
 
 def compare_runs(runs: dict[str, Run], *, baseline: Run, control: Run | None = None,
@@ -732,6 +895,8 @@ def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
     ``target labels`` hold the mIoU of the step each selection rule picked (:mod:`udalib.train.select`) on the row
     of the evaluation set it was scored on (runs trained with ``select_every``), NaN elsewhere. A folder whose
     files cannot be read is skipped, and ``on_error`` (default: a warning) gets a one-line message naming it.
+    ``stale`` says why a run is stale (:func:`stale_reason`, its init looked up among these runs first), empty for
+    the others: a stale run's numbers are not those its config gives today.
     """
     import warnings
 
@@ -750,9 +915,11 @@ def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
             message = f"skipped {cfg.parent}: {' '.join(str(exc).split())}"
             on_error(message) if on_error is not None else warnings.warn(message, stacklevel=2)
     by_name = {r.name: r.config for r in runs}
+    folders, memo = {r.name: r.dir for r in runs}, {}
     rows = []
     for r in runs:
         group = group_key(r.config, by_name)
+        stale = stale_reason(r.dir, folders, _memo=memo) or ""
         selected_on = _selection_spec(r)
         for key, s in r.scores.items():
             spec, target_bn = split_target_bn(key)
@@ -760,8 +927,9 @@ def list_runs(root: str | os.PathLike | None = None, *, on_error=None):
                          "seed": r.config.seed, "steps": r.config.steps, "target": r.config.target,
                          "evaluated_on": spec, "target_bn": target_bn, "miou": s.miou,
                          "seconds": s.protocol.get("train_seconds"), "dir": str(r.dir), "experiment": group,
+                         "stale": stale,
                          **{rule: r.selected_miou(rule) if spec == selected_on and not target_bn else float("nan")
                             for rule in RULE_LABELS}})
     columns = ["run", "method", "label", "seed", "steps", "target", "evaluated_on", "target_bn", "miou", "seconds",
-               "dir", "experiment", *RULE_LABELS]
+               "dir", "experiment", "stale", *RULE_LABELS]
     return pd.DataFrame(rows, columns=columns)

@@ -1,5 +1,5 @@
 r"""Self-training: CBST's class-balanced pseudo-labels (Zou et al., ECCV 2018) and MLSL's spatially independent and
-semantically consistent labels (Iqbal & Ali, WACV 2020; ``engrjavediqbal/MLSL``).
+semantically consistent labels (Iqbal & Ali, WACV 2020, arXiv 1909.13776; ``engrjavediqbal/MLSL``).
 
 Pure functions on posteriors and labels. The round structure that uses them is in
 :mod:`udalib.methods.self_training`.

@@ -29,6 +29,9 @@ class Choice(enum.StrEnum):
         hashes another spelling, the one its stored run folders are named by (``EntropyNormalization``)."""
         return self.value
 
+    def __repr__(self) -> str:  # a printed config shows gan='ls', as it was written, not <GAN.LS: 'ls'>
+        return repr(self.value)
+
     @classmethod
     def choices(cls) -> str:
         return ", ".join(repr(m.value) for m in cls)
@@ -149,6 +152,12 @@ class Method(nn.Module):
     # statistics as before but leave the running statistics alone, so the adapted model ends with the target's
     # (MiniCity presets; the lambda = 0 control and AdaBN end with target statistics too). Set by Experiment.bn_stats.
     bn_stats: BNStats = BNStats.BOTH
+
+    @property
+    def draws_source_batches(self) -> bool:
+        """Whether :meth:`step` reads the loop's source batch; False: the loop loads none and passes ``src=None``.
+        (The test-time methods keep the loop's draws, which leave their stored runs as they were trained.)"""
+        return True
 
     def __init__(self, model: nn.Module, cfg):
         super().__init__()

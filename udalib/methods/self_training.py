@@ -1,4 +1,4 @@
-"""Self-training in rounds: CBST (Zou et al., ECCV 2018) and MLSL (Iqbal & Ali, WACV 2020), as in
+"""Self-training in rounds: CBST (Zou et al., ECCV 2018) and MLSL (Iqbal & Ali, WACV 2020, arXiv 1909.13776), as in
 ``engrjavediqbal/MLSL`` ``solve_AO.py`` and ``issegm/solve_ST1.py``.
 
 Each round (the loop calls :meth:`SelfTraining.on_round_start` at evenly spaced steps):
@@ -423,11 +423,11 @@ class SelfTraining(Method):
         pairs = [self._crop(image, label, raw_long) for image, label in zip(images, labels)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
-    def _mixed_step(self, src: SourceBatch, tgt: TargetBatch, pseudo: Tensor) -> dict[str, float]:
+    def _mixed_step(self, tgt: TargetBatch, pseudo: Tensor) -> dict[str, float]:
         """``src_port`` > 0: each image of the batch is a source image of the round's subset with probability
         :math:`n_s / (n_s + n_t)` (the reference's one shuffled list of both), else the loop's target image; one
-        loss over the batch (OHEM or CE), the auxiliary head on its source images. The loop's source batch is
-        not used."""
+        loss over the batch (OHEM or CE), the auxiliary head on its source images. The loop loads no source
+        batch (:attr:`draws_source_batches`)."""
         c = self.cfg
         n_s = len(self._subset)
         n_t = len(self._disk_labels) if self._disk_labels is not None else len(self.pseudo_labels)
@@ -462,11 +462,17 @@ class SelfTraining(Method):
         self.update(self.optimizers["model"], loss)
         return logs
 
-    def step(self, src: SourceBatch, tgt: TargetBatch) -> dict[str, float]:
+    @property
+    def draws_source_batches(self) -> bool:
+        """With ``src_port`` > 0 the source images come from the round's subset (:meth:`_mixed_step`): the loop
+        loads no source batch."""
+        return not self.cfg.src_port > 0
+
+    def step(self, src: SourceBatch | None, tgt: TargetBatch) -> dict[str, float]:
         c = self.cfg
         pseudo = self.target_labels(tgt)
         if c.src_port > 0:
-            return self._mixed_step(src, tgt, pseudo)
+            return self._mixed_step(tgt, pseudo)
         tgt_image = tgt.image
         if c.crop_size:
             src = SourceBatch(*self._crops(src.image, src.label, c.raw_size[0]))

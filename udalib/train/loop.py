@@ -59,9 +59,10 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         callbacks: tuple[Callable, ...] = ()) -> list[dict]:
     """Train ``method`` for ``steps`` iterations and return the logged rows.
 
-    Per iteration: set the poly learning rate, draw a source batch and (if the method uses one) a target
-    batch, whose labels are dropped here, once, and call ``method.step``. Self-training methods get
-    ``on_round_start`` at the start of each round (``method.rounds`` of them, evenly spaced).
+    Per iteration: set the poly learning rate, draw a source batch (unless ``method.draws_source_batches`` is
+    False: ``src`` is then None) and (if the method uses one) a target batch, whose labels are dropped here, once,
+    and call ``method.step``. Self-training methods get ``on_round_start`` at the start of each round
+    (``method.rounds`` of them, evenly spaced).
 
     ``run_dir`` receives ``metrics.csv`` (every ``log_every`` steps), ``eval.csv`` (every ``eval_every``
     steps, from the ``evaluate`` callable), and ``checkpoint.pt`` every ``checkpoint_every`` steps, every
@@ -101,8 +102,9 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         _load_callback_states(callbacks, state.get("callbacks", {}), run_dir / CHECKPOINT)
 
     uses_target = method.uses_target and target is not None
-    src_iter = stream(source, batch_size, seed=seed, start=start, workers=workers, rank=rank, world=world,
-                      pin_memory=device.type == "cuda")
+    # a method whose step reads no loop source batch (self-training mixing its own source images) gets none
+    src_iter = (stream(source, batch_size, seed=seed, start=start, workers=workers, rank=rank, world=world,
+                       pin_memory=device.type == "cuda") if getattr(method, "draws_source_batches", True) else None)
     tgt_iter = (stream(target, batch_size, seed=seed + 1, start=start, workers=workers, rank=rank, world=world,
                        pin_memory=device.type == "cuda") if uses_target else None)
     rounds = getattr(method, "rounds", 1)
@@ -131,9 +133,11 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         if uses_target and i in round_starts:
             method.on_round_start(round_starts[i], target, source)
         lr = set_lr(method, i, poly_steps or steps)
-        img_s, lbl_s, *_ = next(src_iter)
-        src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),
-                          lbl_s.to(device, non_blocking=True))
+        src = None
+        if src_iter is not None:
+            img_s, lbl_s, *_ = next(src_iter)
+            src = SourceBatch(img_s.to(device, non_blocking=True, memory_format=memory_format),
+                              lbl_s.to(device, non_blocking=True))
         tgt = None
         if tgt_iter is not None:
             img_t, _, idx_t, flip_t = next(tgt_iter)  # the target label is dropped here, once

@@ -24,18 +24,24 @@ import numpy as np
 
 from .. import paths
 from ..data.labels import CITYSCAPES_CLASSES, get_class_set
-from ..experiment import CONFIG, Run, group_key, is_finished, load_run
+from ..experiment import CONFIG, Run, group_key, is_finished, load_run, stale_reason
 
 Groups = Mapping[str, Sequence[Run]]  # display name -> the runs of one experiment, one per seed
 
 
-def is_stale(run: Run) -> bool:
-    """True for a run folder named ``<method>-s<seed>-<key>`` whose key is no longer its config's key.
+def is_stale(run: Run, runs: Mapping[str, Path] | None = None) -> bool:
+    """True for a run whose numbers are not those of its config today: a run folder named
+    ``<method>-s<seed>-<key>`` whose key is no longer its config's key, or a run whose init weights changed after it
+    started (:func:`udalib.experiment.stale_reason`; run folder names looked up in ``runs``, name -> folder, first).
 
     The key hashes the *resolved* method config (paper defaults, then preset, then overrides), so such a run was
-    trained with other preset values (an older udalib): its numbers are not those of its config today, and
-    checkpoint-or-train would not reuse it. Folders named otherwise (``run_dir=...``) are never stale.
+    trained with other preset values (an older udalib). Checkpoint-or-train would not reuse either kind. Folders
+    named otherwise (``run_dir=...``) are never stale by their key.
     """
+    return stale_reason(run.dir, runs) is not None or _key_is_stale(run)
+
+
+def _key_is_stale(run: Run) -> bool:
     if not re.fullmatch(rf"{re.escape(run.config.method)}-s{run.config.seed}-[0-9a-f]{{10}}", run.name):
         return False
     try:
@@ -46,7 +52,8 @@ def is_stale(run: Run) -> bool:
 
 def load_runs(root: str | os.PathLike | None = None, *, stale: bool = False) -> list[Run]:
     """Every finished run folder (:func:`udalib.experiment.is_finished`) with a ``config.json`` under ``root``
-    (default: ``runs/``), without the :func:`is_stale` ones unless ``stale``."""
+    (default: ``runs/``), without the :func:`is_stale` ones unless ``stale`` (the folders a stale run was moved to,
+    ``<name>.stale-<time>``, are stale too)."""
     root = Path(root) if root is not None else paths.runs_dir()
     if not root.is_dir():
         raise FileNotFoundError(f"runs folder {root} does not exist: train something first (the notebooks, or "
@@ -61,7 +68,10 @@ def load_runs(root: str | os.PathLike | None = None, *, stale: bool = False) -> 
     if unreadable:
         warnings.warn(f"skipped {len(unreadable)} run folders this udalib cannot read: {'; '.join(unreadable)}",
                       stacklevel=2)
-    return [r for r in runs if stale or not is_stale(r)]
+    if stale:
+        return runs
+    folders = {r.name: r.dir for r in runs}
+    return [r for r in runs if not is_stale(r, folders)]
 
 
 def seed_free_key(run: Run, by_name: Mapping[str, Run]) -> str:
