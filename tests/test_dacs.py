@@ -147,7 +147,7 @@ def test_the_confidence_weight_is_the_share_of_target_pixels_at_or_above_the_thr
 
 
 def test_the_pixel_weighted_ce_averages_over_every_pixel_ignored_ones_included():
-    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[1.0, -1.0]]]], requires_grad=True)  # (1, 3, 1, 2)
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[1.0, -1.0]]]])  # (1, 3, 1, 2)
     label = torch.tensor([[[0, 255]]])
     weight = torch.tensor([[[0.5, 1.0]]])
     nll = -math.log(math.exp(2) / (math.exp(2) + 1 + math.e))
