@@ -22,6 +22,8 @@ CONTROLS = ("tests/test_methods.py", "-k", "control")  # the lambda = 0 controls
 V, TV = "udalib/validate.py", ("tests/test_validate.py",)
 T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
+OD = ("tests/test_method_objectives.py", "-k", "dacs")  # DACS's objective
+TD = ("tests/test_dacs.py", "-k", "teacher or ema or classmix")  # DACS's pieces and its mean teacher, by hand
 TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
 TSF = ("tests/test_self_training.py", "-k", "fusion")
@@ -95,6 +97,26 @@ MUTANTS = [
     (M + "self_training.py", "self.source_loss(out_s, src, main_loss=self._seg)", "self.source_loss(out_s, src)"),
     (M + "self_training.py", "self._weak(out_s, src.label) + self._weak(out_t, pseudo)",
      "self._weak(out_s, src.label)"),
+    # DACS: the mixed-image term, its weights, ClassMix, the mean teacher (EMA, warm start, train-mode BatchNorm)
+    (M + "dacs.py", "l_seg + c.lambda_target * l_mix", "l_seg - c.lambda_target * l_mix", OD),
+    (M + "dacs.py", "self.teacher.update(self.model)", "pass", TD),
+    (M + "dacs.py", 'TARGET_WEIGHTS = ("lambda_target",)', "TARGET_WEIGHTS = ()",
+     ("tests/test_methods.py", "-k", "control and dacs")),
+    (M + "dacs.py", "weight = mix(mask, torch.ones_like(confidence), w_t.expand_as(confidence))",
+     "weight = torch.ones_like(confidence)", OD),
+    (M + "dacs.py", "strong_augment(mix(mask, src.image, tgt.image)", "strong_augment(tgt.image", OD),
+    (M + "dacs.py", "label = mix(mask, src.label, pseudo)", "label = pseudo", OD),
+    (L + "dacs.py", "[: (n + n % 2) // 2]", "[: n // 2]", OD),
+    (L + "dacs.py", "[: (n + n % 2) // 2]", "[: n // 2]", TD),
+    (L + "dacs.py", "(confidence.detach() >= threshold)", "(confidence.detach() > threshold)", OD),
+    (L + "dacs.py", "return (ce * weight.detach()).mean()",
+     "return (ce * weight.detach()).sum() / (label != IGNORE_INDEX).sum()", OD),
+    (M + "mean_teacher.py", "return min(1 - 1 / (int(self.updates) + 1), self.alpha)", "return self.alpha", TD),
+    (M + "mean_teacher.py", "ema.copy_(a * ema + (1 - a) * p.detach())", "ema.copy_((1 - a) * ema + a * p.detach())",
+     TD),
+    (M + "mean_teacher.py", "        self.ema.train()\n", "        self.ema.eval()\n", OD),
+    (M + "mean_teacher.py", "        with frozen_running_stats(self.ema):\n            return self.ema(image)",
+     "        return self.ema(image)", TD),
     # self-training at full scale (MLSL's geometry, lr per round, fc 512 head, labels on disk)
     (M + "self_training.py", "h, w = images.shape[-2:]\n            ph, pw", "h, w = loaded\n            ph, pw", TF),
     (M + "self_training.py", 'size=size, mode="bicubic"', 'size=size, mode="bilinear"', TF),

@@ -359,3 +359,33 @@ def test_mlsl_pwl_adds_the_weak_label_loss_of_both_domains_and_trains_its_head()
     loss = (ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * ce(t["out"], pseudo)
             + weak(s, src.label) + weak(t, pseudo))
     check(m, r, {"model": loss, "weak_head": loss}, src, tgt)
+
+
+def test_dacs_is_source_ce_plus_the_weighted_ce_of_the_class_mixed_images_with_the_teachers_labels():
+    src, tgt = batches()
+    src.label[0][src.label[0] == 18] = 17  # image 0: 18 classes and 255, an odd count (10 of 19 pasted, not 9)
+    m = build("dacs", lr=0.01, lambda_seg=0.3, lambda_target=0.7, color_jitter=False, blur=False)
+    r = copy.deepcopy(m)
+    s = r.model(src.image)
+    with torch.no_grad():  # the teacher: the same weights, BatchNorm on the target batch's own statistics
+        confidence, pseudo = copy.deepcopy(r.model).train()(tgt.image)["out"].softmax(1).max(1)
+    m.cfg.threshold = r.cfg.threshold = float(confidence.median())
+    w_t = (confidence >= r.cfg.threshold).double().mean()  # the share of confident target pixels
+    assert 0.2 < w_t < 0.8
+    torch.manual_seed(7)  # the classes the step draws: (n + n % 2) / 2 of the n values of each source label
+    masks = []
+    for y in src.label:
+        classes = torch.unique(y)  # 255 included, as in the original
+        n = len(classes)
+        chosen = classes[torch.randperm(n)[: (n + n % 2) // 2]]
+        masks.append((y[..., None] == chosen).any(-1))
+    mask = torch.stack(masks)
+    image = torch.where(mask[:, None], src.image, tgt.image)
+    label = torch.where(mask, src.label, pseudo)
+    weight = torch.where(mask, 1.0, w_t)
+    assert (label == IGNORE_INDEX).any() and (~mask).any() and mask.any()  # ignored pixels count in the mean
+    logits = r.model(image)["out"]
+    nll = -logits.log_softmax(1).gather(1, label.clamp(max=C - 1)[:, None])[:, 0] * (label != IGNORE_INDEX)
+    loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * (weight * nll).mean()
+    torch.manual_seed(7)
+    check(m, r, {"model": loss}, src, tgt)

@@ -118,9 +118,12 @@ class Experiment:
         """The :class:`~udalib.methods.Method` this experiment trains, on ``model``: its class with
         :attr:`method_config`, and the experiment's BatchNorm policy (``bn_stats``)."""
         from .methods import METHODS
+        from .models import NORMALIZATION
 
         method = METHODS[self.method][0](model, self.method_config)
         method.bn_stats = BNStats.parse(self.bn_stats, "bn_stats")
+        if hasattr(method, "normalization"):  # a method that un-normalises images (DACS's colour jitter)
+            method.normalization = NORMALIZATION.get(self.model, "imagenet")
         return method
 
     def key(self) -> str:

@@ -2,6 +2,7 @@
 
 from .adversarial import SOURCE, TARGET, adversarial_loss, discriminator_loss, gan_loss
 from .causality import dual_causality_loss, mean_pixel_entropy
+from .dacs import class_mix_classes, class_mix_mask, confidence_weight, mix, pixel_weighted_ce
 from .entropy import entropy_loss, entropy_map
 from .maxsquare import (
     hard_pseudo_label_loss,
@@ -16,4 +17,5 @@ from .segmentation import seg_loss
 __all__ = ["seg_loss", "entropy_map", "entropy_loss", "maxsquare_loss", "image_wise_class_weights",
            "iw_maxsquare_loss", "iw_entropy_loss", "hard_pseudo_label_loss", "self_produced_guidance", "SOURCE",
            "TARGET", "gan_loss",
-           "discriminator_loss", "adversarial_loss", "mean_pixel_entropy", "dual_causality_loss"]
+           "discriminator_loss", "adversarial_loss", "mean_pixel_entropy", "dual_causality_loss", "class_mix_classes",
+           "class_mix_mask", "mix", "confidence_weight", "pixel_weighted_ce"]

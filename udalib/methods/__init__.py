@@ -10,7 +10,9 @@ from .adabn import adapt_batchnorm
 from .adaptsegnet import AdaptSegNet, AdaptSegNetConfig, AdaptSegNetMultiConfig
 from .base import Method, MethodConfig, OptimConfig, set_requires_grad, sgd
 from .clustering import ClusteredEmbeddings, ClusteringConfig
+from .dacs import DACS, DACSConfig
 from .maxsquare import MaxSquare, MaxSquareConfig, MaxSquareIWConfig, MaxSquareIWMultiConfig
+from .mean_teacher import MeanTeacher
 from .minent import MinEnt, MinEntConfig
 from .self_training import CBSTConfig, MLSLConfig, SelfTraining
 from .snr import SNR, SNRConfig, SNRMaxSquare, SNRMaxSquareConfig
@@ -30,6 +32,7 @@ METHODS: dict[str, tuple[type[Method], type]] = {
     "clustered_embeddings": (ClusteredEmbeddings, ClusteringConfig),
     "cbst": (SelfTraining, CBSTConfig),
     "mlsl": (SelfTraining, MLSLConfig),
+    "dacs": (DACS, DACSConfig),
     "tent": (Tent, TentConfig),
     "bn_alpha": (BNAlpha, BNAlphaConfig),
 }
@@ -44,7 +47,7 @@ __all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "con
            "MaxSquare", "MaxSquareConfig", "MaxSquareIWConfig", "MaxSquareIWMultiConfig", "AdaptSegNet",
            "AdaptSegNetConfig", "AdaptSegNetMultiConfig", "SNR", "SNRConfig", "SNRMaxSquare", "SNRMaxSquareConfig",
            "ClusteredEmbeddings", "ClusteringConfig", "SelfTraining", "CBSTConfig", "MLSLConfig", "MethodConfig",
-           "OptimConfig", "Tent", "TentConfig", "BNAlpha", "BNAlphaConfig"]
+           "OptimConfig", "Tent", "TentConfig", "BNAlpha", "BNAlphaConfig", "DACS", "DACSConfig", "MeanTeacher"]
 
 
 def method_config(name: str, preset: str | None = None, **overrides):

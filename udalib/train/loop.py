@@ -91,14 +91,13 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     run_dir = Path(run_dir) if run_dir is not None else None
     is_main = rank == 0
 
-    start, rows, eval_rows = 0, [], []
+    start, rows, eval_rows, state = 0, [], [], None
     if run_dir is not None and resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir / CHECKPOINT, method)
         start, rows, eval_rows = state["step"], state["rows"], state["eval_rows"]
         if state.get("steps") != steps:
             raise ValueError(f"{run_dir / CHECKPOINT} is from a run of {state.get('steps')} steps, not {steps}: "
                              "pass resume=False (or another run_dir) to start afresh")
-        torch.set_rng_state(state["rng"])
         _load_callback_states(callbacks, state.get("callbacks", {}), run_dir / CHECKPOINT)
 
     uses_target = method.uses_target and target is not None
@@ -107,6 +106,9 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
                        pin_memory=device.type == "cuda") if getattr(method, "draws_source_batches", True) else None)
     tgt_iter = (stream(target, batch_size, seed=seed + 1, start=start, workers=workers, rank=rank, world=world,
                        pin_memory=device.type == "cuda") if uses_target else None)
+    if state is not None:  # after the streams: creating a DataLoader iterator draws from torch's generator, and the
+        # uninterrupted run made those draws before its first step, so they are inside the saved state
+        torch.set_rng_state(state["rng"])
     rounds = getattr(method, "rounds", 1)
     round_starts = {r * steps // rounds: r for r in range(rounds)}
     end = steps if stop_after is None else min(stop_after, steps)
