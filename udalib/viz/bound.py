@@ -38,6 +38,9 @@ def factor_outcomes(atlas=None, test_time: tuple[str, ...] = ("tent", "bn_alpha"
     margins = control_margins(atlas, by=("factor",)).pivot_table(index=["seed", "factor"], columns="method",
                                                                   values="margin")
     base = atlas.pivot_table(index=["seed", "factor"], columns="method", values="target_miou")
+    from ..zoo import CONTROLS
+
+    margins = margins[[m for m in CONTROLS if m in margins.columns]]  # the atlas's order of the methods
     trained = [m for m in margins.columns if m not in test_time]
     out = pd.DataFrame({"source-only mIoU": base["source_only"], "AdaBN gain": base["adabn"] - base["source_only"],
                         "mean margin": margins[trained].mean(axis=1)})
@@ -101,8 +104,8 @@ def relation_scatter(distances, outcomes, distance: str, outcome_cols) -> Figure
     fig, axes = plt.subplots(1, len(outcome_cols), figsize=(4.2 * len(outcome_cols), 3.6), squeeze=False)
     for ax, o in zip(axes[0], outcome_cols):
         ax.errorbar(mean[distance], mean[o], xerr=std[distance], yerr=std[o], fmt="o", capsize=2)
-        for f in mean.index:
-            ax.annotate(f, (mean.loc[f, distance], mean.loc[f, o]), fontsize=8, xytext=(3, 3),
+        for k, f in enumerate(mean.sort_values(o).index):  # neighbours in y: labels above and below in turn
+            ax.annotate(f, (mean.loc[f, distance], mean.loc[f, o]), fontsize=8, xytext=(4, 3 if k % 2 else -9),
                         textcoords="offset points")
         ax.set_xlabel(f"{DISTANCES.get(distance, distance)} (0: indistinguishable, 2: separable)")
         ax.set_ylabel(f"{o} (mIoU points)" if "mIoU" not in o else f"{o} (%)")
@@ -127,7 +130,7 @@ def rho_heatmap(relation, title: str = "Spearman ρ over the factors, mean over 
     ax.set_yticks(range(wide.shape[0]), list(wide.index))
     ax.set_xlabel("outcome measured by the atlas")
     ax.set_ylabel("distance")
-    fig.colorbar(im, ax=ax, label="Spearman ρ (−1: decreasing, +1: increasing)", shrink=0.8)
+    fig.colorbar(im, ax=ax, label="Spearman ρ", shrink=0.8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
