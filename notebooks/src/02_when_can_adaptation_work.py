@@ -107,7 +107,7 @@ domains
 viz.show_source(dd.pad_from_error)
 viz.show_source(dd.domain_classifier_error)
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 1: the proxy A-distance from a classifier's predictions
 #
 # A domain classifier labelled held-out samples: `pred_source` holds its predictions (0 = source, 1 = target) on
@@ -210,7 +210,7 @@ display(Markdown(
     f"The per-cell ranking puts **{terms['pad_pixel'].idxmax()}** furthest and **{terms['pad_pixel'].idxmin()}** "
     f"closest."))
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 2: predict, then run
 #
 # `prior` (denser traffic and crowds) and `camera` (a higher horizon) move the **label layout**: which classes

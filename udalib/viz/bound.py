@@ -24,7 +24,8 @@ def load_distances(path: str | os.PathLike | None = None):
     path = DISTANCE_TABLE if path is None else path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {path}; run `python benchmarks/domain_distance.py` to write it")
-    return pd.read_csv(path)
+    # a row measured twice (two processes on the same seed) is the same measurement: keep one
+    return pd.read_csv(path).drop_duplicates(["seed", "factor"], keep="last").reset_index(drop=True)
 
 
 def factor_outcomes(atlas=None, test_time: tuple[str, ...] = ("tent", "bn_alpha")):
