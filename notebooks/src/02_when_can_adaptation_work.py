@@ -367,8 +367,8 @@ display(Markdown("\n".join(f"* {line}" for line in summary)))
 # The same notebook measures the terms between GTA5 (or SYNTHIA) and Cityscapes on the features (ResNet-101 layer 4,
 # 2,048 channels at stride 8) of the DeepLab-v2 source checkpoint that MaxSquare released (`GTA5_source.pth`, see the
 # README, "Real datasets"), on data prepared by `data_scripts/`. Each domain's `N_IMAGES` val images are read by
-# `open_dataset`, resized as the recipes do; `CELLS` cells per image of the 65 × 129 (Cityscapes) feature grid keep
-# the linear classifiers' input at a few hundred thousand samples. One GPU, minutes. The atlas's relation is
+# `open_dataset`, resized as the recipes do; `CELLS` cells per image of the stride-8 feature grid keep the linear
+# classifiers' input at about fifty thousand samples per domain. One GPU, minutes. The atlas's relation is
 # MiniCity's (one pair of domains has no ranking), so those cells are skipped:
 #
 # ```bash
@@ -376,12 +376,12 @@ display(Markdown("\n".join(f"* {line}" for line in summary)))
 # papermill notebooks/02_when_can_adaptation_work.ipynb runs/notebooks/02_gta5.ipynb \
 #     -p CHECKPOINT /data/prepared/checkpoints/GTA5_source.pth -p MODEL deeplabv2_multi \
 #     -p SOURCE gta5/val@720x1280 -p TARGETS cityscapes:cityscapes/val@512x1024 \
-#     -p N_IMAGES 500 -p CELLS 256 -p DATA_ROOT /data/prepared -p DEVICE cuda
+#     -p N_IMAGES 200 -p CELLS 256 -p DATA_ROOT /data/prepared -p DEVICE cuda
 # # SYNTHIA -> Cityscapes, 16 classes
 # papermill notebooks/02_when_can_adaptation_work.ipynb runs/notebooks/02_synthia.ipynb \
 #     -p CHECKPOINT /data/prepared/checkpoints/SYNTHIA_source.pth -p MODEL deeplabv2_multi -p NUM_CLASSES 16 \
 #     -p CLASS_SET 16 -p SOURCE synthia/val@760x1280 -p TARGETS cityscapes:cityscapes/val@512x1024 \
-#     -p N_IMAGES 400 -p CELLS 256 -p DATA_ROOT /data/prepared -p DEVICE cuda
+#     -p N_IMAGES 200 -p CELLS 256 -p DATA_ROOT /data/prepared -p DEVICE cuda
 # ```
 
 # %% [markdown]
