@@ -140,6 +140,12 @@ def test_domain_terms_gathers_the_terms():
     assert terms["pad_image"] == 2.0
     assert terms["lambda"] == pytest.approx(terms["joint_source"] + terms["joint_target"]) == pytest.approx(0.25)
     assert (terms["probe_source"], terms["probe_target"]) == pytest.approx((0.0, 0.75))
+    # random target labels: no rule does better than chance on the target, eps_T(h*) ~ 0.5, and lambda is the sum
+    (xs, ys), (xt, _) = labelled_line(60, 13), labelled_line(60, 14)
+    noise = torch.randint(0, 2, xt.shape[:2], generator=torch.Generator().manual_seed(15))
+    terms = dd.domain_terms(xs, ys, xt, noise)
+    assert terms["joint_target"] == pytest.approx(0.5, abs=0.05) and terms["joint_source"] < 0.05
+    assert terms["lambda"] == pytest.approx(terms["joint_source"] + terms["joint_target"])
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -195,4 +201,5 @@ def test_relation_verdict():
     assert dd.relation_verdict([-0.8, -0.9, -0.75], 0.738) == "a monotone relation, decreasing, on every seed"
     assert dd.relation_verdict([0.8, 0.5, 0.4], 0.738) == "a moderate increasing trend, not significant on every seed"
     assert dd.relation_verdict([0.4, 0.3, 0.35], 0.738) == "a weak increasing trend, not significant on every seed"
+    assert dd.relation_verdict([0.9, 0.69, 0.8], 0.738) == "a strong increasing trend, not significant on every seed"
     assert dd.relation_verdict(np.array([np.nan, np.nan]), 0.738) == "no monotone relation"

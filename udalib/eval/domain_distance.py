@@ -328,7 +328,8 @@ def relation_verdict(rhos, critical: float) -> str:
     * "no monotone relation" when the mean :math:`|\rho|` is below 0.3;
     * "a monotone relation (increasing|decreasing) on every seed" when every seed's :math:`\rho` has the same
       sign and reaches ``critical``;
-    * otherwise "a weak (mean :math:`|\rho|` below 0.5) / moderate ... trend, not significant on every seed".
+    * otherwise "a weak (mean :math:`|\rho|` below 0.5) / moderate (below 0.7) / strong ... trend, not significant
+      on every seed".
     """
     r = np.asarray(rhos, float)
     r = r[~np.isnan(r)]
@@ -338,5 +339,5 @@ def relation_verdict(rhos, critical: float) -> str:
     direction = "increasing" if mean > 0 else "decreasing"
     if np.all(np.sign(r) == np.sign(mean)) and np.all(np.abs(r) >= critical):
         return f"a monotone relation, {direction}, on every seed"
-    strength = "weak" if abs(mean) < 0.5 else "moderate"
+    strength = "weak" if abs(mean) < 0.5 else "moderate" if abs(mean) < 0.7 else "strong"
     return f"a {strength} {direction} trend, not significant on every seed"
