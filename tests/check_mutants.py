@@ -24,6 +24,7 @@ T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 OD = ("tests/test_method_objectives.py", "-k", "dacs")  # DACS's objective
 TD = ("tests/test_dacs.py", "-k", "teacher or ema or classmix")  # DACS's pieces and its mean teacher, by hand
+DD, TDD = "udalib/eval/domain_distance.py", ("tests/test_domain_distance.py",)
 TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale geometry, schedule, head and label files
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
 TSF = ("tests/test_self_training.py", "-k", "fusion")
@@ -190,6 +191,18 @@ MUTANTS = [
     (S, "miou[int(np.argmax(score))]", "miou[int(np.argmin(score))]", TS),
     (S, 'pd.Series(x).rank(method="average")', 'pd.Series(x).rank(method="first")', TS),
     (S, "done = {_row_key(r) for _, r in read_rows(out).iterrows()}", "done = set()", TS),
+    # the terms of Ben-David et al.'s bound (tests/test_domain_distance.py)
+    (DD, "return 2.0 * (1.0 - 2.0 * error)", "return 2.0 * (1.0 + 2.0 * error)", TDD),
+    (DD, "return 2.0 * (1.0 - 2.0 * error)", "return 2.0 * (1.0 - error)", TDD),
+    (DD, "return 2.0 * (1.0 - 2.0 * error)", "return 1.0 - 2.0 * error", TDD),
+    (DD, "return float((err_s + err_t) / 2)", "return float(err_s + err_t)", TDD),
+    (DD, "weights=_balanced(len(xs), len(xt)), weight_decay", "weights=None, weight_decay", TDD),
+    (DD, "weights = _balanced(len(ys), len(yt)) if use_target else None", "weights = None", TDD),
+    (DD, "keep = y != IGNORE_INDEX", "keep = y == y", TDD),
+    (DD, '"lambda": joint_s + joint_t', '"lambda": joint_s', TDD),
+    (DD, "return _probe_errors(features_s, labels_s, features_t, labels_t, use_target=True",
+     "return _probe_errors(features_s, labels_s, features_t, labels_t, use_target=False", TDD),
+    (DD, "rows = ((torch.arange(h) + 0.5) * H / h)", "rows = ((torch.arange(h) + 0.0) * H / h)", TDD),
 ]
 
 

@@ -16,6 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 REQUIRED = {
+    "02_when_can_adaptation_work": [
+        "udalib.eval.domain_distance.pad_from_error", "udalib.eval.domain_distance.domain_classifier_error",
+        "udalib.eval.domain_distance.domain_terms"],
     "03_entropy_minimization": [
         "udalib.losses.seg_loss", "udalib.losses.entropy_loss", "udalib.methods.MinEnt.step"],
     "04_maximum_squares": [
