@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # "seed" meaning the original code
 ORIGINAL_AS_SEED = re.compile(
     r"\bthe\s+seeds?\b(?!\s*[\d(=])"  # the seed, the seeds (not "the seeds 0-4", "the seed (0)", "the seed=")
-    r"|\bseeds'"  # the seeds' policy, seeds' checkpoints (a singular seed' is a closing quote: 'seed')
+    r"|\bseeds'(?=\s+[a-z])"  # the seeds' policy, seeds' checkpoints (a singular seed' is a closing quote: 'seed')
     r"|\bseed's\b"  # the seed's flag (random-seed uses are allowed below: "each seed's runs")
     r"|\bseed[\s-]+(?:code|codes?\s+base|repo\w*|readmes?|papers?|scripts?|flags?|loops?|implementations?|authors?"
     r"|checkpoints?|policy|protocols?|normali[sz]ation)\b"  # seed code (base), seed README, seed papers, ...

@@ -49,7 +49,7 @@ def factor_outcomes(atlas=None, test_time: tuple[str, ...] = ("tent", "bn_alpha"
 
 
 def rank_relation(distances, outcomes, distance_cols=tuple(DISTANCES), outcome_cols=None):
-    """Spearman's rho between a distance and an outcome over the factors, seed by seed (the seeds both tables
+    """Spearman's rho between a distance and an outcome over the factors, seed by seed (the random seeds both tables
     have), then its mean and standard deviation over the seeds and the verdict in words
     (:func:`~udalib.eval.domain_distance.relation_verdict`, at the two-sided 5 % critical value for the number of
     factors). One row per (distance, outcome)."""
