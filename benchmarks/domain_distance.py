@@ -25,7 +25,7 @@ from pathlib import Path
 from udalib import zoo
 from udalib.eval import domain_distance as dd
 from udalib.experiment import get_or_train
-from udalib.locks import hold
+from udalib.locks import append_csv_row
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "domain_distance.csv"
@@ -62,13 +62,7 @@ def done_rows(path: Path) -> set[tuple[int, str]]:
 
 def append(path: Path, record: dict) -> None:
     """Append one row under a lock; the header goes with the first row."""
-    with hold(path.with_name(path.name + ".lock"), what=str(path), wait=60):
-        new = not path.is_file() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow(record)
+    append_csv_row(path, record, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:

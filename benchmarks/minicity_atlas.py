@@ -33,7 +33,7 @@ from udalib import zoo
 from udalib.data.labels import CITYSCAPES_CLASSES
 from udalib.data.minicity import MINICITY_TRAINIDS
 from udalib.experiment import get_or_train, load_run
-from udalib.locks import hold
+from udalib.locks import append_csv_row, hold
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas.csv"
@@ -70,13 +70,7 @@ def done_rows(path: Path) -> set[tuple[str, str, int]]:
 
 def append(path: Path, record: dict) -> None:
     """Append one row under a lock (two shards may write the same file); the header goes with the first row."""
-    with hold(path.with_name(path.name + ".lock"), what=str(path), wait=60):
-        new = not path.is_file() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow(record)
+    append_csv_row(path, record, COLUMNS)
 
 
 def class_ious(run, dataset: str) -> dict[str, float]:

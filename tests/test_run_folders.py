@@ -262,3 +262,18 @@ def test_evaluate_on_a_missing_cuda_device_is_one_line(isolated_home, monkeypatc
     assert main(["evaluate", "--checkpoint", "x.pt", "--device", "cuda"]) == 2
     assert capsys.readouterr().err == ("error: device 'cuda': no CUDA device is usable here (no GPU or no NVIDIA "
                                        "driver): use --device cpu, or install the driver\n")
+
+
+def test_append_csv_row_writes_the_header_once_and_refuses_an_unknown_column(tmp_path):
+    import csv
+
+    from udalib.locks import append_csv_row
+
+    path = tmp_path / "rows.csv"
+    append_csv_row(path, {"a": 1, "b": 2}, ["a", "b"])
+    append_csv_row(path, {"a": 3, "b": 4}, ["a", "b"])
+    with open(path, newline="") as f:
+        assert list(csv.DictReader(f)) == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+    assert path.read_text().count("a,b") == 1
+    with pytest.raises(ValueError):
+        append_csv_row(path, {"a": 5, "c": 6}, ["a", "b"])

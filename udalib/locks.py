@@ -111,3 +111,19 @@ def hold(lock_path: str | os.PathLike, *, what: str, wait: float = 0, hint: str 
     finally:
         owner_file.unlink(missing_ok=True)
         lock.release()
+
+
+def append_csv_row(path: str | os.PathLike, row: dict, fieldnames) -> None:
+    """Append one row to the CSV at ``path`` under its lock file (``<name>.lock``), so that benchmark shards may
+    write the same file; the header goes with the first row. A row with a key outside ``fieldnames`` is an error
+    (``csv.DictWriter``), so a renamed column cannot be written silently."""
+    import csv
+
+    path = Path(path)
+    with hold(path.with_name(path.name + ".lock"), what=str(path), wait=60):
+        new = not path.is_file() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fieldnames))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
