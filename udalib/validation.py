@@ -139,6 +139,9 @@ def check_experiment(exp, *, device: bool = True) -> None:
         if exp.flip != PROTOCOLS[exp.eval_protocol].flip:
             raise ValueError(f"eval_protocol {exp.eval_protocol!r} sets flip={PROTOCOLS[exp.eval_protocol].flip}: "
                              f"drop flip={exp.flip} (or leave eval_protocol unset)")
+    if exp.rcs_temperature is not None and not exp.rcs_temperature > 0:
+        raise ValueError(f"rcs_temperature={exp.rcs_temperature}: the rare-class sampling temperature must be above 0 "
+                         "(DAFormer: 0.01), or None for uniform sampling")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
     if exp.select_every < 0:
