@@ -84,6 +84,12 @@ def _method_range(name: str, value) -> str | None:
         return "a momentum in [0, 1)"
     if (name == "weight_decay" or name.startswith("lambda_")) and value < 0:
         return "a weight of at least 0"
+    if name in ("mask_ratio", "mic_alpha") and not 0 <= value < 1:
+        return "a value in [0, 1)"
+    if name == "mic_threshold" and not 0 <= value <= 1:
+        return "a probability in [0, 1]"
+    if name == "mask_block" and value < 1:
+        return "a block side of at least 1 pixel"
     return None
 
 
