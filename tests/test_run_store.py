@@ -120,7 +120,8 @@ def test_labels_shared_by_experiments_of_other_targets_show_the_target(store, tm
     out = tmp_path / "table.csv"
     assert main(["table", "--runs", str(copy), "--out", str(out)]) == 0
     table = pd.read_csv(out, index_col=0)
-    assert {"maxsquare -> minicity:target", "maxsquare -> minicity:target-texture"} <= set(table.index)
+    # the one naming rule of a row (udalib.results.group_runs): the label and the setting that tells them apart
+    assert {"maxsquare · target minicity:target", "maxsquare · target minicity:target-texture"} <= set(table.index)
     assert "maxsquare" not in table.index and (table.seeds == 3).all()
 
 

@@ -1,6 +1,9 @@
-"""The results tables under their older address: every name here is :mod:`udalib.results`'s, the results API (the
-run store and the benchmark CSVs as tables, grouped over seeds by :func:`udalib.results.over_seeds`). The figures
-of those tables are :mod:`udalib.viz.plots`'s."""
+"""The results tables under their older address: ``udalib.viz.results`` *is* :mod:`udalib.results`, the results API
+(the run store and the benchmark CSVs as tables, grouped over seeds by :func:`udalib.results.over_seeds`). The
+figures of those tables are :mod:`udalib.viz.plots`'s."""
 
-from ..results import *  # noqa: F403
-from ..results import __all__  # noqa: F401
+import sys
+
+from .. import results
+
+sys.modules[__name__] = results  # one module under both names: what is set on one is seen through the other
