@@ -1,4 +1,4 @@
-"""Figures (``viz.plots``), the results tables (``viz.results``, :mod:`udalib.results` under its older address),
+"""Figures (``viz.plots``), the results tables (``viz.results``, :mod:`udalib.results` under a second name),
 code display (``viz.source``) and, imported on request (``from udalib.viz import widgets``, needs ipywidgets), the
 comparison widgets."""
 

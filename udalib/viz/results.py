@@ -1,4 +1,4 @@
-"""The results tables under their older address: ``udalib.viz.results`` *is* :mod:`udalib.results`, the results API
+"""The results tables under a second name: ``udalib.viz.results`` *is* :mod:`udalib.results`, the results API
 (the run store and the benchmark CSVs as tables, grouped over seeds by :func:`udalib.results.over_seeds`). The
 figures of those tables are :mod:`udalib.viz.plots`'s."""
 
