@@ -61,7 +61,7 @@ def over_seeds(df, value: str = "miou", by: str | Sequence[str] = ("row",), *, s
 
     Per group of ``by``: ``mean``, ``std`` (sample standard deviation, ddof 1; NaN for one seed), ``n`` (seeds with
     a value), ``ahead`` (seeds whose value is above 0: for differences and margins), ``seeds`` and ``values`` (tuples:
-    the seeds and their values, as :func:`per_seed` gives them: the runs of one seed averaged, stale runs left
+    seed numbers and their values, as :func:`per_seed` gives them: the runs of one seed averaged, stale runs left
     out, seeds without a value skipped). Indexed by ``by``, in the order the groups first appear; a group whose
     seeds have no value is not there.
     """
@@ -564,7 +564,7 @@ def claim_verdicts(df=None, claims=CLAIMS):
     for claim, paper, a, b in claims:
         if a not in wide.columns or b not in wide.columns:
             continue
-        pair = wide[[a, b]].dropna()  # the seeds both rows have: paired
+        pair = wide[[a, b]].dropna()  # paired: only seeds both rows have
         long = pair.assign(difference=pair[a] - pair[b]).reset_index().melt(id_vars="seed", var_name="row")
         s = over_seeds(long, "value", "row")
         n, ahead = int(s.loc["difference", "n"]), int(s.loc["difference", "ahead"])
