@@ -33,11 +33,12 @@ from .data.labels import CITYSCAPES_CLASSES, get_class_set
 from .experiment import CONFIG, Run, group_key, is_finished, load_run, selection_dataset, split_target_bn, stale_reason
 from .zoo import CONTROLS, margin_over_controls
 
-__all__ = ["ATLAS_TABLE", "BENCHMARK_TABLE", "CLAIMS", "REPORTED", "Groups", "atlas_case_table", "atlas_margins",
-           "benchmark_summary", "case_table", "claim_verdicts", "claims_report", "class_iou_long", "class_iou_table",
-           "class_set_miou", "control_margins", "factor_cases", "group_runs", "is_stale", "leaderboard", "load_runs",
-           "load_store", "margin_over_controls", "over_seeds", "per_seed", "reported_table", "runs_frame",
-           "seed_free_key", "selection_board", "selection_summary", "stale_why", "with_spread", "works_and_breaks"]
+__all__ = ["ATLAS_TABLE", "BENCHMARK_TABLE", "CLAIMS", "FRAME_COLUMNS", "Groups", "REPORTED", "SELECTION_TABLE",
+           "atlas_case_table", "atlas_margins", "benchmark_summary", "board", "case_table", "claim_verdicts",
+           "claims_report", "class_iou_long", "class_iou_table", "class_set_miou", "control_margins", "factor_cases",
+           "group_runs", "is_stale", "leaderboard", "load_runs", "load_store", "margin_over_controls", "over_seeds",
+           "per_seed", "reported_table", "runs_frame", "seed_free_key", "selection_board", "selection_summary",
+           "selections", "stale_why", "with_spread", "works_and_breaks"]
 
 Groups = Mapping[str, Sequence[Run]]  # display name -> the runs of one experiment, one per seed
 KEY_STALE = "its folder key is not its config's key today (trained with other preset values)"
