@@ -16,7 +16,7 @@ composite's rows reuse the standard table's runs.
     python benchmarks/minicity_atlas.py --summarize                  # the margins table (.md beside the CSV)
 
 The margin of a method on a factor is, per seed, its target mIoU minus the better of its AdaBN row and its control
-on that seed; ``udalib.viz.results.atlas_margins`` averages it over seeds and ``udalib.viz.plots.atlas_heatmap``
+on that seed; ``udalib.results.atlas_margins`` averages it over seeds and ``udalib.viz.plots.atlas_heatmap``
 draws it (notebook 10).
 """
 
@@ -105,7 +105,7 @@ def backfill_classes(path: Path, runs_dir: Path) -> int:
 def summarize(path: Path) -> str:
     import pandas as pd
 
-    from udalib.viz.results import atlas_margins
+    from udalib.results import atlas_margins, over_seeds
 
     df = pd.read_csv(path)
     mean, std, ahead = atlas_margins(df)
@@ -118,8 +118,8 @@ def summarize(path: Path) -> str:
         cells = [f"{mean.loc[method, f]:+.1f} ± {std.loc[method, f]:.1f} ({ahead.loc[method, f]})"
                  if f in mean.columns and mean.loc[method, f] == mean.loc[method, f] else "" for f in factors]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    base = df[df.method.isin(["source_only", "adabn"])].pivot_table(index="method", columns="factor",
-                                                                      values="target_miou")
+    base = over_seeds(df[df.method.isin(["source_only", "adabn"])], "target_miou", ("method", "factor"))
+    base = base["mean"].astype(float).unstack("factor").sort_index()
     lines += ["", "Source-only and AdaBN (mIoU %, mean over seeds):", "",
               "| row | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
     for row in base.index:

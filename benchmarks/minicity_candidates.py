@@ -56,14 +56,17 @@ def overview(df: pd.DataFrame, seeds=None, methods=OVERVIEW_METHODS) -> dict:
     """One candidate's rows (``df`` of one candidate) on ``seeds`` (default: all) in one line: source-only, AdaBN
     and oracle means, and each of ``methods``' margin over max(AdaBN, its control), per seed, averaged."""
     from udalib import zoo
+    from udalib.results import margin_over_controls, over_seeds, per_seed
 
     if seeds is not None:
         df = df[df.seed.isin(list(seeds))]
-    t = df.pivot(index="method", columns="seed", values="target_miou")
-    out = {r: t.loc[r].mean() for r in ("source_only", "adabn", "oracle")}
+    t = per_seed(df, "target_miou", "method").unstack("seed")
+    means = over_seeds(df, "target_miou", "method")["mean"]
+    out = {r: float(means[r]) for r in ("source_only", "adabn", "oracle")}
     for method in methods:
         control, adabn = zoo.CONTROLS[method]
-        out[method] = zoo.margin_over_controls(t.loc[method], t.loc[adabn], t.loc[control]).mean()
+        margin = margin_over_controls(t.loc[method], t.loc[adabn], t.loc[control]).rename("margin").reset_index()
+        out[method] = float(over_seeds(margin.assign(method=method), "margin", "method").loc[method, "mean"])
     return out
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 
 from udalib import zoo
 from udalib.experiment import get_or_train
+from udalib.results import over_seeds, per_seed, selection_summary
 
 TARGET_EVAL = "minicity:target/val"
 
@@ -78,16 +79,8 @@ def run_selection(rows, seeds, every: int, out: Path) -> None:
                   flush=True)
 
 
-def selection_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per row: mean and sample std over seeds of the three selections' target mIoU, and the regret of IM selection
-    (target-selected minus IM-selected, per seed, then averaged), in the order of ``ROWS``."""
-    df = df.assign(regret=df["target"] - df["im"], gain=df["im"] - df["last"])
-    g = df.groupby("method")
-    table = pd.DataFrame({"seeds": g.seed.nunique()})
-    for col in ("last", "im", "target", "regret", "gain"):
-        table[col] = g[col].mean()
-        table[f"{col} std"] = g[col].std()
-    return table.reindex([m for m in ROWS if m in table.index])
+# selection_summary (udalib.results): per row, mean and sample std over seeds of the three selections' target mIoU,
+# and the regret of IM selection (target-selected minus IM-selected, per seed, then averaged), in the order of ROWS
 
 
 def selection_markdown(table: pd.DataFrame, every: int) -> str:
@@ -141,22 +134,29 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(records).to_csv(args.out, index=False)  # after every run: a kill loses one run at most
     df = pd.DataFrame(records)
-
-    table = df.pivot(index="method", columns="seed", values="target_miou")
-    table["mean"] = table.mean(axis=1).round(2)
-    table["std"] = df.groupby("method").target_miou.std().round(2)
-    table["train s (mean)"] = df.groupby("method").train_seconds.mean().round(1)
-    if "source_only" in table.index:
-        table["vs source-only"] = (table["mean"] - table.loc["source_only", "mean"]).round(2)
-    table = table.reindex([m for m in ROWS if m in table.index])
-    bn = df.groupby("method").target_miou_target_bn.agg(["mean", "std"]).round(2)
-    table["target BN: mean"] = bn["mean"]
-    table["target BN: std"] = bn["std"]
     print("\ntarget mIoU (%) on minicity:target/val, by seed\n")
-    print(table.to_string())
+    print(seed_table(df).to_string())
     print(f"\nsaved {args.out}")
     report_pseudo_labels(df, Path(args.out).with_name("pseudo_label_accuracy.csv"))
     return 0
+
+
+def seed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The table printed after the runs, from the rows of ``results/minicity_table.csv``: per row of ``ROWS``, the
+    target mIoU of each seed, their mean and std (``udalib.results.over_seeds``), the mean training time, the
+    difference of the mean to source-only's and the mean and std with target BatchNorm statistics."""
+    table = per_seed(df, "target_miou", "method").unstack("seed")
+    trained = over_seeds(df, "target_miou", "method")
+    table["mean"] = trained["mean"].astype(float).round(2)
+    table["std"] = trained["std"].astype(float).round(2)
+    table["train s (mean)"] = over_seeds(df, "train_seconds", "method")["mean"].astype(float).round(1)
+    if "source_only" in table.index:
+        table["vs source-only"] = (table["mean"] - table.loc["source_only", "mean"]).round(2)
+    table = table.reindex([m for m in ROWS if m in table.index])
+    bn = over_seeds(df, "target_miou_target_bn", "method")
+    table["target BN: mean"] = bn["mean"].astype(float).round(2)
+    table["target BN: std"] = bn["std"].astype(float).round(2)
+    return table
 
 
 def report_pseudo_labels(df: pd.DataFrame, out: Path) -> None:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from udalib import zoo
 from udalib.experiment import get_or_train
+from udalib.results import over_seeds, per_seed
 
 OUT = Path(__file__).parent / "results" / "tta_table.csv"
 DOMAINS = ("composite", "prior")
@@ -51,15 +52,19 @@ def experiment(row: str, domain: str, seed: int):
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (domain, row): mIoU mean and sample std over seeds, and the difference to AdaBN taken per seed: its mean,
     the seeds on which the row is ahead of AdaBN and the seeds compared (NaN for AdaBN itself)."""
-    wide = df.pivot_table(index=["domain", "seed"], columns="row", values="target_miou")
+    stats = over_seeds(df, "target_miou", ("domain", "row"))
+    wide = per_seed(df, "target_miou", ("domain", "row")).unstack("row")  # (domain, seed) x row
+    diffs = wide.sub(wide["adabn"], axis=0).drop(columns="adabn").stack().rename("diff").reset_index()
+    vs = over_seeds(diffs, "diff", ("domain", "row"))
     out = []
-    for domain in [d for d in DOMAINS if d in wide.index.get_level_values(0)]:
-        part = wide.loc[domain]
-        for row in [r for r in ROWS if r in part.columns]:
-            diff = (part[row] - part["adabn"]).dropna() if row != "adabn" else pd.Series(dtype=float)
-            out.append({"domain": domain, "row": row, "mean": part[row].mean(), "std": part[row].std(),
-                        "vs adabn": diff.mean() if len(diff) else float("nan"),
-                        "seeds ahead": int((diff > 0).sum()) if len(diff) else None, "seeds": len(diff) or None})
+    for domain in [d for d in DOMAINS if d in stats.index.get_level_values(0)]:
+        for row in [r for r in ROWS if (domain, r) in stats.index]:
+            d = vs.loc[(domain, row)] if (domain, row) in vs.index else None
+            out.append({"domain": domain, "row": row, "mean": stats.loc[(domain, row), "mean"],
+                        "std": stats.loc[(domain, row), "std"],
+                        "vs adabn": d["mean"] if d is not None else float("nan"),
+                        "seeds ahead": int(d["ahead"]) if d is not None else None,
+                        "seeds": int(d["n"]) if d is not None else None})
     return pd.DataFrame(out).set_index(["domain", "row"])
 
 

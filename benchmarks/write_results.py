@@ -7,7 +7,7 @@ Each table sits between two markers in the Markdown file, and only what lies bet
     <!-- /results -->
 
 The name after ``results:`` is a key of :data:`TABLES`; each function there reads its CSV and formats it with the
-function the benchmark itself uses (``udalib.viz.results.benchmark_summary``, ``claim_verdicts``,
+function the benchmark itself uses (``udalib.results.benchmark_summary``, ``claim_verdicts``,
 ``udalib.crosscity.city_table`` and ``gains``, each benchmark script's summary). ``make results`` runs it;
 ``tests/test_results_tables.py`` fails when a file differs from what this script writes.
 
@@ -75,8 +75,8 @@ MINICITY_TABLE_ROWS = (
 
 def minicity_table() -> str:
     """The standard MiniCity table (``benchmarks/minicity_table.py``): mean ± std over seeds as trained, and each
-    method's margin over max(AdaBN, control) per seed, averaged (``udalib.viz.results.benchmark_summary``)."""
-    from udalib.viz.results import benchmark_summary
+    method's margin over max(AdaBN, control) per seed, averaged (``udalib.results.benchmark_summary``)."""
+    from udalib.results import benchmark_summary
 
     s = benchmark_summary([r for r, _ in MINICITY_TABLE_ROWS], RESULTS / "minicity_table.csv", digits=None)
     rows = []
@@ -91,8 +91,8 @@ def minicity_table() -> str:
 
 
 def claims_table() -> str:
-    """Each paper's central claim on the MiniCity table (``udalib.viz.results.claim_verdicts``)."""
-    from udalib.viz.results import claim_verdicts
+    """Each paper's central claim on the MiniCity table (``udalib.results.claim_verdicts``)."""
+    from udalib.results import claim_verdicts
 
     v = claim_verdicts(_read("minicity_table.csv"))
     rows = [[claim, r["paper"], f"`{r['winner']}` {r['winner mIoU']}", f"`{r['beaten']}` {r['beaten mIoU']}",

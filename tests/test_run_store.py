@@ -120,7 +120,8 @@ def test_labels_shared_by_experiments_of_other_targets_show_the_target(store, tm
     out = tmp_path / "table.csv"
     assert main(["table", "--runs", str(copy), "--out", str(out)]) == 0
     table = pd.read_csv(out, index_col=0)
-    assert {"maxsquare -> minicity:target", "maxsquare -> minicity:target-texture"} <= set(table.index)
+    # the one naming rule of a row (udalib.results.group_runs): the label and the setting that tells them apart
+    assert {"maxsquare · target minicity:target", "maxsquare · target minicity:target-texture"} <= set(table.index)
     assert "maxsquare" not in table.index and (table.seeds == 3).all()
 
 
@@ -141,3 +142,30 @@ def test_the_table_names_the_evaluation_sets_when_none_matches(store, capsys):
     assert out.count("\n") == 1
     assert "no run was evaluated on minicity:rome/val; pass --dataset with one of" in out
     assert "'minicity:source/val', 'minicity:target/val'" in out
+
+
+def test_udalib_table_and_the_viz_leaderboard_give_the_same_rows(store, tmp_path, capsys):
+    from udalib import results as api
+
+    copy = tmp_path / "runs"
+    shutil.copytree(store, copy)
+    for seed in SEEDS:  # MaxSquare again, as if adapted to another target: two experiments share a label
+        exp = _rows(seed)["maxsquare"]
+        other = copy / (exp.name + "-other")
+        shutil.copytree(copy / exp.name, other)
+        (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()),
+                                                       "target": "minicity:target-texture"}))
+    out = tmp_path / "table.csv"
+    assert main(["table", "--runs", str(copy), "--out", str(out)]) == 0
+    table = pd.read_csv(out, index_col=0)
+    board = results.leaderboard(results.group_runs(results.load_runs(copy)), TARGET)
+    assert sorted(table.index) == sorted(board.index) and len(board) == 5
+    board = board.loc[table.index]
+    assert list(table["mIoU mean"]) == pytest.approx(list(board["mIoU"]))
+    assert list(table["std"]) == pytest.approx(list(board["std"]))
+    assert list(table["seeds"]) == [len(s.split(", ")) for s in board["seeds"]]
+    # both are over_seeds of the store's tidy table
+    frame = api.load_store(copy)
+    on = frame[(frame.evaluated_on == TARGET) & ~frame.target_bn]
+    assert api.over_seeds(on, "miou")["mean"].astype(float).loc[table.index].tolist() == \
+        pytest.approx(list(table["mIoU mean"]))

@@ -285,13 +285,16 @@ def _data_check(args) -> int:
 
 
 def _table(args) -> int:
-    from .experiment import list_runs
+    from pathlib import Path
 
-    df = list_runs(args.runs, on_error=lambda message: print(f"warning: {message}", file=sys.stderr))
+    import pandas as pd
+
+    from . import paths, results
+
+    where = Path(args.runs) if args.runs else paths.runs_dir()
+    df = results.load_store(where, on_error=lambda message: print(f"warning: {message}", file=sys.stderr)) \
+        if where.is_dir() else results.runs_frame({})
     if df.empty:
-        from . import paths
-
-        where = args.runs or paths.runs_dir()
         print(f"no finished runs under {where}: run `make tutorial` or `python -m udalib train`")
         return 0
     found = sorted(set(df.evaluated_on))
@@ -305,35 +308,25 @@ def _table(args) -> int:
         print(f"every run evaluated on {args.dataset} is stale")
         _print_stale(stale)
         return 0
-    # one row per experiment (its runs differ only in the seed), named by its label; experiments that share a
-    # label are told apart by their target domain, else by their key
-    first = df.groupby("experiment")[["label", "target"]].first()
-    names = first.label.copy()
-    for label, part in first.groupby("label"):
-        if part.target.nunique(dropna=False) > 1:
-            names[part.index] = [f"{label} -> {t if isinstance(t, str) else 'no target'}" for t in part.target]
-    shared = names.duplicated(keep=False)
-    names[shared] = [f"{name} [{key}]" for key, name in names[shared].items()]
-    df = df.assign(row=df.experiment.map(names))
+    # one row per experiment (its runs differ only in the seed), named by udalib.results.group_runs
     main = df[~df.target_bn]
-    summary = main.groupby("row").agg(mean=("miou", "mean"), std=("miou", "std"), count=("seed", "nunique"))
-    runs_per_row = main.groupby("row").run.nunique()
-    if (runs_per_row > summary["count"]).any():  # the same seed twice (e.g. two folders of one run): say so
-        rows = ", ".join(runs_per_row[runs_per_row > summary["count"]].index)
+    folders = main.groupby(["row", "seed"]).run.nunique()
+    if (folders > 1).any():  # the same seed twice (e.g. two folders of one run): say so
+        rows = ", ".join(dict.fromkeys(folders[folders > 1].index.get_level_values("row")))
         print(f"warning: {rows}: several run folders of the same seed; each seed counted once, its runs averaged",
               file=sys.stderr)
-        summary["mean"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").mean()
-        summary["std"] = main.groupby(["row", "seed"]).miou.mean().groupby("row").std()
-    bn = df[df.target_bn].groupby("row").miou.mean()
-    summary["target BN mean"] = bn
-    summary["train s"] = main.groupby("row").seconds.mean()
+    trained = results.over_seeds(main, "miou")
+    summary = pd.DataFrame({"mIoU mean": trained["mean"], "std": trained["std"], "seeds": trained["n"]}).astype(float)
+    summary["seeds"] = summary["seeds"].astype(int)
+    summary["target BN mean"] = results.over_seeds(df[df.target_bn], "miou")["mean"].reindex(summary.index)
+    summary["train s"] = results.over_seeds(main, "seconds")["mean"].reindex(summary.index)
+    summary = summary.astype({"target BN mean": float, "train s": float})
     summary.index.name = "label"
     order = ["source_only", "AdaBN", "target batches, lambda 0 (control)"]
     summary = summary.reindex([x for x in order if x in summary.index]
                               + sorted(x for x in summary.index if x not in order and x != "oracle")
                               + (["oracle"] if "oracle" in summary.index else []))
-    summary.columns = ["mIoU mean", "std", "seeds", "target BN mean", "train s"]
-    summary = _with_selections(summary, main)
+    summary = _with_selections(summary, df, args.dataset)
     print(f"mIoU (%) on {args.dataset}, mean over seeds (last checkpoint; 'target BN': BatchNorm statistics "
           "re-estimated on target images)\n")
     print(_shown(summary).to_string())
@@ -352,34 +345,36 @@ def _table(args) -> int:
 
 
 def _print_stale(stale) -> None:
-    """The stale runs (udalib.experiment.stale_reason), one line each, apart from the table and its means."""
+    """The stale runs (udalib.results.stale_why), one line each, apart from the table and its means."""
     if stale.empty:
         return
     rows = stale[~stale.target_bn].sort_values(["label", "seed", "run"])
     print(f"\nstale runs, not in the means above ({rows.run.nunique()}): the weights they started from changed after "
-          "they were trained; get_or_train trains them again")
+          "they were trained, or their folder key is not their config's; get_or_train trains them again")
     for r in rows.itertuples():
         print(f"  {r.run}  {r.label}  seed {r.seed}  mIoU {r.miou:.2f}  stale: {r.stale}")
 
 
-def _with_selections(summary, main):
+def _with_selections(summary, frame, dataset: str):
     """The table with, where any run was trained with select_every, the mIoU of the step each selection rule
-    picked (udalib.train.select), mean and std over seeds: last, IM-selected, target-selected."""
+    picked (udalib.train.select), mean and std over seeds: last, IM-selected, target-selected
+    (udalib.results.selections)."""
+    from .results import selections
     from .train.select import RULE_LABELS
 
-    if not main[list(RULE_LABELS)].notna().any().any():
+    if not frame[list(RULE_LABELS)].notna().any().any():
         return summary
-    by_row = main.groupby("row")
-    for rule, label in RULE_LABELS.items():
-        summary[f"{label} mean"] = by_row[rule].mean()
-        summary[f"{label} std"] = by_row[rule].std()
+    picks = selections(frame, dataset, rows=list(summary.index))
+    for label in RULE_LABELS.values():
+        summary[f"{label} mean"] = picks[label]
+        summary[f"{label} std"] = picks[f"{label} std"]
     return summary
 
 
 def _shown(summary):
     """The table as printed: rounded, each selection's mean and std as one "mean ± std" column."""
+    from .results import with_spread
     from .train.select import RULE_LABELS
-    from .viz.results import with_spread
 
     if summary.columns.size == 5:
         return summary.round(2)

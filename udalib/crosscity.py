@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from .data.labels import CITIES
 from .experiment import Experiment, Run, get_or_train
 from .methods import control_args
-from .zoo import margin_over_controls
+from .results import margin_over_controls, over_seeds, per_seed
 
 METHODS = ("maxsquare", "maxsquare_iw")
 SOURCE_ONLY, ADABN, CONTROL = "source-only", "AdaBN", "control"
@@ -164,7 +164,7 @@ def city_table(scores, *, target_bn: bool = False, order=None):
     """City x row table of mIoU (%) on the city each run was adapted to, mean over seeds, plus the mean city."""
     col = "miou_target_bn" if target_bn else "miou"
     own = scores[scores.adapted_to == scores.evaluated_on]
-    table = own.pivot_table(index="adapted_to", columns="row", values=col, aggfunc="mean")
+    table = over_seeds(own, col, ("adapted_to", "row"))["mean"].astype(float).unstack("row")
     cities = [c for c in CITIES if c in table.index] + [c for c in table.index if c not in CITIES]
     rows = order or [r for r in CONTROLS if r in table.columns] + [r for r in table.columns if r not in CONTROLS]
     table = table.loc[cities, rows]
@@ -177,21 +177,22 @@ def gains(scores, method: str, *, target_bn: bool = False):
     """Per city and seed, ``method`` minus source-only, minus the control and minus the better of AdaBN and the
     control (taken seed by seed); then the mean over seeds and the number of seeds where the method is ahead."""
     col = "miou_target_bn" if target_bn else "miou"
+    import pandas as pd
+
     own = scores[scores.adapted_to == scores.evaluated_on]
-    wide = own.pivot_table(index=["adapted_to", "seed"], columns="row", values=col)
+    wide = per_seed(own, col, ("adapted_to", "row")).unstack("row")  # (city, seed) x row
+
+    def over(diff):  # per city: mean over seeds, seeds ahead, seeds compared
+        s = over_seeds(diff.rename("diff").reset_index(), "diff", "adapted_to")
+        return s["mean"].astype(float), s["ahead"].astype(int), s["n"].astype(int)
+
     out = {}
     for ref in (SOURCE_ONLY, CONTROL):
         if ref in wide.columns and method in wide.columns:
-            diff = wide[method] - wide[ref]
-            out[f"vs {ref}"] = diff.groupby(level=0).mean()
-            out[f"seeds ahead of {ref}"] = (diff > 0).groupby(level=0).sum().astype(int)
-            out[f"seeds, {ref}"] = diff.groupby(level=0).count().astype(int)
+            out[f"vs {ref}"], out[f"seeds ahead of {ref}"], out[f"seeds, {ref}"] = over(wide[method] - wide[ref])
     if {ADABN, CONTROL, method} <= set(wide.columns):  # the margin only the method's own term can claim
-        diff = margin_over_controls(wide[method], wide[ADABN], wide[CONTROL])
-        out["vs max(AdaBN, control)"] = diff.groupby(level=0).mean()
-        out["seeds ahead of both"] = (diff > 0).groupby(level=0).sum().astype(int)
-    import pandas as pd
-
+        out["vs max(AdaBN, control)"], out["seeds ahead of both"], _ = over(
+            margin_over_controls(wide[method], wide[ADABN], wide[CONTROL]))
     table = pd.DataFrame(out)
     return table.loc[[c for c in CITIES if c in table.index] + [c for c in table.index if c not in CITIES]]
 
@@ -199,6 +200,7 @@ def gains(scores, method: str, *, target_bn: bool = False):
 def cross_matrix(scores, row: str, *, target_bn: bool = False):
     """Adapted-to x evaluated-on mIoU (%) of one row, mean over seeds: does adapting to one city help the others?"""
     col = "miou_target_bn" if target_bn else "miou"
-    m = scores[scores.row == row].pivot_table(index="adapted_to", columns="evaluated_on", values=col)
+    m = over_seeds(scores[scores.row == row], col, ("adapted_to", "evaluated_on"))["mean"].astype(float)
+    m = m.unstack("evaluated_on")
     order = [c for c in CITIES if c in m.index]
     return m.loc[order, [c for c in CITIES if c in m.columns]]

@@ -48,14 +48,14 @@ from dataclasses import replace
 
 from IPython.display import Markdown, display
 
-from udalib import paths, viz, zoo
+from udalib import paths, results, viz, zoo
 from udalib.data import eval_loader
 from udalib.data.labels import CITYSCAPES_CLASSES
 from udalib.eval.evaluate import predict
 from udalib.eval.metrics import ConfusionMatrix
 from udalib.experiment import find_run, get_or_train, open_data
 from udalib.methods import method_config
-from udalib.viz import results, widgets
+from udalib.viz import widgets
 
 # %% [markdown]
 # ## The standard runs: found, or trained now
@@ -146,7 +146,7 @@ else:
 
 # %%
 # the reading of the leaderboard, from the runs found and the five-seed table
-spread = viz.results.benchmark_summary()["± std"]
+spread = results.benchmark_summary()["± std"]
 text = ("**Reading it.** On MiniCity, AdaBN (no training at all) is the baseline to beat, and every method should be "
         "read against its control: the λ = 0 runs train on source labels while target batches pass through the "
         "network, which moves the BatchNorm statistics to the target's (`zoo.BN_STATS`) and nothing else, so they "
@@ -176,17 +176,13 @@ display(Markdown(
 # %%
 import pandas as pd
 
-SELECTION_CSV = results.BENCHMARK_TABLE.with_name("minicity_selection.csv")  # benchmarks/results/
-RULES = {"last": "last", "im": "IM-selected (no target labels)", "target": "target-selected (uses target labels)"}
-sel = pd.read_csv(SELECTION_CSV)
-sel["regret of IM"] = sel["target"] - sel["im"]
-by_row = sel.groupby("method", sort=False)
-selection = pd.concat({label: by_row[col].mean() for col, label in {**RULES, "regret of IM": "regret of IM"}.items()},
-                      axis=1)
-spread = pd.concat({label: by_row[col].std() for col, label in {**RULES, "regret of IM": "regret of IM"}.items()},
-                   axis=1)
+RULES = {"last": "last", "im": "IM-selected (no target labels)", "target": "target-selected (uses target labels)",
+         "regret": "regret of IM"}
+summary = results.selection_summary(pd.read_csv(results.SELECTION_TABLE))  # benchmarks/results/, over seeds
+selection = summary[list(RULES)].rename(columns=RULES)
+spread = summary[[f"{col} std" for col in RULES]].set_axis(list(RULES.values()), axis=1)
 selection_shown = selection.map("{:.2f}".format) + " ± " + spread.map("{:.2f}".format)
-selection_shown.insert(0, "seeds", by_row["seed"].nunique())
+selection_shown.insert(0, "seeds", summary["seeds"])
 selection_shown
 
 # %%
@@ -385,7 +381,7 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # ## Summary
 #
 # * A results store (one folder per run: config, losses, per-class IoU, checkpoint) is all a comparison needs;
-#   `udalib.viz.results` reads it and groups runs over seeds, so any run shows up here.
+#   `udalib.results` reads it and groups runs over seeds (`results.over_seeds`), so any run shows up here.
 # * Report mean ± std over seeds and the gain over the *controls*, not only over source-only.
 # * Per-class IoU and the predictions show *what* a method changes, and which classes stay hard for every method,
 #   the oracle included (the per-class heat maps and the sentence under them).

@@ -1,5 +1,6 @@
-"""Figures (``viz.plots``), the results store as tables (``viz.results``), code display (``viz.source``) and,
-imported on request (``from udalib.viz import widgets``, needs ipywidgets), the comparison widgets."""
+"""Figures (``viz.plots``), the results tables (``viz.results``, :mod:`udalib.results` under a second name),
+code display (``viz.source``) and, imported on request (``from udalib.viz import widgets``, needs ipywidgets), the
+comparison widgets."""
 
 from . import plots, results
 from .source import show_source, source_text

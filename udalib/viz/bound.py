@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..eval.domain_distance import relation_verdict, spearman, spearman_critical
-from .results import ATLAS_TABLE, control_margins
+from ..results import ATLAS_TABLE, control_margins
 
 DISTANCE_TABLE = ATLAS_TABLE.with_name("domain_distance.csv")
 DISTANCES = {"pad_image": "PAD per image", "pad_pixel": "PAD per cell"}

@@ -1,6 +1,6 @@
 """Widgets that compare runs: predictions side by side, and per-class IoU over methods, seeds and class sets.
 
-Both read run folders (:mod:`udalib.viz.results`), so a run trained anywhere (a notebook, papermill, the command
+Both read run folders (:mod:`udalib.results`), so a run trained anywhere (a notebook, papermill, the command
 line) shows up in them with no glue code. Every picture comes from a pure function of :mod:`udalib.viz.plots`.
 Outputs are written with ``out.outputs = ()`` and ``append_display_data``, which behaves the same in JupyterLab,
 papermill, nbval and plain Python (``with out:`` does not). Import this module explicitly (it needs ipywidgets):
@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 from IPython.display import Image
 
+from .. import results
 from ..data.labels import ClassSet, get_class_set
 from ..eval.evaluate import predict
 from ..experiment import Run, open_data
 from ..losses import entropy_map
 from ..models import NORMALIZATION
-from . import plots, results
-from .results import Groups
+from ..results import Groups
+from . import plots
 
 
 def _show(out: widgets.Output, *objects) -> None:
@@ -59,7 +60,7 @@ class PredictionCache:
     def __init__(self, runs: Mapping[str, Run], dataset: str = "minicity:target/val", images: int = 8, *,
                  device: str = "cpu"):
         if not runs:
-            raise ValueError("no runs to compare: pass {name: Run}, e.g. from udalib.viz.results.load_runs()")
+            raise ValueError("no runs to compare: pass {name: Run}, e.g. from udalib.results.load_runs()")
         classes = {r.config.num_classes for r in runs.values()}
         if len(classes) > 1:
             raise ValueError(f"the runs predict different class sets ({sorted(classes)} classes): compare runs of "
@@ -217,7 +218,7 @@ class PredictionComparer(widgets.VBox):
 class IoUExplorer(widgets.VBox):
     """Per-class IoU of several methods over the seeds you pick, on the 19-, 16- or 13-class set.
 
-    ``groups``: ``{name: runs of one experiment, one per seed}`` (:func:`udalib.viz.results.group_runs`). The table
+    ``groups``: ``{name: runs of one experiment, one per seed}`` (:func:`udalib.results.group_runs`). The table
     has one row per method: the mean IoU of each class over the selected seeds, the mIoU over the class set (mean
     and standard deviation over seeds) and its gain over the baseline; "sort by gain" orders the rows by that gain.
     The bars show the same per-class means, with the standard deviation over seeds. ``table`` is the last table.
