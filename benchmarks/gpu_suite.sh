@@ -4,7 +4,7 @@
 #   1. train_throughput.py --compile: images/s and peak memory of the fast path, torch.compile and the plain fp32 loop
 #   2. eval_throughput.py: evaluation at 1024x512 with flip
 #   3. bf16_minicity.py: 3 seeds, bf16 against fp32 (run folders under OUTDIR/runs, not the checkout's runs/)
-#   4. method_families.py: s/step, peak memory and finite losses of six method families at their recipe sizes
+#   4. method_families.py: s/step, peak memory and finite losses of eight method families at their recipe sizes
 #   5. project_hours.py: hours per recipe on one GPU and on four, from step 4
 #
 #   bash benchmarks/gpu_suite.sh [OUTDIR]             # OUTDIR: default $OUT, else runs/gpu_suite

@@ -10,7 +10,12 @@ recipe's exact source and target sizes (real datasets are not read):
 * ``snr_ms``: SNR-MS, MaxSquare on the SNR model (``gta5_snr_maxsquare``);
 * ``clustering``: orthogonal and clustered embeddings, ResNet-101 (``gta5_clustering_resnet101``);
 * ``cbst``: CBST (``gta5_cbst``, batch 2): a pseudo-labelling pass over the target images, then steps;
-* ``mlsl``: MLSL with 25 spatially independent 512x512 patches per target image (``gta5_mlsl``, batch 2).
+* ``mlsl``: MLSL with 25 spatially independent 512x512 patches per target image (``gta5_mlsl``, batch 2);
+* ``dacs``: DACS, the mean teacher and ClassMix on 512x512 crops (``gta5_dacs``, batch 2);
+* ``dacs_mic``: DACS + MIC, one more pass on the masked target crops (``gta5_dacs_mic``, batch 2).
+
+A recipe with a training ``crop`` trains on crops of that size, source and target alike: its images are made at
+the crop's size.
 
 Weights are randomly initialised: no pretrained or source checkpoint is read, which changes the values of the
 losses but not the work of a step. On CUDA the step runs as ``fit`` runs it (bf16 autocast, channels_last,
@@ -51,7 +56,7 @@ from train_throughput import RESULTS, device_name, peak_memory_mb, scaled, step_
 
 from udalib.experiment import parse_spec
 from udalib.methods import build_method
-from udalib.models import build_model
+from udalib.models import NORMALIZATION, build_model
 from udalib.recipes import load_recipe
 from udalib.train import fit
 
@@ -62,6 +67,8 @@ FAMILIES = {  # name: (recipe, description)
     "clustering": ("gta5_clustering_resnet101", "Clustered embeddings (ResNet-101)"),
     "cbst": ("gta5_cbst", "CBST: pseudo-labelling pass + steps"),
     "mlsl": ("gta5_mlsl", "MLSL: 25 patches per target image, pass + steps"),
+    "dacs": ("gta5_dacs", "DACS: mean teacher + ClassMix"),
+    "dacs_mic": ("gta5_dacs_mic", "DACS + MIC: masked target images"),
 }
 SELF_TRAINING = ("cbst", "mlsl")
 SOURCE_IMAGES = 4  # synthetic source images (at least one batch)
@@ -89,7 +96,11 @@ class RandomImages(Dataset):
 
 
 def sizes(exp, factor: float) -> tuple[tuple[int, int], tuple[int, int] | None]:
-    """The recipe's (H, W) of source and target images, scaled by ``factor`` (multiples of 8)."""
+    """The recipe's (H, W) of source and target images, scaled by ``factor`` (multiples of 8): its training crop's,
+    where it has one."""
+    if exp.crop is not None:
+        crop = scaled(tuple(exp.crop), factor)
+        return crop, crop if exp.target else None
     _, _, source = parse_spec(exp.source, "train")
     target = parse_spec(exp.target, "train")[2] if exp.target else None
     if source is None or (exp.target and target is None):
@@ -115,6 +126,8 @@ def measure(family: str, args) -> dict:
     model = build_model(exp.model, exp.num_classes, **exp.model_args)  # random init: no checkpoint is read
     method = build_method(exp.method, model, exp.preset, **method_args)
     method.bn_stats = exp.bn_stats
+    if hasattr(method, "normalization"):  # as Experiment.build_method: DACS's jitter un-normalises the images
+        method.normalization = NORMALIZATION.get(exp.model, "imagenet")
     source = RandomImages(max(SOURCE_IMAGES, exp.batch_size), source_size, exp.num_classes, seed=0)
     target = (RandomImages(max(args.target_images, exp.batch_size), target_size, exp.num_classes, seed=1)
               if target_size else None)

@@ -41,6 +41,7 @@ FAMILY_OF_METHOD = {  # method -> the measured family whose step stands for it
     "maxsquare": "maxsquare_iw_multi", "maxsquare_iw": "maxsquare_iw_multi", "maxsquare_iw_multi": "maxsquare_iw_multi",
     "minent": "maxsquare_iw_multi", "adaptsegnet": "adaptsegnet_multi", "adaptsegnet_multi": "adaptsegnet_multi",
     "snr_maxsquare": "snr_ms", "clustered_embeddings": "clustering", "cbst": "cbst", "mlsl": "mlsl",
+    "dacs": "dacs", "dacs_mic": "dacs_mic",
 }
 TRAIN_IMAGES = {("cityscapes", "train"): 2975}  # target sets a pass labels (the recipes' comments: 2975 images)
 COLUMNS = ("recipe", "method", "model", "steps", "batch", "family", "basis", "seconds_per_step", "rounds",

@@ -29,6 +29,8 @@ TF = ("tests/test_self_training_full_scale.py",)  # self-training's full-scale g
 LISTING = ("tests/test_deeplab.py", "-k", "listing")
 TSF = ("tests/test_self_training.py", "-k", "fusion")
 E, STALE = "udalib/experiment.py", ("tests/test_stale_runs.py",)
+MI, LM, R = M + "mic.py", L + "mic.py", "udalib/data/rcs.py"
+OM, TM, TR = ("tests/test_method_objectives.py", "-k", "mic"), ("tests/test_mic.py",), ("tests/test_rcs.py",)
 
 # (file, text, replacement[, tests]): each text must occur in the file; tests (pytest arguments) default to OBJECTIVES
 MUTANTS = [
@@ -118,6 +120,23 @@ MUTANTS = [
     (M + "mean_teacher.py", "        self.ema.train()\n", "        self.ema.eval()\n", OD),
     (M + "mean_teacher.py", "        with frozen_running_stats(self.ema):\n            return self.ema(image)",
      "        return self.ema(image)", TD),
+    # MIC: the masked term's sign, the mask, the pseudo-label weight, the teachers, the control's weights
+    (MI, "loss + self.cfg.lambda_mic * l_mic", "loss - self.cfg.lambda_mic * l_mic", OM),
+    (MI, 'l_mic = masked_consistency_loss(self.model(masked)["out"]', 'l_mic = masked_consistency_loss(self.model('
+                                                                     'image)["out"]', OM),
+    (LM, "return images * keep.to(images.device, images.dtype)", "return images", OM),
+    (MI, 'self.model(masked)["out"], pseudo, q_t)', 'self.model(masked)["out"], pseudo, q_t * 0 + 1)', OM),
+    (MI, "        self.mic_teacher.update(self.model)\n", "        pass\n", TM + ("-k", "ema")),
+    (MI, "return self.cfg.threshold", "return 0.5", OM),
+    (LM, "(cells > ratio)", "(cells < ratio)", TM + ("-k", "mask")),
+    (MI, 'TARGET_WEIGHTS = (*MinEntConfig.TARGET_WEIGHTS, "lambda_mic")',
+     "TARGET_WEIGHTS = MinEntConfig.TARGET_WEIGHTS", TM + ("-k", "control")),
+    # rare-class sampling: the temperature, the class draw, the formula, the images of a class, the wiring
+    (R, "rcs_class_probs(pixels.sum(axis=0), temperature)", "rcs_class_probs(pixels.sum(axis=0), 1e9)", TR),
+    (R, "c = int(rng.choice(len(self.probs), p=self.probs))", "c = int(rng.choice(np.flatnonzero(self.probs)))", TR),
+    (R, "(1 - freq) / temperature", "freq / temperature", TR),
+    (R, "pixels[:, c] > min_pixels", "pixels[:, c] >= 0", TR),
+    (E, "                                 exp.rcs_temperature)", "                                 None)", TR),
     # self-training at full scale (MLSL's geometry, lr per round, fc 512 head, labels on disk)
     (M + "self_training.py", "h, w = images.shape[-2:]\n            ph, pw", "h, w = loaded\n            ph, pw", TF),
     (M + "self_training.py", 'size=size, mode="bicubic"', 'size=size, mode="bilinear"', TF),

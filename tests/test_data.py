@@ -343,3 +343,38 @@ def test_blur_enters_the_run_key_only_when_on():
 
     assert Experiment(blur=False).key() == Experiment().key()
     assert Experiment(blur=True).key() != Experiment().key()
+
+
+def test_a_training_crop_cuts_image_and_label_alike_from_the_items_seed_and_leaves_other_draws_as_they_were(
+        tiny_minicity):
+    from udalib.data import open_dataset
+
+    plain = open_dataset("minicity:source", "train", root=tiny_minicity, train=True)
+    cropped = open_dataset("minicity:source", "train", root=tiny_minicity, train=True, crop=(16, 24))
+    image, label, _, flipped = plain[(3, 11)]
+    small, small_label, _, small_flipped = cropped[(3, 11)]
+    assert small.shape == (3, 16, 24) and small_label.shape == (16, 24) and small_flipped == flipped
+    rng = np.random.default_rng(11)
+    rng.random()  # the flip's draw
+    top, left = int(rng.integers(32 - 16 + 1)), int(rng.integers(64 - 24 + 1))
+    assert torch.equal(small, image[:, top:top + 16, left:left + 24])
+    assert torch.equal(small_label, label[top:top + 16, left:left + 24])
+    assert torch.equal(cropped[3][0], plain[3][0])  # no seed (evaluation-style access): the whole image
+    with pytest.raises(ValueError, match="crop is a training augmentation"):
+        open_dataset("minicity:source", "val", root=tiny_minicity, crop=(16, 24))
+    with pytest.raises(ValueError, match="larger than image"):
+        open_dataset("minicity:source", "train", root=tiny_minicity, train=True, crop=(40, 24))[(0, 1)]
+
+
+def test_the_experiments_crop_keeps_every_run_name_is_checked_and_reaches_the_training_sets_only(minicity_home):
+    from udalib.experiment import Experiment, open_data
+    from udalib.validation import check_experiment
+
+    plain = Experiment(method="dacs", target="minicity:target")
+    cropped = Experiment(method="dacs", target="minicity:target", crop=[16, 32])
+    assert Experiment(method="dacs", target="minicity:target", crop=None).name == plain.name != cropped.name
+    assert cropped.crop == (16, 32)
+    assert open_data("minicity:target", default_split="train", train=True, exp=cropped).crop == (16, 32)
+    assert open_data("minicity:target", default_split="val", train=False, exp=cropped).crop is None
+    with pytest.raises(ValueError, match="crop"):
+        check_experiment(Experiment(method="dacs", target="minicity:target", crop=(0, 32)), device=False)

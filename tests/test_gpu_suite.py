@@ -20,7 +20,7 @@ ROOT = Path(__file__).parents[1]
 SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
 COLLECT = ROOT / "benchmarks" / "collect_gpu_suite.py"
 STEPS = ["environment", "train_throughput", "eval_throughput", "bf16_minicity", "method_families", "project_hours"]
-FAMILIES = ["maxsquare_iw_multi", "adaptsegnet_multi", "snr_ms", "clustering", "cbst", "mlsl"]
+FAMILIES = ["maxsquare_iw_multi", "adaptsegnet_multi", "snr_ms", "clustering", "cbst", "mlsl", "dacs", "dacs_mic"]
 
 
 def suite_env() -> dict:
@@ -84,14 +84,17 @@ def test_method_families_table(dry_run):
     assert sorted(families["family"]) == sorted(FAMILIES)  # in the order they finished (--jobs 2)
     families = families.set_index("family").loc[FAMILIES]
     assert families["recipe"].tolist() == ["gta5_maxsquare_iw_multi", "gta5_adaptsegnet_multi", "gta5_snr_maxsquare",
-                                           "gta5_clustering_resnet101", "gta5_cbst", "gta5_mlsl"]
+                                           "gta5_clustering_resnet101", "gta5_cbst", "gta5_mlsl", "gta5_dacs",
+                                           "gta5_dacs_mic"]
     assert (families["status"] == "ok").all() and families["losses_finite"].all()
     assert finite(families[["seconds_per_step", "images_per_second", "peak_memory_mb"]].to_numpy().ravel())
     assert (families["seconds_per_step"] > 0).all() and (families["peak_memory_mb"] > 0).all()
-    assert families["size_fraction"].eq(0.0625).all() and families["batch"].tolist() == [1, 1, 1, 1, 2, 2]
-    # the recipes' sizes, scaled: GTA5 720x1280 -> 48x80; MaxSquare+IW+Multi's 640x1280 target crop, the others 512x1024
-    assert families["source_size"].eq("48x80").all()
-    assert families["target_size"].tolist() == ["40x80"] + ["32x64"] * 5
+    assert families["size_fraction"].eq(0.0625).all() and families["batch"].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+    # the recipes' sizes, scaled: GTA5 720x1280 -> 48x80; MaxSquare+IW+Multi's 640x1280 target crop, the others
+    # 512x1024; DACS's 512x512 training crops -> 32x32, source and target
+    assert families["source_size"].tolist() == ["48x80"] * 6 + ["32x32"] * 2
+    assert families["target_size"].tolist() == ["40x80"] + ["32x64"] * 5 + ["32x32"] * 2
+    assert families.loc["dacs_mic", "loss_names"].split()[-2:] == ["mic", "mic_weight"]
     assert families["init"].str.startswith("random").all() and not families["bf16_autocast"].any()
     assert families.loc["adaptsegnet_multi", "loss_names"].split()[:1] == ["seg"]
     passes = families.loc[["cbst", "mlsl"]]

@@ -1,7 +1,7 @@
 """Every full-scale recipe runs: two training steps and its final evaluation, at its own source and target sizes
-scaled by 1/16 (the aspect ratios and the source/target size difference kept), with ResNet stages of one block, on
-datasets written in the real download layouts and converted by ``data_scripts/`` (the fixture writers of
-``test_data_scripts.py``), from checkpoint files in the released formats.
+(and training crop) scaled by 1/16 (the aspect ratios and the source/target size difference kept), with ResNet
+stages of one block, on datasets written in the real download layouts and converted by ``data_scripts/`` (the
+fixture writers of ``test_data_scripts.py``), from checkpoint files in the released formats.
 
 The recipes are read from the folder, so a new recipe is covered without touching this file.
 """
@@ -118,6 +118,7 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
     exp = load_recipe(name, data_root=str(data_root), device="cpu", steps=2,
                       source=scaled(full.source), target=scaled(full.target) if full.target else None,
                       evaluate_on=[scaled(s) for s in full.evaluate_on],
+                      crop=None if full.crop is None else [round(v / SCALE) for v in full.crop],
                       model_args=full.model_args | ({} if full.model == "deeplabv2_vgg16" else {"blocks": SLIM}),
                       method_args=full.method_args | scaled_geometry(full.method_args))
     for path in (exp.pretrained, exp.init):
@@ -155,12 +156,13 @@ def test_recipe_runs_two_steps_at_its_sizes(name, data_root, tmp_path, monkeypat
 
         assert set(done.selections) == set(RULE_LABELS) and (done.dir / "best_model.pt").is_file(), name
 
-    # the recipe's source and target sizes, each / 16: the difference between them is kept
-    source_size = size_of(exp.source)
-    target_size = size_of(exp.target) if exp.target else None
+    # the recipe's source and target sizes, each / 16: the difference between them is kept (its crop, if any)
+    source_size = exp.crop or size_of(exp.source)
+    target_size = (exp.crop or size_of(exp.target)) if exp.target else None
     # self-training with a source portion reads its source images inside its own step: the loop draws none
     assert seen == [(source_size if draws[0] else None, target_size)] * 2
-    assert abs(source_size[1] / source_size[0] - size_of(full.source)[1] / size_of(full.source)[0]) < 0.05
+    assert abs(size_of(exp.source)[1] / size_of(exp.source)[0] - size_of(full.source)[1] / size_of(full.source)[0]) \
+        < 0.05
     # the recipe's augmentation on its training sets only, and its optimiser
     assert {blur for train, blur in opened if train} == {exp.blur} and not any(b for t, b in opened if not t)
     legacy = udalib.methods.method_config(exp.method, exp.preset, **exp.method_args).legacy_param_multiplicity

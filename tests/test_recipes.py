@@ -39,6 +39,13 @@ MLSL_GEOMETRY = dict(lr=2.5e-4, lr_policy="round", infer_size=2048, crop_size=50
 # evaluate_cityscapes.py: Cityscapes val fed at 1024x512, the main output upsampled to 2048x1024, no flip;
 # compute_iou.py: IoU against the full-resolution gtFine labels
 ADAPTSEGNET_EVAL = dict(evaluate_on=("cityscapes/valfull",), eval_protocol="adaptsegnet", flip=False)
+# vikolss/DACS configs/configUDA.json with trainUDA.py's constants
+DACS_COMMAND = dict(model="deeplabv2", num_classes=19, batch_size=2, steps=250000, poly_steps=None, lr=2.5e-4,
+                    momentum=0.9, weight_decay=5e-4, lambda_seg=0.0, lambda_target=1.0, alpha=0.99, threshold=0.968,
+                    color_jitter=True, mix_ignore=True, crop=(512, 512), source="gta5/train@720x1280",
+                    target="cityscapes/train@512x1024", evaluate_on=("cityscapes/val@512x1024",), flip=False,
+                    pretrained=IMAGENET_INIT, init=None, select_every=5000,
+                    **{"method.blur": True, "exp.blur": False})  # the mixed images are blurred, not the datasets
 
 CASES = [
     # ---- MaxSquare README (seeds/000), "1. (Optional) Pretrain the model on the source domain (GTA5)":
@@ -217,6 +224,19 @@ CASES = [
         method="cbst", rounds=6, batch_size=2, steps=MLSL_ROUNDS_IMAGES * 2 // 2, tgt_port=0.15, spatial_prior=True,
         loss="ce", patches=0, weak_labels=False, **MLSL_GEOMETRY, **{"method.flip": True, "exp.flip": True},
         num_classes=19, init="GTA5_source.pth"), id="mlsl:cbst"),
+
+    # ---- DACS README: trainUDA.py --config ./configs/configUDA.json ("training": batch_size 2, SGD momentum 0.9,
+    #   num_iterations 250000, learning_rate 2.5e-4, Poly 0.9, weight_decay 5e-4; "data": input_size 512,512, crop;
+    #   "unlabeled": consistency_weight 1, threshold_uniform, class mix, color_jitter, blur; "pretrained": "coco";
+    #   "val_per_iter": 5000, "save_best_model"), GTA5 resized to 1280x720 (trainUDA.py:322), Cityscapes halved
+    #   (RandomCrop_city), evaluated at 1024x512 without flip; teacher alpha 0.99, threshold 0.968 (trainUDA.py)
+    pytest.param("gta5_dacs", dict(
+        DACS_COMMAND, method="dacs"), id="dacs:configUDA"),
+    # MIC on that host (seg/experiments.py id 81: separatetrgaug, mask_ratio 0.7, mask_block_size 32 at 512 crops,
+    #   mask_lambda 1, mask_alpha and mask_pseudo_threshold "same")
+    pytest.param("gta5_dacs_mic", dict(
+        DACS_COMMAND, method="dacs_mic", lambda_mic=1.0, mask_ratio=0.7, mask_block=32, mic_augment=True),
+        id="mic:dacs-deeplabv2"),
 ]
 
 EXPERIMENT_PATHS = ("init", "pretrained")  # compared by file name: the folder is the user's --data-root
@@ -346,9 +366,10 @@ def test_recipes_of_the_deeplab_v2_code_bases_take_their_listed_sgd_step(name):
 @pytest.mark.parametrize("name", available())
 def test_recipes_of_the_maxsquare_family_blur_their_training_images(name):
     """MaxSquare, SNR and UDAclustering (``--gaussian_blur`` default True, ``datasets/*_Dataset.py``
-    ``_train_sync_transform``) blur source and target training images; AdaptSegNet and MLSL/CBST do not."""
+    ``_train_sync_transform``) blur source and target training images; AdaptSegNet, MLSL/CBST and DACS do not
+    (DACS blurs its mixed images in its step: the method parameter ``blur``)."""
     exp = load_recipe(name, data_root="/data/prepared")
-    assert exp.blur is (exp.method not in ("adaptsegnet", "adaptsegnet_multi", "cbst", "mlsl"))
+    assert exp.blur is (exp.method not in ("adaptsegnet", "adaptsegnet_multi", "cbst", "mlsl", "dacs", "dacs_mic"))
 
 
 @pytest.mark.parametrize(("name", "trained"), [("gta5_snr_maxsquare", False), ("gta5_snr_maxsquare_paper", True)])

@@ -54,7 +54,7 @@ def test_fit_logs_the_poly_lr_and_reduces_the_loss(tiny_minicity, tmp_path):
 
 
 @pytest.mark.parametrize("method_name", ["source_only", "adaptsegnet_multi", "snr_maxsquare",
-                                         "clustered_embeddings", "cbst", "dacs"])
+                                         "clustered_embeddings", "cbst", "dacs", "minent_mic"])
 def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny_minicity, tmp_path, method_name):
     src, tgt = _data(tiny_minicity)
     straight = _method(0, method_name)

@@ -97,12 +97,15 @@ class Experiment:
     # rare-class sampling of the source training images (DAFormer; udalib.data.rcs): its temperature T (DAFormer:
     # 0.01); None: every source image equally often
     rcs_temperature: float | None = keyed_off_default(None)
+    # a random (H, W) crop of every training image, source and target, after the resize (DACS: 512 x 512); None: whole
+    crop: tuple[int, int] | None = keyed_off_default(None)
     label: str = field(default="", metadata={RUN_KEY: NEVER})  # free text shown in tables (e.g. "MinEnt, lambda 0")
     device: str = field(default="cpu", metadata={RUN_KEY: NEVER})
 
     def __post_init__(self):
         self.evaluate_on = tuple(self.evaluate_on)
         self.size = tuple(self.size) if self.size is not None else None
+        self.crop = tuple(self.crop) if self.crop is not None else None
 
     @property
     def method_config(self):
@@ -205,7 +208,7 @@ def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
     root = None if name.split(":")[0] == "minicity" else exp.data_root  # data_root is for data_scripts/ datasets
     return open_dataset(name, split, root=root, train=train, num_classes=19, class_set=class_set,
                         size=size or exp.size, normalization=NORMALIZATION.get(exp.model, "imagenet"),
-                        blur=exp.blur and train)
+                        blur=exp.blur and train, crop=exp.crop if train else None)
 
 
 @dataclass

@@ -134,6 +134,8 @@ def check_experiment(exp, *, device: bool = True) -> None:
     if exp.poly_steps is not None and exp.poly_steps < max(exp.steps, 1):
         raise ValueError(f"poly_steps={exp.poly_steps} is below steps={exp.steps}: the poly decay must not end "
                          "before training does; leave poly_steps unset or raise it")
+    if exp.crop is not None and (len(exp.crop) != 2 or min(exp.crop) < 1):
+        raise ValueError(f"crop={list(exp.crop)}: a crop is [height, width], each at least 1")
     if exp.size is not None and min(exp.size) < 1:
         raise ValueError(f"size={list(exp.size)}: height and width must be at least 1")
     if exp.eval_protocol is not None:

@@ -16,7 +16,8 @@ __all__ = ["IGNORE_INDEX", "SourceBatch", "TargetBatch", "SegmentationList", "Da
 
 def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, train: bool = False,
                  num_classes: int = 19, size: tuple[int, int] | None = None, normalization: str = "imagenet",
-                 cache: bool | None = None, class_set: str | None = None, blur: bool = False) -> SegmentationList:
+                 cache: bool | None = None, class_set: str | None = None, blur: bool = False,
+                 crop: tuple[int, int] | None = None) -> SegmentationList:
     """Open ``name``/``split`` for training (``train=True``: random flips) or evaluation.
 
     Names: ``minicity:source``, ``minicity:target``, ``minicity:<city>``, ``minicity:target-<factor>[+...]``
@@ -24,10 +25,13 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
     ``root`` or ``data/``), and the prepared real datasets ``gta5``, ``synthia``, ``cityscapes``,
     ``nthu:<city>`` under ``root`` (the folder ``data_scripts/`` wrote). Labels are stored as 19-class train
     ids; ``class_set="16"`` or ``"13"`` maps them to that subset (SYNTHIA, CrossCity). ``blur`` (training only):
-    the random Gaussian blur of the MaxSquare family (see :class:`SegmentationList`).
+    the random Gaussian blur of the MaxSquare family; ``crop`` (training only): a random ``(H, W)`` crop (see
+    :class:`SegmentationList`).
     """
     if blur and not train:
         raise ValueError("blur is a training augmentation: open the dataset with train=True, or drop blur")
+    if crop is not None and not train:
+        raise ValueError("crop is a training augmentation: open the dataset with train=True, or drop crop")
     dataset, _, domain = name.partition(":")
     if dataset == "minicity":
         from . import minicity
@@ -40,7 +44,7 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
         if split not in splits:
             raise ValueError(f"MiniCity {domain} has splits {sorted(splits)}, not {split!r}")
         return SegmentationList(folder, f"lists/{domain}_{split}.txt", num_classes=num_classes, size=size,
-                                class_set=class_set, blur=blur,
+                                class_set=class_set, blur=blur, crop=crop,
                                 hflip=train, normalization=normalization,
                                 cache=True if cache is None else cache, name=f"{name}/{split}")
     if dataset in REAL_DATASETS:
@@ -50,5 +54,6 @@ def open_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
         domain = domain or dataset
         return SegmentationList(Path(root) / dataset, f"lists/{domain}_{split}.txt", num_classes=num_classes,
                                 size=size, class_set=class_set, hflip=train, normalization=normalization, blur=blur,
+                                crop=crop,
                                 cache=bool(cache), name=f"{name}/{split}")
     raise ValueError(f"unknown dataset {name!r}; choose minicity:<domain> or one of {', '.join(REAL_DATASETS)}")

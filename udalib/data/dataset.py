@@ -80,11 +80,15 @@ class SegmentationList(Dataset):
             ``GaussianBlur`` with a radius drawn uniformly from [0, 1), as MaxSquare, SNR and UDAclustering do to
             source and target images (``datasets/cityscapes_Dataset.py`` ``_train_sync_transform``, after the
             mirror and the resize). Drawn from the item's seed, after the flip's draw.
+        crop: ``(H, W)`` of a random crop of the image and its label, after the resize (training only; DACS's
+            ``RandomCrop_gta`` / ``RandomCrop_city``, ``vikolss/DACS`` ``data/augmentations.py``). Drawn from the
+            item's seed after the flip's and the blur's draws, so a list without it draws as before.
     """
 
     def __init__(self, root: str | os.PathLike, list_file: str, *, num_classes: int = 19,
                  size: tuple[int, int] | None = None, hflip: bool = False, normalization: str = "imagenet",
-                 cache: bool = False, name: str | None = None, class_set: str | None = None, blur: bool = False):
+                 cache: bool = False, name: str | None = None, class_set: str | None = None, blur: bool = False,
+                 crop: tuple[int, int] | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist: generate MiniCity with "
@@ -105,6 +109,7 @@ class SegmentationList(Dataset):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
         self.num_classes, self.size, self.hflip, self.blur = num_classes, size, hflip, blur
+        self.crop = tuple(crop) if crop is not None else None
         self.normalization, self.name = normalization, name or f"{self.root.name}:{list_file}"
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
         self.class_set = get_class_set(class_set) if class_set not in (None, "19", 19) else None
@@ -184,6 +189,12 @@ class SegmentationList(Dataset):
             if rng.random() < 0.5:
                 blur = ImageFilter.GaussianBlur(radius=rng.random())
                 image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).filter(blur))
+        if self.crop is not None and rng is not None:
+            (h, w), (ch, cw) = label.shape, self.crop
+            if ch > h or cw > w:
+                raise ValueError(f"{self.name}: crop {ch}x{cw} is larger than image {index} ({h}x{w})")
+            top, left = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+            image, label = image[top:top + ch, left:left + cw], label[top:top + ch, left:left + cw]
         return (normalize(image, self.normalization), torch.from_numpy(np.array(label, dtype=np.int64)),
                 index, flipped)
 

@@ -62,7 +62,7 @@ class RareClassSampling(Dataset):
 
     ``min_pixels``: None scales DAFormer's 3000 by area to the size of the labels (:data:`RCS_MIN_PIXELS`). The
     original then re-crops an image up to 10 times until its 512 x 512 crop holds 1500 pixels of :math:`c`
-    (``min_crop_ratio`` 0.5); udalib trains on whole images, so there is no crop to redo.
+    (``min_crop_ratio`` 0.5); here an image is cropped once (``Experiment.crop``), or trained whole.
     """
 
     def __init__(self, dataset, temperature: float, min_pixels: int | None = None):
