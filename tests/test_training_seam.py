@@ -67,7 +67,6 @@ def test_build_then_train_is_run_and_the_hand_built_loop(home):
     built = build(exp, home / "runs" / "by_seam")
     assert isinstance(built, Built) and set(built.eval_sets) == set(exp.evaluate_on)
     assert not (home / "runs" / "by_seam").exists()  # building writes nothing
-    (home / "runs" / "by_seam").mkdir()
     seam = train(built, RunOptions(progress=False))
     pd.testing.assert_frame_equal(_losses(seam.dir), _losses(done.dir))
     for a, b in zip(done.model().state_dict().values(), seam.model().state_dict().values()):

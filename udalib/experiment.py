@@ -630,6 +630,7 @@ def train(built: Built, options: RunOptions | None = None) -> Run:
     exp, run_dir, method, target, eval_sets = built.exp, built.run_dir, built.method, built.target, built.eval_sets
     device, main = built.device, _is_main_process()
     if main:  # every check passed and every dataset opened: only now is the folder this experiment's
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
         if not (options.resume and (run_dir / CHECKPOINT).exists()):  # a resumed run keeps the record of its start
             if built.inputs:
