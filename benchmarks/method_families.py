@@ -1,9 +1,9 @@
 """Step time and memory of each method family at its full recipe sizes, on synthetic images.
 
 One row per family, each the YAML recipe of ``udalib/recipes/`` (``udalib.recipes.load_recipe``) built the way
-``python -m udalib run`` builds it (``build_model`` with the recipe's model arguments, ``build_method`` with its
-method arguments, ``udalib.train.fit`` with its batch size and poly horizon), on random images and labels of the
-recipe's exact source and target sizes (real datasets are not read):
+``python -m udalib run`` builds it (``udalib.experiment.build``: the recipe's model and method with its arguments;
+``udalib.train.fit`` with its batch size and poly horizon), on random images and labels of the recipe's exact
+source and target sizes (real datasets are not read):
 
 * ``maxsquare_iw_multi``: MaxSquare+IW+Multi (``gta5_maxsquare_iw_multi``, target 1280x640);
 * ``adaptsegnet_multi``: AdaptSegNet multi-level, two discriminators (``gta5_adaptsegnet_multi``);
@@ -48,15 +48,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 from train_throughput import RESULTS, device_name, peak_memory_mb, scaled, step_seconds, sync
 
-from udalib.experiment import parse_spec
-from udalib.methods import build_method
-from udalib.models import NORMALIZATION, build_model
+from udalib.experiment import build, parse_spec
 from udalib.recipes import load_recipe
 from udalib.train import fit
 
@@ -122,12 +121,9 @@ def measure(family: str, args) -> dict:
         for key in ("infer_size", "crop_size"):  # MLSL's inference at 2048 wide and crops of 500, scaled alike
             if method_args.get(key):
                 method_args[key] = scaled((method_args[key], method_args[key]), args.size)[0]
-    torch.manual_seed(0)
-    model = build_model(exp.model, exp.num_classes, **exp.model_args)  # random init: no checkpoint is read
-    method = build_method(exp.method, model, exp.preset, **method_args)
-    method.bn_stats = exp.bn_stats
-    if hasattr(method, "normalization"):  # as Experiment.build_method: DACS's jitter un-normalises the images
-        method.normalization = NORMALIZATION.get(exp.model, "imagenet")
+    # the method as udalib.experiment.build builds the recipe's, from a random init: no checkpoint is read
+    built = build(replace(exp, method_args=method_args, init=None, pretrained=None, seed=0), data=False)
+    method = built.method
     source = RandomImages(max(SOURCE_IMAGES, exp.batch_size), source_size, exp.num_classes, seed=0)
     target = (RandomImages(max(args.target_images, exp.batch_size), target_size, exp.num_classes, seed=1)
               if target_size else None)
@@ -154,9 +150,9 @@ def measure(family: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     status, finite = "ok", True
     try:
-        fit(method, source, target, steps=args.warmup + args.steps, batch_size=exp.batch_size, device=device,
-            progress=False, log_every=10**9, workers=args.workers, callbacks=(clock,),
-            poly_steps=exp.poly_steps or exp.steps)  # the recipe's lr at its first steps
+        fit(method, source, target, options=built.fit_options(  # the recipe's batch size and lr at its first steps
+            steps=args.warmup + args.steps, poly_steps=exp.poly_steps or exp.steps, device=device,
+            progress=False, log_every=10**9, workers=args.workers, callbacks=(clock,)))
     except FloatingPointError as exc:  # fit stops at the first non-finite loss
         status, finite = f"non-finite loss: {exc}".splitlines()[0][:200], False
     if exp.method in SELF_TRAINING and status == "ok":

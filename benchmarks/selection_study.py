@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from udalib import zoo
-from udalib.experiment import MODEL, Experiment, get_or_train, open_data
+from udalib.experiment import Experiment, get_or_train
 
 RESULTS = Path(__file__).parent / "results"
 VALIDATORS = ("source_miou", "entropy", "im", "snd", "bnm", "atc")
@@ -96,8 +95,7 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
     rows it wrote."""
     from udalib.data import eval_loader
     from udalib.eval.evaluate import evaluate
-    from udalib.models import build_model
-    from udalib.models.checkpoint import load_into, load_state_dict_file
+    from udalib.experiment import build
     from udalib.train import fit
     from udalib.validate import score_model
 
@@ -106,14 +104,10 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
     todo = [s for s in checkpoints if (exp.method, round(weight, 10), exp.seed, exp.steps, s) not in done]
     if not todo:
         return 0
-    torch.manual_seed(exp.seed)  # as udalib.experiment.run builds a run
-    model = build_model(exp.model, exp.num_classes, **exp.model_args)
-    load_into(model, load_state_dict_file(source_run.dir / MODEL))
-    method = exp.build_method(model)
-    source = open_data(exp.source, default_split="train", train=True, exp=exp)
-    target = open_data(exp.target, default_split="train", train=True, exp=exp)
-    target_val = eval_loader(open_data(TARGET_VAL, default_split="val", train=False, exp=exp))
-    source_val = eval_loader(open_data(SOURCE_VAL, default_split="val", train=False, exp=exp))
+    # the run as udalib.experiment.run builds it, from the source run's weights (exp.init names that run)
+    built = build(replace(exp, init=str(source_run.dir)))
+    target_val = eval_loader(built.eval_sets[TARGET_VAL])
+    source_val = eval_loader(built.eval_sets[SOURCE_VAL])
     base = {"method": exp.method, "weight": weight, "multiplier": multiplier, "seed": exp.seed, "steps": exp.steps}
     written, t0 = [], time.perf_counter()
 
@@ -129,8 +123,8 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
         written.append(step)
 
     try:
-        fit(method, source, target, steps=max(todo), batch_size=exp.batch_size, seed=exp.seed, device=exp.device,
-            progress=False, poly_steps=exp.steps, callbacks=(score,))
+        fit(built.method, built.source, built.target, options=built.fit_options(
+            steps=max(todo), poly_steps=exp.steps, progress=False, callbacks=(score,)))
     except FloatingPointError:  # a weight too large: the remaining checkpoints are recorded as diverged
         for step in todo:
             if step not in written:

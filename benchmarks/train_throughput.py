@@ -6,8 +6,8 @@ image and one 1024x512 target image, batch 1 (the originals' setting), two ways 
 * ``fast``: what ``python -m udalib run gta5_maxsquare`` runs: ``udalib.train.fit`` with the library's MaxSquare
   step, which on CUDA means bf16 autocast, channels_last and cudnn.benchmark;
 * ``plain``: the original way, written out below (MaxSquare's ``solve_gta5.py``): fp32 eager, contiguous tensors, the
-  source loss and then the target loss backpropagated one after the other, one SGD step; cudnn.benchmark on, as the
-  seed's ``init_args`` sets it. PyTorch's default TF32 convolutions stay on, which only makes this baseline faster.
+  source loss and then the target loss backpropagated one after the other, one SGD step; cudnn.benchmark on, as
+  MaxSquare's ``init_args`` sets it. PyTorch's default TF32 convolutions stay on, which only makes this baseline faster.
 * ``compile`` (with ``--compile``): the fast path with ``torch.compile`` on the model's forward.
 
 Both read the same synthetic images through a DataLoader with the same workers (and pinned memory on CUDA), so
@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from udalib.experiment import Experiment, build
 from udalib.losses import maxsquare_loss, seg_loss
-from udalib.methods import build_method, sgd
+from udalib.methods import sgd
 from udalib.models import build_model
 from udalib.train import fit, poly_lr
 
@@ -114,11 +115,13 @@ def data(args) -> tuple[Dataset, Dataset]:
 
 
 def run_fast(args, device: torch.device, compiled: bool = False) -> dict:
-    """The library's path: ``fit`` with ``build_method("maxsquare")`` (the paper's hyper-parameters);
-    ``compiled``: with ``torch.compile`` on the model's forward (``--compile-backend``, default inductor)."""
-    torch.manual_seed(0)
-    model = build_model("deeplabv2_multi", NUM_CLASSES)
-    method = build_method("maxsquare", model, lr=LR, lambda_target=LAMBDA_TARGET)
+    """The library's path: ``fit`` with the MaxSquare method of ``udalib.experiment.build`` (the paper's
+    hyper-parameters); ``compiled``: with ``torch.compile`` on the model's forward (``--compile-backend``, default
+    inductor)."""
+    exp = Experiment(method="maxsquare", model="deeplabv2_multi", num_classes=NUM_CLASSES, preset=None,
+                     method_args={"lr": LR, "lambda_target": LAMBDA_TARGET}, batch_size=1, seed=0)
+    built = build(exp, data=False)  # as udalib.experiment.run builds it, from a random init
+    method, model = built.method, built.method.model
     if compiled:
         model.compile(backend=args.compile_backend)  # in place: state_dict keys unchanged, so checkpoints still load
     stamps = []
@@ -128,8 +131,9 @@ def run_fast(args, device: torch.device, compiled: bool = False) -> dict:
         stamps.append(time.perf_counter())
 
     source, target = data(args)
-    rows = fit(method, source, target, steps=args.warmup + args.steps, batch_size=1, device=device,
-               progress=False, log_every=10**9, workers=args.workers, callbacks=(clock,))
+    rows = fit(method, source, target, options=built.fit_options(
+        steps=args.warmup + args.steps, device=device, progress=False, log_every=10**9, workers=args.workers,
+        callbacks=(clock,)))
     return {"seconds_per_step": step_seconds(stamps, args.warmup), "last_loss": rows[-1]["seg"]}
 
 

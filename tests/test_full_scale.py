@@ -18,7 +18,7 @@ from udalib.experiment import Experiment, run
 from udalib.methods import Method, build_method, sgd
 from udalib.models import build_model
 from udalib.models.checkpoint import load_state_dict_file
-from udalib.train import fit
+from udalib.train import FitOptions, fit
 
 
 def _data(root):
@@ -48,7 +48,7 @@ class Spy(Method):
 @pytest.mark.parametrize("amp", [False, True])
 def test_amp_runs_the_step_under_bf16_autocast_and_only_when_asked(tiny_minicity, amp):
     spy = Spy()
-    fit(spy, *_data(tiny_minicity), steps=1, batch_size=2, progress=False, amp=amp)
+    fit(spy, *_data(tiny_minicity), options=FitOptions(steps=1, batch_size=2, progress=False, amp=amp))
     assert spy.seen[0]["autocast"] is amp
     assert spy.seen[0]["dtype"] == (torch.bfloat16 if amp else torch.float32)
     assert not torch.is_autocast_enabled("cpu")  # the context ends with the step
@@ -56,21 +56,21 @@ def test_amp_runs_the_step_under_bf16_autocast_and_only_when_asked(tiny_minicity
 
 def test_default_on_cpu_is_plain_fp32_contiguous(tiny_minicity):
     spy = Spy()
-    fit(spy, *_data(tiny_minicity), steps=1, batch_size=2, progress=False)
+    fit(spy, *_data(tiny_minicity), options=FitOptions(steps=1, batch_size=2, progress=False))
     assert spy.seen[0] == {"autocast": False, "dtype": torch.float32, "image_cl": False, "target_cl": False,
                            "weight_cl": False}
 
 
 def test_channels_last_reaches_the_weights_and_both_batches(tiny_minicity):
     spy = Spy()
-    fit(spy, *_data(tiny_minicity), steps=1, batch_size=2, progress=False, channels_last=True)
+    fit(spy, *_data(tiny_minicity), options=FitOptions(steps=1, batch_size=2, progress=False, channels_last=True))
     assert spy.seen[0]["image_cl"] and spy.seen[0]["target_cl"] and spy.seen[0]["weight_cl"]
 
 
 def _maxsquare_losses(root, **options) -> list[dict]:
     torch.manual_seed(0)
     method = build_method("maxsquare", build_model("minideeplab", 19, width=8), "minicity")
-    rows = fit(method, *_data(root), steps=3, batch_size=4, log_every=1, progress=False, **options)
+    rows = fit(method, *_data(root), options=FitOptions(steps=3, batch_size=4, log_every=1, progress=False, **options))
     return [{k: v for k, v in r.items() if k in ("seg", "target")} for r in rows]
 
 

@@ -7,7 +7,7 @@ import torch
 from udalib.data import SegmentationList
 from udalib.methods import build_method
 from udalib.models import build_model
-from udalib.train import fit
+from udalib.train import FitOptions, fit
 
 
 def _bars(monkeypatch):
@@ -37,7 +37,7 @@ def test_the_progress_bar_carries_the_run_label_else_the_method_class(tiny_minic
     src = SegmentationList(tiny_minicity, "lists/source_train.txt")
     torch.manual_seed(0)
     method = build_method("source_only", build_model("minideeplab", 19, width=4), "minicity")
-    fit(method, src, steps=1, batch_size=2)
+    fit(method, src, options=FitOptions(steps=1, batch_size=2))
     method.progress_label = "target batches, lambda 0 (control)"
-    fit(method, src, steps=1, batch_size=2)
+    fit(method, src, options=FitOptions(steps=1, batch_size=2))
     assert made == [type(method).__name__, "target batches, lambda 0 (control)"]

@@ -18,7 +18,7 @@ from udalib.data import SegmentationList
 from udalib.experiment import Experiment, list_runs, load_run, run
 from udalib.methods import build_method
 from udalib.models import build_model
-from udalib.train import Selector, fit
+from udalib.train import FitOptions, Selector, fit
 from udalib.train.select import BEST_MODEL, RULE_LABELS
 from udalib.viz import results
 
@@ -63,8 +63,8 @@ def test_each_rule_picks_its_step_and_best_model_holds_the_weights_of_the_target
     im = Scripted([0.2, 0.1, 0.5, 0.3], key="im")
     selector = Selector(3, steps=11, target_miou=miou, validate=im, best_path=tmp_path / BEST_MODEL)
     weights = {}
-    fit(_method(), src, tgt, steps=11, batch_size=2, progress=False, callbacks=(_weights_every_step(weights),
-                                                                                 selector))
+    fit(_method(), src, tgt, options=FitOptions(steps=11, batch_size=2, progress=False,
+                                                callbacks=(_weights_every_step(weights), selector)))
     assert [h["step"] for h in selector.history] == [3, 6, 9, 11]
     assert miou.calls == im.calls == 4
     assert selector.selections() == {"last": {"step": 11, "miou": 45.0},
@@ -93,29 +93,32 @@ def test_selection_changes_no_update_and_resumes_exactly(tiny_minicity, tmp_path
                         best_path=folder / BEST_MODEL)
 
     plain = _method()
-    fit(plain, src, tgt, steps=9, batch_size=2, progress=False)
+    fit(plain, src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False))
     rng = torch.get_rng_state()  # what a method drawing random numbers in its step would see next
     straight_dir, resumed_dir = tmp_path / "a", tmp_path / "b"
     straight = _method()
     s1 = selector(straight_dir)
-    fit(straight, src, tgt, steps=9, batch_size=2, progress=False, run_dir=straight_dir, callbacks=(s1,))
+    fit(straight, src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False, run_dir=straight_dir,
+                                               callbacks=(s1,)))
     assert torch.equal(torch.get_rng_state(), rng)
     for a, b in zip(plain.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
-    fit(_method(), src, tgt, steps=9, batch_size=2, progress=False, run_dir=resumed_dir, stop_after=5,
-        callbacks=(selector(resumed_dir),))
+    fit(_method(), src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False, run_dir=resumed_dir,
+                                                stop_after=5, callbacks=(selector(resumed_dir),)))
     s2 = selector(resumed_dir)  # a fresh process: its history comes from the checkpoint
     resumed = _method()
-    fit(resumed, src, tgt, steps=9, batch_size=2, progress=False, run_dir=resumed_dir, callbacks=(s2,))
+    fit(resumed, src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False, run_dir=resumed_dir,
+                                              callbacks=(s2,)))
     assert s2.history == s1.history and [h["step"] for h in s1.history] == [2, 4, 6, 8, 9]
     assert s2.selections() == s1.selections()
     a, b = (torch.load(d / BEST_MODEL, weights_only=True) for d in (straight_dir, resumed_dir))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a checkpoint written without the Selector cannot be resumed with one (its history would be missing)
-    fit(_method(), src, tgt, steps=9, batch_size=2, progress=False, run_dir=tmp_path / "c", stop_after=3)
+    fit(_method(), src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False, run_dir=tmp_path / "c",
+                                                stop_after=3))
     with pytest.raises(ValueError, match="holds no state for callback 0"):
-        fit(_method(), src, tgt, steps=9, batch_size=2, progress=False, run_dir=tmp_path / "c",
-            callbacks=(selector(tmp_path / "c"),))
+        fit(_method(), src, tgt, options=FitOptions(steps=9, batch_size=2, progress=False, run_dir=tmp_path / "c",
+                                                    callbacks=(selector(tmp_path / "c"),)))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from udalib.losses.self_training import (
 )
 from udalib.methods import build_method
 from udalib.models import build_model
-from udalib.train import fit
+from udalib.train import FitOptions, fit
 
 
 def test_class_confidences_subsample_every_fourth_and_start_with_the_seed_zero():
@@ -215,7 +215,7 @@ def test_fit_starts_each_round_at_evenly_spaced_steps(tiny_minicity):
     calls = []
     original = method.on_round_start
     method.on_round_start = lambda r, ds, src: (calls.append(r), original(r, ds, src))
-    fit(method, source, target, steps=6, batch_size=4, progress=False)
+    fit(method, source, target, options=FitOptions(steps=6, batch_size=4, progress=False))
     assert calls == [0, 1, 2] and int(method.round_index) == 2
     assert method.history.shape[0] == 3 and (method.history[2] != IGNORE_INDEX).any()
 

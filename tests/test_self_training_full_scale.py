@@ -32,7 +32,7 @@ from udalib.losses.self_training import (
 from udalib.methods import build_method
 from udalib.models import build_model
 from udalib.recipes import load_recipe
-from udalib.train import fit
+from udalib.train import FitOptions, fit
 from udalib.train.loop import set_lr
 
 
@@ -210,7 +210,7 @@ def test_the_loop_loads_no_source_batch_when_the_round_mixes_its_own_source_imag
         return call
 
     m.step, m.on_round_start = counting(m.step), counting(m.on_round_start)
-    fit(m, source, target, steps=4, batch_size=2, progress=False)
+    fit(m, source, target, options=FitOptions(steps=4, batch_size=2, progress=False))
     by_loop = len(source.read) - sum(by_method)
     assert by_loop == (0 if src_port else 4 * 2)  # mixed batches: the loop's source batch would go unused
     assert m.draws_source_batches == (not src_port)
@@ -295,8 +295,8 @@ def test_a_killed_run_with_labels_on_disk_resumes_with_the_same_labels_and_losse
 
     def run(folder, stop_after=None):
         m = _disk_method(folder)
-        return m, fit(m, source, target, steps=6, batch_size=4, run_dir=folder, log_every=1, progress=False,
-                      stop_after=stop_after)
+        return m, fit(m, source, target, options=FitOptions(steps=6, batch_size=4, run_dir=folder, log_every=1,
+                                                            progress=False, stop_after=stop_after))
 
     whole, rows = run(tmp_path / "a")
     run(tmp_path / "b", stop_after=4)  # killed in round 1 (steps 3..5), after its labels were written

@@ -14,7 +14,7 @@ from udalib.data import SegmentationList
 from udalib.methods import Method, build_method, sgd
 from udalib.models import build_model
 from udalib.models.checkpoint import CheckpointError
-from udalib.train import atomic_save, fit, poly_lr, set_lr
+from udalib.train import FitOptions, atomic_save, fit, poly_lr, set_lr
 from udalib.train.loop import CHECKPOINT
 
 
@@ -46,7 +46,8 @@ def test_poly_lr_matches_the_formula_and_respects_group_multipliers():
 
 def test_fit_logs_the_poly_lr_and_reduces_the_loss(tiny_minicity, tmp_path):
     src, _ = _data(tiny_minicity)
-    rows = fit(_method(), src, steps=40, batch_size=4, run_dir=tmp_path, log_every=10, progress=False)
+    rows = fit(_method(), src, options=FitOptions(steps=40, batch_size=4, run_dir=tmp_path, log_every=10,
+                                                  progress=False))
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     assert rows[1]["lr"] == pytest.approx(poly_lr(0.05, 19, 40))
     assert rows[-1]["seg"] < rows[0]["seg"]
@@ -58,13 +59,15 @@ def test_fit_logs_the_poly_lr_and_reduces_the_loss(tiny_minicity, tmp_path):
 def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny_minicity, tmp_path, method_name):
     src, tgt = _data(tiny_minicity)
     straight = _method(0, method_name)
-    rows_a = fit(straight, src, tgt, steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "a", progress=False)
+    rows_a = fit(straight, src, tgt, options=FitOptions(steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "a",
+                                                        progress=False))
 
     interrupted = _method(0, method_name)
-    fit(interrupted, src, tgt, steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "b", stop_after=3,
-        progress=False)
+    fit(interrupted, src, tgt, options=FitOptions(steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "b",
+                                                  stop_after=3, progress=False))
     resumed = _method(123, method_name)  # fresh weights: everything must come from the checkpoint
-    rows_b = fit(resumed, src, tgt, steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "b", progress=False)
+    rows_b = fit(resumed, src, tgt, options=FitOptions(steps=8, batch_size=4, log_every=1, run_dir=tmp_path / "b",
+                                                       progress=False))
 
     assert [r["step"] for r in rows_b] == list(range(1, 9))
     assert [r["seg"] for r in rows_b] == [r["seg"] for r in rows_a]  # bit-identical
@@ -77,9 +80,9 @@ def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny_m
 
 def test_resume_refuses_a_checkpoint_of_another_length(tiny_minicity, tmp_path):
     src, _ = _data(tiny_minicity)
-    fit(_method(), src, steps=4, batch_size=4, run_dir=tmp_path, stop_after=2, progress=False)
+    fit(_method(), src, options=FitOptions(steps=4, batch_size=4, run_dir=tmp_path, stop_after=2, progress=False))
     with pytest.raises(ValueError, match="run of 4 steps, not 6"):
-        fit(_method(), src, steps=6, batch_size=4, run_dir=tmp_path, progress=False)
+        fit(_method(), src, options=FitOptions(steps=6, batch_size=4, run_dir=tmp_path, progress=False))
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -100,11 +103,11 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
 
 def test_a_truncated_training_checkpoint_is_a_clear_error(tiny_minicity, tmp_path):
     src, _ = _data(tiny_minicity)
-    fit(_method(), src, steps=4, batch_size=4, run_dir=tmp_path, stop_after=2, progress=False)
+    fit(_method(), src, options=FitOptions(steps=4, batch_size=4, run_dir=tmp_path, stop_after=2, progress=False))
     data = (tmp_path / CHECKPOINT).read_bytes()
     (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        fit(_method(), src, steps=4, batch_size=4, run_dir=tmp_path, progress=False)
+        fit(_method(), src, options=FitOptions(steps=4, batch_size=4, run_dir=tmp_path, progress=False))
 
 
 def test_the_target_label_never_reaches_the_method(tiny_minicity):
@@ -123,7 +126,7 @@ def test_the_target_label_never_reaches_the_method(tiny_minicity):
             seen.append(tgt_batch)
             return {"seg": 0.0}
 
-    fit(Spy(), src, labelled_target, steps=2, batch_size=4, progress=False)
+    fit(Spy(), src, labelled_target, options=FitOptions(steps=2, batch_size=4, progress=False))
     assert len(seen) == 2 and all(not hasattr(b, "label") for b in seen)
     assert all(b.image.shape == (4, 3, 32, 64) for b in seen)
 
@@ -133,7 +136,7 @@ DDP_SCRIPT = textwrap.dedent("""
     from udalib.data import SegmentationList
     from udalib.methods import build_method
     from udalib.models import build_model
-    from udalib.train import fit
+    from udalib.train import FitOptions, fit
 
     def build(name):
         torch.manual_seed(0)  # the same initial weights on every rank
@@ -152,7 +155,7 @@ DDP_SCRIPT = textwrap.dedent("""
     tgt = SegmentationList(sys.argv[1], "lists/target_train.txt", hflip=True)
     for name in sys.argv[2:]:
         method = build(name)
-        rows = fit(method, src, tgt, steps=4, batch_size=2, log_every=1, progress=False)
+        rows = fit(method, src, tgt, options=FitOptions(steps=4, batch_size=2, log_every=1, progress=False))
         weights = gather(flat(method))
         losses = gather(torch.tensor([[v for k, v in r.items() if k not in ("step", "lr", "seconds")] for r in rows]))
         if dist.get_rank() == 0:

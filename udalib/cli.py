@@ -113,6 +113,14 @@ def _pairs(items: list[str], flag: str) -> dict:
     return out
 
 
+def _run_options(args, **more):
+    """The :class:`~udalib.experiment.RunOptions` of ``train`` and ``run RECIPE``'s flags."""
+    from .experiment import RunOptions
+
+    return RunOptions(resume=not args.no_resume, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
+                      checkpoint_seconds=_seconds(args.checkpoint_minutes), workers=args.workers, **more)
+
+
 def _train(args) -> int:
     from .experiment import Experiment, run
 
@@ -123,9 +131,7 @@ def _train(args) -> int:
                      data_root=args.data_root, flip=args.flip, device=args.device, label=args.label,
                      select_every=args.select_every,
                      evaluate_on=tuple(args.eval_on) if args.eval_on else Experiment.evaluate_on)
-    result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
-                 checkpoint_every=args.checkpoint_every, checkpoint_seconds=_seconds(args.checkpoint_minutes),
-                 eval_every=args.eval_every, workers=args.workers)
+    result = run(exp, args.run_dir, _run_options(args, eval_every=args.eval_every))
     print(f"run folder: {result.dir}")
     for spec, scores in result.scores.items():
         print(f"{spec:28s} {scores}")
@@ -187,9 +193,7 @@ def _run_recipe(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and os.environ.get("RANK", "0") == "0":
         print(f"torchrun: {data_parallel_summary(exp, world)}")
-    result = run(exp, args.run_dir, resume=not args.no_resume, progress=not args.quiet,
-                 checkpoint_every=args.checkpoint_every, checkpoint_seconds=_seconds(args.checkpoint_minutes),
-                 workers=args.workers)
+    result = run(exp, args.run_dir, _run_options(args))
     print(f"run folder: {result.dir}")
     for spec, scores in result.scores.items():
         print(f"{spec:28s} {scores}")

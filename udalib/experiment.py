@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from . import paths
 from .methods.base import (
@@ -40,9 +41,11 @@ from .methods.base import (
     RUN_KEY,
     BNStats,
     Choice,
+    Method,
     keyed_off_default,
     run_key_rule,
 )
+from .train.loop import FitOptions
 
 SCORES, CONFIG, MODEL = "scores.json", "config.json", "model.pt"
 INPUTS = "inputs.json"  # the identity of the weights a run started from; not part of its key (stale_reason)
@@ -464,73 +467,88 @@ def _resolve_init(init: str) -> Path:
                             "train the source model first (notebook 01, or `python -m udalib train`)")
 
 
-def run(exp: Experiment, run_dir: str | os.PathLike | None = None, *, resume: bool = True,
-        progress: bool = True, checkpoint_every: int = 0, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
-        eval_every: int = 0, stop_after: int | None = None, workers: int = 0, amp: bool | None = None) -> Run:
-    """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder.
+def _is_main_process() -> bool:
+    """Whether this process writes the run folder: always, but under torchrun only rank 0 (before any process
+    group exists, from the environment torchrun sets)."""
+    return os.environ.get("RANK", "0") == "0"
 
-    ``exp.init`` starts the weights from another run or a weights file (the originals' ``--continue_training``: weights
-    only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly,
-    but only if the folder's ``config.json`` is the same experiment (else a one-line error names the differing
-    fields). A finished run folder is returned as it is, never modified, unless it is stale (:func:`stale_reason`:
-    the weights of its init changed after it started): then its files, and those of an unfinished stale run, are
-    moved to ``<folder>.stale-<time>`` and it trains afresh. ``config.json`` is written atomically after every
-    check, with ``inputs.json``, the sha256 of the init weights (kept as it was when a checkpoint is resumed).
-    While it runs, the folder is locked: a second process gets an error naming the first.
-    Checkpoints are written every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time.
-    ``amp``: bf16 autocast in training (default: on for CUDA, see :func:`udalib.train.fit`); evaluation is fp32.
+
+_FIT = {f.name: f.default for f in fields(FitOptions)}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run` (and :func:`train`) carry out an experiment; none of it changes the result or the run key.
+
+    ``resume``: continue from the run folder's ``checkpoint.pt`` (False: discard an unfinished run's checkpoint and
+    logs); ``progress``: a progress bar; ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time
+    (None: off), a checkpoint; ``eval_every`` steps, the mIoU on every ``evaluate_on`` set (``eval.csv``);
+    ``stop_after``: end after that many steps with a checkpoint, as a kill would; ``workers``: DataLoader processes;
+    ``amp``: bf16 autocast in training (None: on for CUDA), evaluation stays fp32. The defaults are
+    :class:`~udalib.train.FitOptions`'s, but a run folder gets a checkpoint every :data:`CHECKPOINT_SECONDS`.
     """
-    from . import locks
-    from .validation import check_experiment
 
-    check_experiment(exp)
-    for name, value in (("checkpoint_every", checkpoint_every), ("eval_every", eval_every), ("workers", workers)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name}={value!r} must be an integer of at least 0 (0: off)")
-    if checkpoint_seconds is not None and not checkpoint_seconds > 0:
-        raise ValueError(f"checkpoint_seconds={checkpoint_seconds!r} must be above 0 (None: off)")
-    run_dir = run_dir_for(exp, run_dir)
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and locks the folder
-    if not main:
-        done = _prepare_folder(exp, run_dir, resume, write=False) if run_dir.is_dir() else None
-        if done is not None:
-            return done
-        if run_dir.is_dir() and stale_reason(run_dir, chain=False) is not None:
-            resume = False  # rank 0 moves the stale checkpoint aside: start afresh, as it does
-        return _run(exp, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
-                    checkpoint_seconds=checkpoint_seconds, eval_every=eval_every, stop_after=stop_after,
-                    workers=workers, amp=amp, main=False)
-    _refuse_foreign(run_dir)  # before the lock file is made in it
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with locks.hold(run_dir / LOCK, what=f"run folder {run_dir}",
-                    hint="wait for it to finish, or use another run folder (--run-dir)"):
-        try:
-            done = _prepare_folder(exp, run_dir, resume)
-            if done is not None:
-                return done
-            locks.remove_temp_files(run_dir)  # left by a killed writer: we hold the lock, so none is live
-            return _run(exp, run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
-                        checkpoint_seconds=checkpoint_seconds, eval_every=eval_every, stop_after=stop_after,
-                        workers=workers, amp=amp, main=True)
-        except BaseException:
-            if created:
-                _discard_if_empty(run_dir)
-            raise
+    resume: bool = _FIT["resume"]
+    progress: bool = _FIT["progress"]
+    checkpoint_every: int = _FIT["checkpoint_every"]
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS
+    eval_every: int = _FIT["eval_every"]
+    stop_after: int | None = _FIT["stop_after"]
+    workers: int = _FIT["workers"]
+    amp: bool | None = _FIT["amp"]
+
+    def __post_init__(self):
+        for name in ("checkpoint_every", "eval_every", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an integer of at least 0 (0: off)")
+        if self.checkpoint_seconds is not None and not self.checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds={self.checkpoint_seconds!r} must be above 0 (None: off)")
 
 
-def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkpoint_every: int,
-         checkpoint_seconds: float | None, eval_every: int, stop_after: int | None, workers: int,
-         amp: bool | None, main: bool) -> Run:
-    from .data import eval_loader
+@dataclass
+class Built:
+    """The run of an Experiment, built and not yet trained (:func:`build`): the method (its model with the start
+    weights), the datasets it trains and is scored on, and where it trains. :func:`train` trains it;
+    :meth:`fit_options` gives :func:`udalib.train.fit` the experiment's schedule for a loop of one's own."""
+
+    exp: Experiment
+    run_dir: Path
+    method: Method
+    device: str
+    source: Dataset | None = None  # labelled training set (None: built without data)
+    target: Dataset | None = None  # unlabelled target training images (None without a target)
+    eval_sets: dict = field(default_factory=dict)  # spec of exp.evaluate_on -> dataset
+    inputs: dict = field(default_factory=dict)  # the record of the init weights (inputs.json); empty without one
+
+    def score(self, dataset, selection: str):
+        """The method's segmenter scored on ``dataset`` as the experiment scores (:func:`score_set`)."""
+        return score_set(self.method.model, dataset, self.exp, selection, device=self.device)
+
+    def evaluate(self, _method=None) -> dict:
+        """The periodic evaluation of :func:`udalib.train.fit` (``eval.csv``): the mIoU on each evaluation set."""
+        return {spec: self.score(ds, "periodic").miou for spec, ds in self.eval_sets.items()}
+
+    def fit_options(self, **changes) -> FitOptions:
+        """The :class:`~udalib.train.FitOptions` of the experiment's schedule: its steps, batch size, seed, device and
+        poly horizon, no files written; ``changes`` set other fields (or replace these)."""
+        exp = self.exp
+        return replace(FitOptions(steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=self.device,
+                                  poly_steps=exp.poly_steps), **changes)
+
+
+def build(exp: Experiment, run_dir: str | os.PathLike | None = None, *, data: bool = True) -> Built:
+    """The run of ``exp``, ready to train, with nothing written: the model built under ``exp.seed``, its ImageNet
+    init (``pretrained``) or start weights (``init``, :func:`_resolve_init`) loaded, the method
+    (:meth:`Experiment.build_method`) and, with ``data``, its source, target and evaluation sets (a self-training
+    method is bound to them and to ``run_dir``, where it keeps large pseudo-labels). ``data=False`` builds the method
+    alone, for a loop on data of one's own (the benchmarks' synthetic images)."""
     from .data.rcs import rare_class_sampling
-    from .locks import atomic_write_text
-    from .methods import adapt_batchnorm
     from .models import build_model
     from .models.checkpoint import load_imagenet_init, load_into, load_state_dict_file
-    from .train import distributed, fit
-    from .train.checkpoint import atomic_save
+    from .train import distributed
 
+    run_dir = run_dir_for(exp, run_dir)
     device = distributed.local_device(exp.device)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, exp.num_classes, **exp.model_args)
@@ -547,42 +565,100 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         load_into(model, init, skip_prefixes=optional)
     method = exp.build_method(model)
     method.progress_label = exp.label or run_dir.name  # what the progress bar is called
+    built = Built(exp, run_dir, method, device, inputs=inputs)
+    if data:
+        built.source = rare_class_sampling(open_data(exp.source, default_split="train", train=True, exp=exp),
+                                           exp.rcs_temperature)  # the same dataset unless rcs_temperature is set
+        built.target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
+        built.eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
+        if hasattr(method, "bind"):  # self-training: the source set of its source portion, the folder of its labels
+            method.bind(built.source, built.target, run_dir)
+    return built
 
-    source = rare_class_sampling(open_data(exp.source, default_split="train", train=True, exp=exp),
-                                 exp.rcs_temperature)  # the same dataset unless rcs_temperature is set
-    target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
-    eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
-    if hasattr(method, "bind"):  # self-training: the source set of its source portion, the folder of its labels
-        method.bind(source, target, run_dir)
+
+def run(exp: Experiment, run_dir: str | os.PathLike | None = None, options: RunOptions | None = None,
+        **changes) -> Run:
+    """Train ``exp`` (or continue it), evaluate it on ``exp.evaluate_on`` and write its run folder.
+
+    ``options`` (:class:`RunOptions`), with ``changes`` to its fields (``run(exp, progress=False)``), say how:
+    resume, progress bar, checkpoints, periodic evaluation, early stop, workers, bf16. ``exp.init`` starts the
+    weights from another run or a weights file (the originals' ``--continue_training``: weights
+    only, a fresh optimiser and poly schedule); an existing ``checkpoint.pt`` in the run folder resumes exactly,
+    but only if the folder's ``config.json`` is the same experiment (else a one-line error names the differing
+    fields). A finished run folder is returned as it is, never modified, unless it is stale (:func:`stale_reason`:
+    the weights of its init changed after it started): then its files, and those of an unfinished stale run, are
+    moved to ``<folder>.stale-<time>`` and it trains afresh. ``config.json`` is written atomically after every
+    check, with ``inputs.json``, the sha256 of the init weights (kept as it was when a checkpoint is resumed).
+    While it runs, the folder is locked: a second process gets an error naming the first. Under torchrun every
+    process builds and trains (:func:`build`, :func:`train`); only rank 0 locks, checks with writes and writes.
+    """
+    from . import locks
+    from .validation import check_experiment
+
+    check_experiment(exp)
+    options = replace(options or RunOptions(), **changes)
+    run_dir = run_dir_for(exp, run_dir)
+    main = _is_main_process()
+    created = False
+    if main:
+        _refuse_foreign(run_dir)  # before the lock file is made in it
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    held = (locks.hold(run_dir / LOCK, what=f"run folder {run_dir}",
+                       hint="wait for it to finish, or use another run folder (--run-dir)")
+            if main else contextlib.nullcontext())
+    with held:
+        try:
+            done = _prepare_folder(exp, run_dir, options.resume, write=main) if main or run_dir.is_dir() else None
+            if done is not None:
+                return done
+            if main:
+                locks.remove_temp_files(run_dir)  # left by a killed writer: we hold the lock, so none is live
+            elif run_dir.is_dir() and stale_reason(run_dir, chain=False) is not None:
+                options = replace(options, resume=False)  # rank 0 moves the stale checkpoint aside: start afresh too
+            return train(build(exp, run_dir), options)
+        except BaseException:
+            if created:
+                _discard_if_empty(run_dir)
+            raise
+
+
+def train(built: Built, options: RunOptions | None = None) -> Run:
+    """Train a :func:`build` run in its folder (``options``: :class:`RunOptions`), evaluate it and write the folder:
+    ``config.json`` and ``inputs.json`` first, then what :func:`udalib.train.fit` writes, ``model.pt`` and, last,
+    ``scores.json``. :func:`run` calls it after checking and locking the folder; call that instead, unless the
+    folder is yours alone. With ``stop_after`` below the experiment's steps it returns the unfinished run."""
+    from .data import eval_loader
+    from .locks import atomic_write_text
+    from .methods import adapt_batchnorm
+    from .train import distributed, fit
+    from .train.checkpoint import atomic_save
+
+    options = options or RunOptions()
+    exp, run_dir, method, target, eval_sets = built.exp, built.run_dir, built.method, built.target, built.eval_sets
+    device, main = built.device, _is_main_process()
     if main:  # every check passed and every dataset opened: only now is the folder this experiment's
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, json.dumps(asdict(exp), indent=1, default=list))
-        if not (resume and (run_dir / CHECKPOINT).exists()):  # a resumed run keeps the record of its start
-            if inputs:
-                atomic_write_text(run_dir / INPUTS, json.dumps(inputs, indent=1))
+        if not (options.resume and (run_dir / CHECKPOINT).exists()):  # a resumed run keeps the record of its start
+            if built.inputs:
+                atomic_write_text(run_dir / INPUTS, json.dumps(built.inputs, indent=1))
             else:
                 (run_dir / INPUTS).unlink(missing_ok=True)
 
-    def score(dataset, selection: str):
-        return score_set(method.model, dataset, exp, selection, device=device)
-
-    def periodic(_method) -> dict:
-        return {spec: score(ds, "periodic").miou for spec, ds in eval_sets.items()}
-
-    selector = _selector(exp, eval_sets, score, run_dir, device) if exp.select_every and main else None
+    selector = _selector(built) if exp.select_every and main else None
     t0 = time.perf_counter()
-    fit(method, source, target, steps=exp.steps, batch_size=exp.batch_size, seed=exp.seed, device=device,
-        run_dir=run_dir, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds, evaluate=periodic if eval_every else None, eval_every=eval_every,
-        stop_after=stop_after, poly_steps=exp.poly_steps, workers=workers, amp=amp,
-        callbacks=(selector,) if selector is not None else ())
-    if stop_after is not None and stop_after < exp.steps:
+    fit(method, built.source, target, options=built.fit_options(
+        run_dir=run_dir, **asdict(options), evaluate=built.evaluate if options.eval_every else None,
+        callbacks=(selector,) if selector is not None else ()))
+    if options.stop_after is not None and options.stop_after < exp.steps:
         return load_run(run_dir)
     if exp.adabn:
         adapt_batchnorm(method.model, eval_loader(open_data(exp.target, default_split="train", train=False,
                                                             exp=exp)), device=device)
     if not distributed.is_main():
         return Run(run_dir, exp)
-    scores = {spec: score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
+    scores = {spec: built.score(ds, "last checkpoint") for spec, ds in eval_sets.items()}
     atomic_save(method.model.state_dict(), run_dir / MODEL)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in method.model.modules())
     if target is not None and not exp.adabn and exp.bn_stats != "target" and has_bn:  # (VGG-16 has no BatchNorm)
@@ -592,7 +668,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
         # repeat the evaluation (a quarter of a MiniCity run's time)
         target_images = eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp))
         adapt_batchnorm(method.model, target_images, device=device)
-        scores |= {spec + TARGET_BN: score(ds, "last checkpoint, target BN statistics")
+        scores |= {spec + TARGET_BN: built.score(ds, "last checkpoint, target BN statistics")
                    for spec, ds in eval_sets.items()}
     out = {k: v.as_dict() for k, v in scores.items()}
     for v in out.values():
@@ -606,7 +682,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     return load_run(run_dir)
 
 
-def _selector(exp: Experiment, eval_sets: dict, score, run_dir: Path, device):
+def _selector(built: Built):
     """The :class:`~udalib.train.select.Selector` of a run with ``select_every``: target val mIoU on
     :func:`selection_dataset` (target labels) and the validators of :func:`udalib.validate.score_model` on
     :data:`SELECTION_IMAGES` unlabelled target training images (their list holds no labels; the images alone are
@@ -617,16 +693,18 @@ def _selector(exp: Experiment, eval_sets: dict, score, run_dir: Path, device):
     from .train.select import BEST_MODEL, Selector
     from .validate import score_model
 
-    labelled = eval_sets[selection_dataset(exp)]
+    exp = built.exp
+    labelled = built.eval_sets[selection_dataset(exp)]
     images = open_data(exp.target, default_split="train", train=False, exp=exp)
     n = min(SELECTION_IMAGES, len(images))
     unlabelled = eval_loader(_ImagesOnly(Subset(images, [i * len(images) // n for i in range(n)])))
 
     def validate(model) -> dict:
-        return score_model(model, unlabelled, num_classes=exp.num_classes, seed=exp.seed, device=device)
+        return score_model(model, unlabelled, num_classes=exp.num_classes, seed=exp.seed, device=built.device)
 
-    return Selector(exp.select_every, steps=exp.steps, target_miou=lambda _model: score(labelled, "periodic").miou,
-                    validate=validate, best_path=run_dir / BEST_MODEL)
+    return Selector(exp.select_every, steps=exp.steps,
+                    target_miou=lambda _model: built.score(labelled, "periodic").miou,
+                    validate=validate, best_path=built.run_dir / BEST_MODEL)
 
 
 class _ImagesOnly(torch.utils.data.Dataset):

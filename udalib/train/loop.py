@@ -1,4 +1,4 @@
-"""``fit``: the one training loop every method runs on."""
+"""``fit``: the one training loop every method runs on, and :class:`FitOptions`, its settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,21 +51,52 @@ def _device_context(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps: int, batch_size: int = 8,
-        seed: int = 0, device: str | torch.device = "cpu", run_dir: str | os.PathLike | None = None,
-        resume: bool = True, log_every: int = 10, checkpoint_every: int = 0, checkpoint_seconds: float | None = None,
-        evaluate: Callable[[Method], dict] | None = None, eval_every: int = 0, amp: bool | None = None,
-        channels_last: bool | None = None, workers: int = 0, progress: bool = True,
-        stop_after: int | None = None, poly_steps: int | None = None,
-        callbacks: tuple[Callable, ...] = ()) -> list[dict]:
-    """Train ``method`` for ``steps`` iterations and return the logged rows.
+@dataclass(frozen=True)
+class FitOptions:
+    """Every setting of :func:`fit`, each with its default, in one place (a plain frozen dataclass:
+    ``dataclasses.replace(options, stop_after=3)`` is a changed copy). What each one does: :func:`fit`; the
+    defaults that depend on the device are made explicit by :meth:`resolved`."""
+
+    steps: int  # iterations
+    batch_size: int = 8  # images per batch (per process under torchrun)
+    seed: int = 0  # of the data streams (the source's; the target's is seed + 1)
+    device: str | torch.device = "cpu"
+    run_dir: str | os.PathLike | None = None
+    resume: bool = True
+    log_every: int = 10
+    checkpoint_every: int = 0
+    checkpoint_seconds: float | None = None
+    evaluate: Callable[[Method], dict] | None = None
+    eval_every: int = 0
+    amp: bool | None = None
+    channels_last: bool | None = None
+    workers: int = 0
+    progress: bool = True
+    stop_after: int | None = None
+    poly_steps: int | None = None
+    callbacks: tuple[Callable, ...] = ()
+
+    def resolved(self) -> FitOptions:
+        """The options with every default that depends on another setting made explicit: ``device`` a
+        :class:`torch.device`, ``amp`` and ``channels_last`` True on CUDA (else False) where None, ``poly_steps``
+        ``steps`` where unset, ``run_dir`` a :class:`~pathlib.Path`, ``callbacks`` a tuple."""
+        device = torch.device(self.device)
+        cuda = device.type == "cuda"
+        return replace(self, device=device, amp=cuda if self.amp is None else self.amp,
+                       channels_last=cuda if self.channels_last is None else self.channels_last,
+                       poly_steps=self.poly_steps or self.steps, callbacks=tuple(self.callbacks),
+                       run_dir=Path(self.run_dir) if self.run_dir is not None else None)
+
+
+def fit(method: Method, source: Dataset, target: Dataset | None = None, *, options: FitOptions) -> list[dict]:
+    """Train ``method`` on ``source`` (and the unlabelled ``target``) as ``options`` say; return the logged rows.
 
     Per iteration: set the poly learning rate, draw a source batch (unless ``method.draws_source_batches`` is
     False: ``src`` is then None) and (if the method uses one) a target batch, whose labels are dropped here, once,
     and call ``method.step``. Self-training methods get ``on_round_start`` at the start of each round
     (``method.rounds`` of them, evenly spaced).
 
-    ``run_dir`` receives ``metrics.csv`` (every ``log_every`` steps), ``eval.csv`` (every ``eval_every``
+    ``options.run_dir`` receives ``metrics.csv`` (every ``log_every`` steps), ``eval.csv`` (every ``eval_every``
     steps, from the ``evaluate`` callable), and ``checkpoint.pt`` every ``checkpoint_every`` steps, every
     ``checkpoint_seconds`` of wall time (so a kill loses at most that much) and at the end, written atomically.
     With ``resume`` a run whose checkpoint exists continues from it and produces
@@ -79,20 +111,18 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     step ``i`` (from 0), before that step's checkpoint; one with ``state_dict``/``load_state_dict`` (e.g.
     :class:`udalib.train.select.Selector`) has its state kept in the checkpoint and restored on resume.
     """
-    device = torch.device(device)
+    o = options.resolved()
+    device, steps, run_dir, callbacks, evaluate = o.device, o.steps, o.run_dir, o.callbacks, o.evaluate
     rank, world = distributed.setup(device)
-    amp = device.type == "cuda" if amp is None else amp
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image sizes: cuDNN times its kernels once, then reuses the best
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    method.to(device, memory_format=memory_format) if channels_last else method.to(device)
+    memory_format = torch.channels_last if o.channels_last else torch.contiguous_format
+    method.to(device, memory_format=memory_format) if o.channels_last else method.to(device)
     method.train()
-    run_dir = Path(run_dir) if run_dir is not None else None
     is_main = rank == 0
 
     start, rows, eval_rows, state = 0, [], [], None
-    if run_dir is not None and resume and (run_dir / CHECKPOINT).exists():
+    if run_dir is not None and o.resume and (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir / CHECKPOINT, method)
         start, rows, eval_rows = state["step"], state["rows"], state["eval_rows"]
         if state.get("steps") != steps:
@@ -102,16 +132,16 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
 
     uses_target = method.uses_target and target is not None
     # a method whose step reads no loop source batch (self-training mixing its own source images) gets none
-    src_iter = (stream(source, batch_size, seed=seed, start=start, workers=workers, rank=rank, world=world,
-                       pin_memory=device.type == "cuda") if getattr(method, "draws_source_batches", True) else None)
-    tgt_iter = (stream(target, batch_size, seed=seed + 1, start=start, workers=workers, rank=rank, world=world,
-                       pin_memory=device.type == "cuda") if uses_target else None)
+    streams = dict(start=start, workers=o.workers, rank=rank, world=world, pin_memory=device.type == "cuda")
+    src_iter = (stream(source, o.batch_size, seed=o.seed, **streams)
+                if getattr(method, "draws_source_batches", True) else None)
+    tgt_iter = stream(target, o.batch_size, seed=o.seed + 1, **streams) if uses_target else None
     if state is not None:  # after the streams: creating a DataLoader iterator draws from torch's generator, and the
         # uninterrupted run made those draws before its first step, so they are inside the saved state
         torch.set_rng_state(state["rng"])
     rounds = getattr(method, "rounds", 1)
     round_starts = {r * steps // rounds: r for r in range(rounds)}
-    end = steps if stop_after is None else min(stop_after, steps)
+    end = steps if o.stop_after is None else min(o.stop_after, steps)
 
     saved = {"step": start, "time": time.monotonic()}
 
@@ -124,7 +154,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
             saved.update(step=step, time=time.monotonic())
 
     bar = None
-    if progress and is_main and end > start:
+    if o.progress and is_main and end > start:
         # a text bar, not tqdm.auto's widget: a notebook saved after running (papermill, nbval) keeps a widget's
         # first frame, "0/60", while a text bar ends cleared (leave=False) in the saved copy as on screen
         from tqdm.std import tqdm
@@ -134,7 +164,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
     for i in range(start, end):
         if uses_target and i in round_starts:
             method.on_round_start(round_starts[i], target, source)
-        lr = set_lr(method, i, poly_steps or steps)
+        lr = set_lr(method, i, o.poly_steps)
         src = None
         if src_iter is not None:
             img_s, lbl_s, *_ = next(src_iter)
@@ -144,7 +174,7 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
         if tgt_iter is not None:
             img_t, _, idx_t, flip_t = next(tgt_iter)  # the target label is dropped here, once
             tgt = TargetBatch(img_t.to(device, non_blocking=True, memory_format=memory_format), idx_t, flip_t)
-        with _device_context(device, amp):
+        with _device_context(device, o.amp):
             logs = method.step(src, tgt)
         distributed.sync_buffers(method)
         if not all(math.isfinite(v) for v in logs.values()):
@@ -153,17 +183,17 @@ def fit(method: Method, source: Dataset, target: Dataset | None = None, *, steps
                     and (run_dir / CHECKPOINT).exists() else "no checkpoint was written")
             raise FloatingPointError(f"step {i + 1}: non-finite loss ({bad}); {kept}. Lower the learning rate "
                                      "or the target loss weight, and start afresh (--no-resume)")
-        if (i + 1) % log_every == 0 or i + 1 == steps:
+        if (i + 1) % o.log_every == 0 or i + 1 == steps:
             rows.append({"step": i + 1, "lr": lr, **logs, "seconds": round(time.perf_counter() - t0, 3)})
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
-        if evaluate is not None and eval_every and (i + 1) % eval_every == 0 and i + 1 < steps and is_main:
+        if evaluate is not None and o.eval_every and (i + 1) % o.eval_every == 0 and i + 1 < steps and is_main:
             eval_rows.append({"step": i + 1, **evaluate(method)})
             method.train()
         for cb in callbacks:  # before the checkpoint of this step, so that it holds what they did at this step
             cb(i, method, logs)
-        if (checkpoint_every and (i + 1) % checkpoint_every == 0) or (
-                checkpoint_seconds and i + 1 < end and time.monotonic() - saved["time"] >= checkpoint_seconds):
+        if (o.checkpoint_every and (i + 1) % o.checkpoint_every == 0) or (
+                o.checkpoint_seconds and i + 1 < end and time.monotonic() - saved["time"] >= o.checkpoint_seconds):
             save(i + 1)
         if bar is not None:
             bar.update(1)
