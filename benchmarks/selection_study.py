@@ -1,5 +1,5 @@
 """Which label-free validator picks good checkpoints? A grid of MiniCity adaptation runs, every checkpoint scored
-by every validator of ``udalib.validate`` and by the target labels.
+by every validator of ``udalib.eval.validators`` and by the target labels.
 
 Grid: methods x target-loss weights (multiples of the MiniCity preset's weight: 0, the preset, and one too large)
 x seeds; each run starts from the standard source model of its seed and is scored every ``--every`` steps. The
@@ -95,9 +95,9 @@ def run_cell(exp: Experiment, source_run, *, multiplier: float, every: int, done
     rows it wrote."""
     from udalib.data import eval_loader
     from udalib.eval.evaluate import evaluate
+    from udalib.eval.validators import score_model
     from udalib.experiment import build
     from udalib.train import fit
-    from udalib.validate import score_model
 
     weight = exp.method_args[WEIGHT[exp.method]]
     checkpoints = [s for s in range(every, exp.steps + 1, every)]

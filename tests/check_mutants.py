@@ -19,7 +19,7 @@ M = "udalib/methods/"
 L = "udalib/losses/"
 OBJECTIVES = ("tests/test_method_objectives.py",)
 CONTROLS = ("tests/test_methods.py", "-k", "control")  # the lambda = 0 controls: target weights and their update
-V, TV = "udalib/validate.py", ("tests/test_validate.py",)
+V, TV = "udalib/eval/validators.py", ("tests/test_validators.py",)
 T, TT = M + "tent.py", ("tests/test_tta.py",)
 S, TS = "benchmarks/selection_study.py", ("tests/test_selection_study.py",)
 OD = ("tests/test_method_objectives.py", "-k", "dacs")  # DACS's objective
@@ -174,7 +174,7 @@ MUTANTS = [
      "    if False:\n        get_or_train(", STALE + ("-k", "get_or_train")),
     (E, "(run_dir / CHECKPOINT).exists():  # an unfinished run from weights since changed\n        _set_aside",
      "(run_dir / CHECKPOINT).exists() and False:\n        _set_aside", STALE + ("-k", "resumed")),
-    # label-free validators (tests/test_validate.py)
+    # label-free validators (tests/test_validators.py)
     (V, "return float(-_entropy(_rows(probs)).mean())", "return float(_entropy(_rows(probs)).mean())", TV),
     (V, "return -torch.special.xlogy(rows, rows).sum(dim=-1)", "return -torch.special.xlogy(rows, rows).mean(dim=-1)",
      TV),

@@ -368,7 +368,7 @@ def test_a_training_crop_cuts_image_and_label_alike_from_the_items_seed_and_leav
 
 def test_the_experiments_crop_keeps_every_run_name_is_checked_and_reaches_the_training_sets_only(minicity_home):
     from udalib.experiment import Experiment, open_data
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     plain = Experiment(method="dacs", target="minicity:target")
     cropped = Experiment(method="dacs", target="minicity:target", crop=[16, 32])

@@ -277,7 +277,7 @@ def test_adabn_needs_a_batchnorm_layer():
 ])
 def test_a_string_switch_out_of_its_choices_is_one_line_listing_them(method, field, bad, choices):
     from udalib.experiment import Experiment
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     message = f"method '{method}' parameter {field}='{bad}' is not valid: expected one of {choices}$"
     with pytest.raises(ValueError, match=message):
@@ -309,7 +309,7 @@ def test_string_switches_are_members_stored_and_hashed_as_their_strings():
 
 def test_experiment_bn_stats_out_of_its_choices_is_one_line_listing_them():
     from udalib.experiment import Experiment
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     with pytest.raises(ValueError, match="^Experiment field bn_stats='source' is not valid: expected one of 'both', "
                                          "'target'$"):

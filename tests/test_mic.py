@@ -153,7 +153,7 @@ def test_the_control_zeroes_the_hosts_target_weights_and_mics(name):
                                               ("mic_alpha", 1.0), ("lambda_mic", -1.0), ("mic_threshold", 1.5)])
 def test_mic_parameters_out_of_range_are_refused(field, value):
     from udalib.experiment import Experiment
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     with pytest.raises(ValueError, match=field):
         check_experiment(Experiment(method="minent_mic", target="minicity:target", method_args={field: value}),

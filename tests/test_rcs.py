@@ -106,7 +106,7 @@ def test_the_stream_of_a_resumed_run_draws_the_same_images_and_a_plain_index_rea
 
 
 def test_the_experiment_field_keeps_every_run_name_and_is_checked():
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     plain = Experiment(method="dacs", target="minicity:target")
     assert Experiment(method="dacs", target="minicity:target", rcs_temperature=None).name == plain.name

@@ -14,7 +14,7 @@ from udalib import locks
 from udalib.cli import main
 from udalib.data.minicity import MiniCitySpec
 from udalib.experiment import Experiment, load_run, run
-from udalib.validation import check_experiment
+from udalib.experiment_checks import check_experiment
 
 TINY = dict(steps=2, batch_size=4, model_args={"width": 8}, method_args={"lr": 0.02})
 
@@ -209,7 +209,9 @@ def test_table_groups_seeds_of_one_experiment_and_skips_broken_or_unfinished_fol
     table = pd.read_csv(home / "t.csv", index_col=0)
     key_a, key_long = group_key(exp), group_key(replace(exp, steps=3))
     assert key_a == group_key(replace(exp, seed=1)) != key_long
-    assert table.seeds.to_dict() == {f"tiny [{key_a}]": 2, f"tiny [{key_long}]": 1}  # unfinished seed 2: not counted
+    # one row per experiment, named by the one naming rule (udalib.results.group_runs): the label, then the setting
+    # the experiments sharing it differ in; the unfinished seed 2 is not counted
+    assert table.seeds.to_dict() == {"tiny · steps 2": 2, "tiny · steps 3": 1}
 
 
 def test_a_truncated_png_is_one_line_that_names_the_file(tmp_path, tiny_minicity):

@@ -249,7 +249,7 @@ def test_without_selections_the_table_is_unchanged(home, tmp_path, capsys):
     ({"select_every": -1}, "must be at least 0"),
 ])
 def test_bad_selection_settings_are_one_line(changes, message):
-    from udalib.validation import check_experiment
+    from udalib.experiment_checks import check_experiment
 
     with pytest.raises(ValueError, match=message):
         check_experiment(replace(_adapted(0), **changes), device=False)

@@ -204,9 +204,9 @@ def _evaluate(args) -> int:
     from .data import eval_loader
     from .eval.evaluate import evaluate
     from .experiment import Experiment, load_run, open_data
+    from .experiment_checks import check_device
     from .models import build_model
     from .models.checkpoint import load_checkpoint
-    from .validation import check_device
 
     check_device(args.device)
     if args.run:

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import paths
+from .experiment_checks import selection_dataset
 from .methods.base import (
     AS_METHOD_CONFIG,
     NEVER,
@@ -184,20 +185,6 @@ def parse_spec(spec: str, default_split: str) -> tuple[str, str, tuple[int, int]
 
 
 SELECTION_IMAGES = 100  # unlabelled target training images the validator scores (evenly spaced over the list)
-
-
-def selection_dataset(exp: Experiment) -> str:
-    """The evaluation set of ``exp`` on which ``select_every`` scores checkpoints with target labels: the first of
-    ``exp.evaluate_on`` of the target's dataset (``minicity:target`` -> ``minicity:target/val``)."""
-    def dataset(spec: str) -> str:
-        return spec.partition("@")[0].partition("/")[0]
-
-    for spec in exp.evaluate_on:
-        if exp.target and dataset(spec) == dataset(exp.target):
-            return spec
-    raise ValueError(f"select_every={exp.select_every} scores checkpoints on a labelled val set of the target "
-                     f"{exp.target!r}, and evaluate_on {list(exp.evaluate_on)} has none: add one (e.g. "
-                     f"{dataset(exp.target or 'minicity:target')}/val) or set select_every=0")
 
 
 def open_data(spec: str, *, default_split: str, train: bool, exp: Experiment):
@@ -593,7 +580,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike | None = None, options: RunO
     process builds and trains (:func:`build`, :func:`train`); only rank 0 locks, checks with writes and writes.
     """
     from . import locks
-    from .validation import check_experiment
+    from .experiment_checks import check_experiment
 
     check_experiment(exp)
     options = replace(options or RunOptions(), **changes)
@@ -684,14 +671,14 @@ def train(built: Built, options: RunOptions | None = None) -> Run:
 
 def _selector(built: Built):
     """The :class:`~udalib.train.select.Selector` of a run with ``select_every``: target val mIoU on
-    :func:`selection_dataset` (target labels) and the validators of :func:`udalib.validate.score_model` on
+    :func:`selection_dataset` (target labels) and the validators of :func:`udalib.eval.validators.score_model` on
     :data:`SELECTION_IMAGES` unlabelled target training images (their list holds no labels; the images alone are
     passed on)."""
     from torch.utils.data import Subset
 
     from .data import eval_loader
+    from .eval.validators import score_model
     from .train.select import BEST_MODEL, Selector
-    from .validate import score_model
 
     exp = built.exp
     labelled = built.eval_sets[selection_dataset(exp)]

@@ -36,8 +36,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from udalib import validate, viz, zoo
+from udalib import viz, zoo
 from udalib.data import eval_loader
+from udalib.eval import validators
 from udalib.experiment import get_or_train, open_data
 
 RESULTS = viz.results.BENCHMARK_TABLE.parent  # benchmarks/results
@@ -65,16 +66,16 @@ spec.loader.exec_module(study)
 # (IM's source is shown after the exercise at the end, which asks you to write it.)
 
 # %%
-viz.show_source(validate.neg_mean_entropy)
-viz.show_source(validate.soft_neighborhood_density)
-viz.show_source(validate.batch_nuclear_norm)
-viz.show_source(validate.atc_threshold)
-viz.show_source(validate.atc_accuracy)
+viz.show_source(validators.neg_mean_entropy)
+viz.show_source(validators.soft_neighborhood_density)
+viz.show_source(validators.batch_nuclear_norm)
+viz.show_source(validators.atc_threshold)
+viz.show_source(validators.atc_accuracy)
 
 # %% [markdown]
 # ## Scoring two models live
 #
-# The source model of notebook 01 and its AdaBN version, scored by every validator (`validate.score_model`) and,
+# The source model of notebook 01 and its AdaBN version, scored by every validator (`validators.score_model`) and,
 # for comparison only, by target labels.
 
 # %%
@@ -84,7 +85,7 @@ target_val = eval_loader(open_data("minicity:target/val", default_split="val", t
 source_val = eval_loader(open_data("minicity:source/val", default_split="val", train=False, exp=source_exp))
 live = {}
 for name, r in runs.items():
-    scores = validate.score_model(r.model().to(DEVICE), target_val, source_loader=source_val, num_classes=19,
+    scores = validators.score_model(r.model().to(DEVICE), target_val, source_loader=source_val, num_classes=19,
                                   pixels=PIXELS, seed=SEED, device=DEVICE)
     live[name] = {"target mIoU (labels)": r.miou("minicity:target/val"), **scores}
 live = pd.DataFrame(live).T
@@ -265,7 +266,7 @@ for name, (probs, expected) in cases.items():
 print("my_im_terms gives the terms computed by hand")
 
 # %% tags=["answer-source"]
-viz.show_source(validate.information_maximization)
+viz.show_source(validators.information_maximization)
 
 # %% [markdown] tags=["exercise"]
 # **Predict, then run.** Before running the next cell: a model that predicts the uniform distribution at every
@@ -273,10 +274,10 @@ viz.show_source(validate.information_maximization)
 
 # %%
 uniform = torch.full((1, 5, 4, 6), 0.2)
-print("entropy:", round(validate.neg_mean_entropy(uniform), 3), " (= -log 5)")
-print("im:     ", round(validate.information_maximization(uniform), 3), " (no pixel is confident)")
-assert abs(validate.neg_mean_entropy(uniform) + math.log(5)) < 1e-5, "entropy: minus log 5"
-assert abs(validate.information_maximization(uniform)) < 1e-5, "im: log 5 - log 5 = 0"
+print("entropy:", round(validators.neg_mean_entropy(uniform), 3), " (= -log 5)")
+print("im:     ", round(validators.information_maximization(uniform), 3), " (no pixel is confident)")
+assert abs(validators.neg_mean_entropy(uniform) + math.log(5)) < 1e-5, "entropy: minus log 5"
+assert abs(validators.information_maximization(uniform)) < 1e-5, "im: log 5 - log 5 = 0"
 
 # %% [markdown]
 # ## Summary
@@ -294,12 +295,12 @@ assert abs(validate.information_maximization(uniform)) < 1e-5, "im: log 5 - log 
 # notebooks 01-08 at full scale) on unlabelled Cityscapes images,
 #
 # ```python
-# from udalib import validate
+# from udalib.eval import validators
 # from udalib.experiment import load_run, open_data
 # from udalib.data import eval_loader
 # run = load_run("runs/<your gta5_maxsquare run>")
 # target = eval_loader(open_data("cityscapes/val@512x1024", default_split="val", train=False, exp=run.config))
-# validate.score_model(run.model().cuda(), target, num_classes=19, device="cuda")
+# validators.score_model(run.model().cuda(), target, num_classes=19, device="cuda")
 # ```
 #
 # and this notebook runs unchanged with papermill (it reads the MiniCity study from `benchmarks/results/`):

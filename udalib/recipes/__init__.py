@@ -70,8 +70,8 @@ def check(exp: Experiment) -> None:
     """
     import torch
 
+    from ..experiment_checks import check_experiment
     from ..models import build_model
-    from ..validation import check_experiment
 
     check_experiment(exp, device=False)  # types and ranges of every field and method parameter (the device: at run)
     with torch.device("meta"):

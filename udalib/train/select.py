@@ -7,7 +7,7 @@ choice that uses target labels a real user does not have. A :class:`Selector` sc
 steps and at the last step, in three ways side by side:
 
 * ``"last"``: the model at the end of training (what udalib reports everywhere else);
-* ``"validator:<name>"``: the checkpoint with the largest label-free validator score (:mod:`udalib.validate`,
+* ``"validator:<name>"``: the checkpoint with the largest label-free validator score (:mod:`udalib.eval.validators`,
   information maximisation by default: the best validator of ``benchmarks/selection_study.py`` on MiniCity),
   computed on a fixed set of *unlabelled* target training images;
 * ``"target labels"``: the checkpoint with the largest target validation mIoU, as the original code bases select.
@@ -41,9 +41,9 @@ def validator_rule(name: str = VALIDATOR) -> str:
 
 class Selector:
     """A callback of :func:`udalib.train.fit`: every ``every`` steps and at step ``steps``, scores the model with
-    ``target_miou(model) -> float`` (target validation mIoU, %, uses labels) and ``validate(model) -> dict`` (label-free
-    validator scores, higher is better, e.g. :func:`udalib.validate.score_model` on unlabelled target images), and
-    keeps the weights of the best target mIoU so far in ``best_path`` (atomically).
+    ``target_miou(model) -> float`` (target validation mIoU, %, uses labels) and ``validate(model) -> dict``
+    (label-free validator scores, higher is better, e.g. :func:`udalib.eval.validators.score_model` on unlabelled
+    target images), and keeps the weights of the best target mIoU so far in ``best_path`` (atomically).
 
     Evaluation runs under a forked random state, so training with a Selector makes exactly the updates it makes
     without one. ``state_dict``/``load_state_dict`` carry the scores through a training checkpoint (``fit`` saves

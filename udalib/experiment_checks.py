@@ -164,9 +164,22 @@ def check_experiment(exp, *, device: bool = True) -> None:
         if exp.steps < 1:
             raise ValueError("select_every needs training steps to select from: set steps of at least 1, or "
                              "select_every=0")
-        from .experiment import selection_dataset
 
         selection_dataset(exp)
     check_method_config(exp.method_config, exp.method)
     if device:
         check_device(exp.device)
+
+
+def selection_dataset(exp) -> str:
+    """The evaluation set of ``exp`` on which ``select_every`` scores checkpoints with target labels: the first of
+    ``exp.evaluate_on`` of the target's dataset (``minicity:target`` -> ``minicity:target/val``)."""
+    def dataset(spec: str) -> str:
+        return spec.partition("@")[0].partition("/")[0]
+
+    for spec in exp.evaluate_on:
+        if exp.target and dataset(spec) == dataset(exp.target):
+            return spec
+    raise ValueError(f"select_every={exp.select_every} scores checkpoints on a labelled val set of the target "
+                     f"{exp.target!r}, and evaluate_on {list(exp.evaluate_on)} has none: add one (e.g. "
+                     f"{dataset(exp.target or 'minicity:target')}/val) or set select_every=0")

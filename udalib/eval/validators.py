@@ -73,7 +73,7 @@ def source_miou(cm: Tensor | None = None, *, pred: Tensor | None = None, label: 
     (:mod:`udalib.eval.metrics`; absent classes are skipped). Higher is better. Give ``cm`` ``(C, C)``, or ``pred``
     and ``label`` (class ids of equal shape, 255 ignored) with ``num_classes``.
     """
-    from .eval.metrics import confusion_matrix, scores_from_matrix
+    from .metrics import confusion_matrix, scores_from_matrix
 
     if (cm is None) == (pred is None or label is None):
         raise ValueError("source_miou needs either a confusion matrix (cm) or pred, label and num_classes")
@@ -233,8 +233,8 @@ def score_model(model: nn.Module, target_loader: Iterable, *, source_loader: Ite
     restored afterwards. Memory: one image's probabilities at a time, ``pixels`` sampled rows, and one confidence
     per target and labelled source pixel (for ATC).
     """
-    from .eval.evaluate import _batches, eval_mode
-    from .eval.metrics import ConfusionMatrix
+    from .evaluate import _batches, eval_mode
+    from .metrics import ConfusionMatrix
 
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} must be the model's number of classes (at least 2)")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from udalib.validate import (
+from udalib.eval.validators import (
     atc_accuracy,
     atc_threshold,
     batch_nuclear_norm,
