@@ -137,6 +137,10 @@ MUTANTS = [
     (R, "(1 - freq) / temperature", "freq / temperature", TR),
     (R, "pixels[:, c] > min_pixels", "pixels[:, c] >= 0", TR),
     (E, "                                 exp.rcs_temperature)", "                                 None)", TR),
+    # the training crop (DACS): image and label cut alike, on the training sets only
+    ("udalib/data/dataset.py", "label[top:top + ch, left:left + cw]", "label[:ch, :cw]", ("tests/test_data.py", "-k",
+                                                                                          "crop")),
+    (E, "crop=exp.crop if train else None)", "crop=exp.crop)", ("tests/test_data.py", "-k", "crop")),
     # self-training at full scale (MLSL's geometry, lr per round, fc 512 head, labels on disk)
     (M + "self_training.py", "h, w = images.shape[-2:]\n            ph, pw", "h, w = loaded\n            ph, pw", TF),
     (M + "self_training.py", 'size=size, mode="bicubic"', 'size=size, mode="bilinear"', TF),
