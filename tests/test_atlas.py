@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from udalib import zoo
+from udalib.results import CLAIMS, atlas_margins, claim_verdicts, control_margins
 from udalib.viz import plots
-from udalib.viz.results import CLAIMS, atlas_margins, claim_verdicts, control_margins
 
 matplotlib.use("Agg")
 SHARED = ("evaluate_on", "steps", "batch_size", "seed", "init", "bn_stats", "model", "size", "flip", "num_classes",
@@ -120,7 +120,7 @@ def test_the_atlas_heat_map_is_centred_at_zero_and_labels_every_cell():
 
 
 def test_works_and_breaks_picks_the_single_factors_with_the_largest_and_smallest_margin():
-    from udalib.viz.results import works_and_breaks
+    from udalib.results import works_and_breaks
 
     mean = pd.DataFrame({"palette": [2.0, 1.0], "converge": [-1.5, 3.0], "composite": [9.0, -9.0]},
                         index=["minent", "cbst"])
@@ -131,7 +131,7 @@ def test_works_and_breaks_picks_the_single_factors_with_the_largest_and_smallest
 
 
 def test_a_case_table_has_per_class_iou_the_miou_and_the_margin_over_the_better_control():
-    from udalib.viz.results import case_table
+    from udalib.results import case_table
 
     class FakeScores:
         def __init__(self, iou):
@@ -170,7 +170,7 @@ def test_case_runs_are_the_atlas_runs_of_the_method_and_its_own_controls():
 
 
 def test_factor_cases_shows_the_best_and_worst_factor_with_their_four_runs(monkeypatch):
-    from udalib.viz import results
+    from udalib import results
 
     cases = {"works": ("palette", 2.5), "breaks": ("camera", -9.4)}
     monkeypatch.setattr(results, "works_and_breaks", lambda row: cases)
@@ -184,7 +184,7 @@ def test_factor_cases_shows_the_best_and_worst_factor_with_their_four_runs(monke
 
 
 def test_claims_report_gives_each_named_claim_with_its_verdict(monkeypatch):
-    from udalib.viz import results
+    from udalib import results
 
     df = _long({"maxsquare": [41, 42, 40, 43, 39], "minent": [40, 41, 41, 42, 38]})
     monkeypatch.setattr(results, "claim_verdicts", lambda: claim_verdicts(df))
@@ -208,7 +208,7 @@ def _case_rows(values: dict[str, list[tuple[float, float]]], factor: str = "pale
 
 
 def test_an_atlas_case_averages_each_class_over_seeds_and_takes_the_margin_seed_by_seed():
-    from udalib.viz.results import atlas_case_table
+    from udalib.results import atlas_case_table
 
     df = _case_rows({"source_only": [(50, 0), (52, 2)], "adabn": [(60, 10), (70, 10)],
                      "control_lambda0": [(64, 8), (62, 12)], "minent": [(65, 9), (71, 14)],
@@ -226,7 +226,7 @@ def test_an_atlas_case_averages_each_class_over_seeds_and_takes_the_margin_seed_
 
 
 def test_an_atlas_case_of_snr_ms_starts_from_the_snr_model_and_refuses_missing_class_columns():
-    from udalib.viz.results import atlas_case_table
+    from udalib.results import atlas_case_table
 
     df = _case_rows({"source_only": [(1, 1)], "snr": [(40, 20)], "adabn_snr": [(50, 20)],
                      "control_snr_maxsquare": [(52, 18)], "snr_maxsquare": [(55, 21)]})
@@ -237,7 +237,7 @@ def test_an_atlas_case_of_snr_ms_starts_from_the_snr_model_and_refuses_missing_c
 
 
 def test_factor_cases_without_a_seed_reads_both_cases_from_the_atlas(monkeypatch):
-    from udalib.viz import results
+    from udalib import results
 
     cases = {"works": ("palette", 2.5), "breaks": ("camera", -9.4)}
     monkeypatch.setattr(results, "works_and_breaks", lambda row: cases)

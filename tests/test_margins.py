@@ -43,7 +43,7 @@ def test_crosscity_gains_read_the_same_margin():
 
 def test_a_row_whose_adabn_run_is_also_its_control(monkeypatch):
     from udalib import zoo
-    from udalib.viz.results import control_margins
+    from udalib.results import control_margins
 
     monkeypatch.setitem(zoo.CONTROLS, "tent", ("adabn", "adabn"))  # a test-time row: AdaBN is its control
     df = pd.DataFrame([{"method": m, "seed": s, "target_miou": v} for s in (0, 1)

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from udalib import zoo
+from udalib import results, zoo
 from udalib.cli import main
 from udalib.experiment import Experiment, group_key, list_runs, run
-from udalib.viz import results
 
 TARGET = "minicity:target/val"
 SEEDS = (0, 1, 2)

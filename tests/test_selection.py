@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from udalib import zoo
+from udalib import results, zoo
 from udalib.cli import main
 from udalib.data import SegmentationList
 from udalib.experiment import Experiment, list_runs, load_run, run
@@ -20,7 +20,6 @@ from udalib.methods import build_method
 from udalib.models import build_model
 from udalib.train import FitOptions, Selector, fit
 from udalib.train.select import BEST_MODEL, RULE_LABELS
-from udalib.viz import results
 
 TARGET = "minicity:target/val"
 TINY = dict(batch_size=2, model_args={"width": 4})

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from udalib import zoo
+from udalib import results, zoo
 from udalib.cli import main
 from udalib.experiment import (
     INPUTS,
@@ -29,7 +29,6 @@ from udalib.experiment import (
 )
 from udalib.models.checkpoint import load_state_dict_file
 from udalib.train.checkpoint import atomic_save
-from udalib.viz import results
 
 TARGET = "minicity:target/val"
 TINY = dict(steps=1, batch_size=2, model_args={"width": 4}, evaluate_on=(TARGET,))

@@ -192,8 +192,8 @@ def test_iou_heatmap_and_bars_show_the_table_values():
 
 
 def test_reported_per_class_rows_average_to_their_reported_miou():
+    from udalib import results
     from udalib.data.labels import CITYSCAPES_CLASSES
-    from udalib.viz import results
 
     table = results.reported_table()
     assert table.loc["maxsquare_iw_multi", "mIoU"] == 46.4 and table.loc["source_only", "road"] == 75.8

@@ -20,12 +20,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from udalib import results  # noqa: E402
 from udalib.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE  # noqa: E402
 from udalib.data.minicity import MiniCitySpec  # noqa: E402
 from udalib.eval.metrics import Scores  # noqa: E402
 from udalib.experiment import TARGET_BN, Experiment  # noqa: E402
 from udalib.models import build_model  # noqa: E402
-from udalib.viz import results  # noqa: E402
 
 widgets = pytest.importorskip("udalib.viz.widgets")  # needs ipywidgets (the notebooks extra)
 

@@ -85,7 +85,7 @@ def test_every_adaptation_row_keeps_target_batchnorm_statistics_and_so_do_its_co
 
 def test_benchmark_summary_margins_are_over_the_better_control_per_row(tmp_path):
     """Hand-made table, two seeds: MinEnt's bar is the control's mean (AdaBN lower), SNR-MS's is SNR + AdaBN's."""
-    from udalib.viz.results import benchmark_summary
+    from udalib.results import benchmark_summary
 
     rows = {"adabn": (38.0, 40.0), "control_lambda0": (39.0, 41.0), "minent": (41.0, 42.0),
             "adabn_snr": (37.0, 39.0), "control_snr_maxsquare": (36.0, 37.0), "snr_maxsquare": (39.5, 38.0)}

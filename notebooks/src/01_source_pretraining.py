@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from udalib import methods, models, viz, zoo
+from udalib import methods, models, results, viz, zoo
 from udalib.data import minicity
 from udalib.experiment import get_or_train, open_data, per_class_iou
 from udalib.train import loop
@@ -171,7 +171,7 @@ table
 # %%
 # the teaching claims, checked on every seed of benchmarks/results/minicity_table.csv (the standard
 # runs; no parameter of this notebook changes them): a large gap exists, AdaBN closes part of it, not all
-five = pd.read_csv(viz.results.BENCHMARK_TABLE).pivot_table(index="seed", columns="method", values="target_miou")
+five = pd.read_csv(results.BENCHMARK_TABLE).pivot_table(index="seed", columns="method", values="target_miou")
 assert (five.oracle - five.source_only > 10).all(), "source-only should trail the oracle by more than 10 points"
 assert ((five.source_only < five.adabn) & (five.adabn < five.oracle)).all(), "AdaBN: above source-only, below the oracle"
 five[["source_only", "adabn", "oracle"]]

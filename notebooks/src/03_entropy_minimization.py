@@ -39,7 +39,7 @@ import time
 import pandas as pd
 from IPython.display import Markdown, display
 
-from udalib import losses, methods, viz, zoo
+from udalib import losses, methods, results, viz, zoo
 from udalib.data import eval_loader
 from udalib.eval.evaluate import entropy_vs_accuracy
 from udalib.experiment import compare_runs, find_run, get_or_train, open_data
@@ -163,7 +163,7 @@ assert minent_run.miou(TARGET_EVAL) >= source_run.miou(TARGET_EVAL) + 2, \
 # only its own loss can claim.
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "control_lambda0", "minent", "oracle"])
+bench = results.benchmark_summary(["source_only", "adabn", "control_lambda0", "minent", "oracle"])
 m, s, a, c = (bench.loc[r] for r in ("minent", "source_only", "adabn", "control_lambda0"))
 bn_share = (c["as trained"] - s["as trained"]) / (m["as trained"] - s["as trained"])
 display(Markdown(
@@ -190,7 +190,7 @@ viz.plots.iou_bars({name: r.scores[TARGET_EVAL] for name, r in runs.items()}, ti
 # one seed per class is noisy: the standard MinEnt and control runs of every seed in the store, per class
 five = {name: [r for s in range(5) if (r := find_run(zoo.MINICITY_ROWS[name](s)))] for name in ("control_lambda0", "minent")}
 if not RECIPE and min(map(len, five.values())) > 1:
-    mean_iou = viz.results.class_iou_table(five, TARGET_EVAL)
+    mean_iou = results.class_iou_table(five, TARGET_EVAL)
     over_control = (mean_iou.loc["minent"] - mean_iou.loc["control_lambda0"]).sort_values()
     display(Markdown(
         f"MinEnt minus its control, per class, mean over the seeds {sorted(r.config.seed for r in five['minent'])}: "
@@ -249,7 +249,7 @@ strong.round(1) if not RECIPE else "the strong-weight run is MiniCity's"
 # ## Where it works, where it breaks
 #
 # The **atlas** (`benchmarks/results/minicity_atlas.csv`, read in notebook 10) trained MinEnt with its controls on
-# each single shift factor of notebook 00 alone, several seeds each. `viz.results.factor_cases` reads the factor
+# each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases` reads the factor
 # where the method's margin is largest ("works") and the one where it is smallest ("breaks") and shows both cases
 # class by class: source-only, AdaBN, the λ=0 control and the method, each the mean over the atlas's seeds, and in
 # the last column the method's margin over the better of AdaBN and the control (taken seed by seed, then averaged).
@@ -258,14 +258,14 @@ strong.round(1) if not RECIPE else "the strong-weight run is MiniCity's"
 
 # %%
 ROW = "minent"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading below is the atlas's (benchmarks/results/minicity_atlas.csv), whatever CASE_SEED shows above
-(works, _), (breaks, _) = viz.results.works_and_breaks(ROW).values()
+(works, _), (breaks, _) = results.works_and_breaks(ROW).values()
 assert (works, breaks) == ("palette", "converge"), (works, breaks)  # the two shifts the reading explains
-w, b = (viz.results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
-margins = viz.results.atlas_margins()[0].loc[ROW].drop(["composite", works, breaks], errors="ignore")
+w, b = (results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
+margins = results.atlas_margins()[0].loc[ROW].drop(["composite", works, breaks], errors="ignore")
 display(Markdown(
     f"In the atlas, under `{works}` {(w > 0).sum()} of {len(w)} classes gain over the better of AdaBN and the "
     f"control, {', '.join(w.nlargest(3).index)} most. Under `{breaks}` {', '.join(b[b < 0].sort_values().index)} "

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from udalib import losses, methods, viz, zoo
+from udalib import losses, methods, results, viz, zoo
 from udalib.data import minicity
 from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 
@@ -170,7 +170,7 @@ for name in ("MaxSquare", "MaxSquare+IW", "MaxSquare+IW+Multi"):
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "control_lambda0", "minent", "maxsquare",
+bench = results.benchmark_summary(["source_only", "adabn", "control_lambda0", "minent", "maxsquare",
                                        "maxsquare_iw", "maxsquare_iw_multi", "oracle"])
 for row in ("minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi"):
     b = bench.loc[row]
@@ -222,7 +222,7 @@ viz.plots.show_predictions({name: runs[name].model() for name in ("source-only",
 # ## Where it works, where it breaks
 #
 # The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 10) ran MaxSquare with its
-# controls on each single shift factor of notebook 00 alone, several seeds each. `viz.results.factor_cases` reads its
+# controls on each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases` reads its
 # best and worst factor from it and shows both cases class by class: source-only, AdaBN, the λ=0 control and the
 # method, each the mean over the atlas's seeds, and in the last column the method's margin over the better of AdaBN
 # and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -230,14 +230,14 @@ viz.plots.show_predictions({name: runs[name].model() for name in ("source-only",
 
 # %%
 ROW = "maxsquare"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading below is the atlas's (benchmarks/results/minicity_atlas.csv), whatever CASE_SEED shows above
-(works, _), (breaks, _) = viz.results.works_and_breaks(ROW).values()
+(works, _), (breaks, _) = results.works_and_breaks(ROW).values()
 assert (works, breaks) == ("palette", "converge"), (works, breaks)  # the two shifts the reading explains
-w, b = (viz.results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
-atlas_mean = viz.results.atlas_margins()[0]
+w, b = (results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
+atlas_mean = results.atlas_margins()[0]
 rows = ["minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi"]
 display(Markdown(
     f"In the atlas, under `{works}` MaxSquare gains over the better of AdaBN and the control on {(w > 0).sum()} of "
@@ -261,7 +261,7 @@ atlas_mean.loc[rows, [works, breaks]].round(2)
 # `benchmarks/RESULTS.md`.
 
 # %%
-viz.results.claims_report(['MaxSquare > MinEnt', '+IW > MaxSquare', '+Multi > +IW'])
+results.claims_report(['MaxSquare > MinEnt', '+IW > MaxSquare', '+Multi > +IW'])
 
 # %% [markdown]
 # ## Summary
@@ -355,7 +355,7 @@ viz.show_source(losses.iw_maxsquare_loss)
 small, large = ["pole", "traffic sign", "person"], ["road", "building", "sky"]
 gain = pd.DataFrame({"this seed": per_class_iou({k: runs[k] for k in ("MaxSquare", "MaxSquare+IW")}, TARGET_EVAL)
                      .pipe(lambda t: t["MaxSquare+IW"] - t["MaxSquare"])})
-atlas = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("minicity_atlas.csv"))
+atlas = pd.read_csv(results.BENCHMARK_TABLE.with_name("minicity_atlas.csv"))
 iou = atlas[atlas.method.isin(["maxsquare", "maxsquare_iw"])].groupby("method")[[f"iou_{c.replace(' ', '_')}"
                                                                                   for c in gain.index]].mean()
 gain[f"atlas, {atlas.factor.nunique()} shifts x {atlas.seed.nunique()} seeds"] = (

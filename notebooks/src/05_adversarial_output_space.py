@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from udalib import losses, methods, viz, zoo
+from udalib import losses, methods, results, viz, zoo
 from udalib.data import minicity
 from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 from udalib.models.discriminator import FCDiscriminator
@@ -260,7 +260,7 @@ viz.plots.show_predictions({"source-only": source_model, "control": control_run.
 # source column of the table above, what adaptation costs on the source domain):
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "control_adaptsegnet", "adaptsegnet",
+bench = results.benchmark_summary(["source_only", "adabn", "control_adaptsegnet", "adaptsegnet",
                                        "adaptsegnet_multi", "maxsquare_iw_multi", "oracle"])
 for row in ("adaptsegnet", "adaptsegnet_multi", "maxsquare_iw_multi"):
     b = bench.loc[row]
@@ -323,7 +323,7 @@ longer.round(2) if not RECIPE else "the longer run is MiniCity's"
 # ## Where it works, where it breaks
 #
 # The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 10) ran AdaptSegNet multi-level
-# with its controls on each single shift factor of notebook 00 alone, several seeds each. `viz.results.factor_cases`
+# with its controls on each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases`
 # reads its best and worst factor from it and shows both cases class by class: source-only, AdaBN, the λ=0 control
 # and the method, each the mean over the atlas's seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -331,14 +331,14 @@ longer.round(2) if not RECIPE else "the longer run is MiniCity's"
 
 # %%
 ROW = "adaptsegnet_multi"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading below is the atlas's (benchmarks/results/minicity_atlas.csv), whatever CASE_SEED shows above
-(works, _), (breaks, _) = viz.results.works_and_breaks(ROW).values()
+(works, _), (breaks, _) = results.works_and_breaks(ROW).values()
 assert (works, breaks) == ("palette", "camera"), (works, breaks)  # the two shifts the reading explains
-w, b = (viz.results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
-prior = viz.results.atlas_margins()[0].loc[ROW, "prior"]
+w, b = (results.atlas_case_table(ROW, f)["margin"].drop("mIoU") for f in (works, breaks))
+prior = results.atlas_margins()[0].loc[ROW, "prior"]
 display(Markdown(
     f"In the atlas, under `{works}` {', '.join(w.nlargest(3).index)} gain most over the better of AdaBN and the "
     f"control ({', '.join(f'{v:+.1f}' for v in w.nlargest(3))}); {', '.join(w[w < 0].index) or 'no class'} "
@@ -363,7 +363,7 @@ display(Markdown(
 # `benchmarks/RESULTS.md`.
 
 # %%
-viz.results.claims_report(['AdaptSegNet multi-level > single-level'])
+results.claims_report(['AdaptSegNet multi-level > single-level'])
 
 # %% [markdown]
 # ## Summary
@@ -473,10 +473,10 @@ viz.show_source(losses.adversarial_loss)
 # *Your prediction:* ...
 
 # %%
-results = viz.results.BENCHMARK_TABLE.parent
-seeds = pd.read_csv(results / "minicity_table.csv").pivot(index="seed", columns="method", values="target_miou")
+results_dir = results.BENCHMARK_TABLE.parent
+seeds = pd.read_csv(results_dir / "minicity_table.csv").pivot(index="seed", columns="method", values="target_miou")
 by_seed = seeds["adaptsegnet_multi"] - seeds["adaptsegnet"]
-atlas = pd.read_csv(results / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
+atlas = pd.read_csv(results_dir / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
                                                                  values="target_miou", aggfunc="mean")
 by_shift = atlas["adaptsegnet_multi"] - atlas["adaptsegnet"]
 print(f"{len(by_seed)} seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).sum()} of {len(by_seed)} "

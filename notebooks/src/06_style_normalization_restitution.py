@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from udalib import losses, methods, viz, zoo
+from udalib import losses, methods, results, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.eval.evaluate import evaluate
 from udalib.experiment import compare_runs, get_or_train, open_data
@@ -228,7 +228,7 @@ viz.plots.show_predictions({"source-only": source_model, "SNR": snr_model, "SNR-
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "snr", "adabn_snr", "control_snr_maxsquare",
+bench = results.benchmark_summary(["source_only", "adabn", "snr", "adabn_snr", "control_snr_maxsquare",
                                        "snr_maxsquare", "oracle"])
 b, s, snr = bench.loc["snr_maxsquare"], bench.loc["source_only"], bench.loc["snr"]
 print(f"SNR on source alone: {snr['as trained'] - s['as trained']:+.1f} over source-only, no target image")
@@ -260,24 +260,24 @@ display(Markdown(
 # ## Where it works, where it breaks
 #
 # The atlas (notebook 10) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
-# `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
+# `results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
 # to a seed, the same table comes from that seed's four runs of each case, found or trained now (about a minute).
 
 # %%
 ROW = "snr_maxsquare"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading of the atlas (stored, three seeds: the same whatever SEED and CASE_SEED), rendered from it
-cases = viz.results.works_and_breaks(ROW)
+cases = results.works_and_breaks(ROW)
 assert [factor for factor, _ in cases.values()] == ["palette", "converge"], cases  # what the reading below explains
-by_class = {case: viz.results.atlas_case_table(ROW, factor)["margin"].drop(index="mIoU")
+by_class = {case: results.atlas_case_table(ROW, factor)["margin"].drop(index="mIoU")
             for case, (factor, _) in cases.items()}
 lost = by_class["breaks"].nsmallest(3)
 assert {"sidewalk", "vegetation"} <= set(lost.index), lost  # the confusions named below
-colour = viz.results.atlas_margins()[0].loc[ROW, ["photometry", "exposure"]]
+colour = results.atlas_margins()[0].loc[ROW, ["photometry", "exposure"]]
 assert colour.abs().max() < 0.5, colour  # "nothing left" on the first-order colour shifts
 display(Markdown(
     "**Reading it.** SNR-MS is MaxSquare on the SNR model, and the atlas row reads like MaxSquare's: it works where the "
@@ -296,7 +296,7 @@ display(Markdown(
 # `benchmarks/RESULTS.md`.
 
 # %%
-viz.results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxSquare'])
+results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxSquare'])
 
 # %% [markdown]
 # ## Summary
@@ -398,7 +398,7 @@ viz.show_source(losses.dual_causality_loss)
 # *Your prediction:* ...
 
 # %%
-seeds = pd.read_csv(viz.results.BENCHMARK_TABLE).pivot(index="seed", columns="method", values="target_miou")
+seeds = pd.read_csv(results.BENCHMARK_TABLE).pivot(index="seed", columns="method", values="target_miou")
 seeds = seeds[["source_only", "snr", "adabn", "adabn_snr"]]
 print(f"AdaBN ahead of SNR (source only) on {(seeds.adabn > seeds.snr).sum()} of {len(seeds)} seeds, by "
       f"{(seeds.adabn - seeds.snr).mean():+.1f} on average; AdaBN on the SNR model adds "

@@ -45,7 +45,7 @@ CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas 
 import torch
 from IPython.display import Markdown, display
 
-from udalib import methods, viz, zoo
+from udalib import methods, results, viz, zoo
 from udalib.data import minicity
 from udalib.eval.evaluate import feature_sample
 from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
@@ -190,7 +190,7 @@ per_class.sub(per_class["MaxSquare+IW"], axis=0).round(1)  # change per class ag
 # `benchmarks/results/minicity_table.csv` (`python benchmarks/minicity_table.py`, mIoU % on target val):
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "control_lambda0", "maxsquare_iw",
+bench = results.benchmark_summary(["source_only", "adabn", "control_lambda0", "maxsquare_iw",
                                        "clustered_embeddings", "oracle"])
 b, iw = bench.loc["clustered_embeddings"], bench.loc["maxsquare_iw"]
 print(f"clustered embeddings {b['as trained']:.1f} ± {b['± std']:.1f}: {b['vs max(AdaBN, control)']:+.1f} over the better "
@@ -213,20 +213,20 @@ display(Markdown(
 # ## Where it works, where it breaks
 #
 # The atlas (notebook 10) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
-# `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
+# `results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
 # to a seed, the same table comes from that seed's four runs of each case, found or trained now (about a minute).
 
 # %%
 ROW = "clustered_embeddings"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading of the atlas (stored, three seeds: the same whatever SEED and CASE_SEED), rendered from it
-cases = viz.results.works_and_breaks(ROW)
+cases = results.works_and_breaks(ROW)
 assert [factor for factor, _ in cases.values()] == ["palette", "camera"], cases  # what the reading below explains
-tables = {case: viz.results.atlas_case_table(ROW, factor) for case, (factor, _) in cases.items()}
+tables = {case: results.atlas_case_table(ROW, factor) for case, (factor, _) in cases.items()}
 gained = tables["works"]["margin"].drop(index="mIoU").nlargest(4)
 camera = tables["breaks"]
 assert camera.loc["mIoU", "source-only"] >= camera.loc["mIoU", ["AdaBN", "control"]].max(), camera  # nothing to adapt
@@ -248,7 +248,7 @@ display(Markdown(
 # `benchmarks/RESULTS.md`.
 
 # %%
-viz.results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSquare base'])
+results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSquare base'])
 
 # %% [markdown]
 # ## Summary
@@ -358,10 +358,10 @@ viz.show_source(clustering.sparsity_loss)
 # %%
 import pandas as pd
 
-results = viz.results.BENCHMARK_TABLE.parent
-seeds = pd.read_csv(results / "minicity_table.csv").pivot(index="seed", columns="method", values="target_miou")
+results_dir = results.BENCHMARK_TABLE.parent
+seeds = pd.read_csv(results_dir / "minicity_table.csv").pivot(index="seed", columns="method", values="target_miou")
 by_seed = seeds["clustered_embeddings"] - seeds["maxsquare_iw"]
-atlas = pd.read_csv(results / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
+atlas = pd.read_csv(results_dir / "minicity_atlas.csv").pivot_table(index="factor", columns="method",
                                                                  values="target_miou", aggfunc="mean")
 by_shift = atlas["clustered_embeddings"] - atlas["maxsquare_iw"]
 print(f"five seeds: {by_seed.mean():+.2f} on average, ahead on {(by_seed > 0).sum()} of {len(by_seed)} "

@@ -51,7 +51,7 @@ import torch
 from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 
-from udalib import methods, viz, zoo
+from udalib import methods, results, viz, zoo
 from udalib.data import minicity
 from udalib.data.labels import CITYSCAPES_CLASSES, colorize
 from udalib.eval.evaluate import predict
@@ -263,10 +263,10 @@ viz.plots.iou_bars({name: runs[name].scores[TARGET_EVAL] for name in ("source-on
 # `benchmarks/results/pseudo_label_accuracy.csv` the accuracy of the same runs' pseudo-labels, round by round:
 
 # %%
-bench = viz.results.benchmark_summary(["source_only", "adabn", "control_lambda0", "cbst", "mlsl", "oracle"])
-every = viz.results.benchmark_summary()
+bench = results.benchmark_summary(["source_only", "adabn", "control_lambda0", "cbst", "mlsl", "oracle"])
+every = results.benchmark_summary()
 others = every[every["vs max(AdaBN, control)"].notna()].drop(index=["cbst", "mlsl"])  # the other adaptation rows
-accuracy = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("pseudo_label_accuracy.csv"))
+accuracy = pd.read_csv(results.BENCHMARK_TABLE.with_name("pseudo_label_accuracy.csv"))
 per_round = accuracy.groupby(["method", "round"])[["portion", "kept %", "accuracy %"]].mean()  # over seeds
 display(per_round.round(2))
 falls = accuracy.sort_values("round").groupby(["method", "seed"])["accuracy %"].apply(
@@ -330,23 +330,23 @@ no_prior.round(1) if not RECIPE else "the run without the prior is MiniCity's"
 # ## Where it works, where it breaks
 #
 # The atlas (notebook 10) ran CBST with its controls on each single shift factor of notebook 00, three seeds.
-# `viz.results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
+# `results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
 # to a seed, the same table comes from that seed's four runs of each case, found or trained now (about a minute).
 
 # %%
 ROW = "cbst"  # the row of zoo.MINICITY_ROWS; its controls: zoo.CONTROLS[ROW]
-viz.results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
+results.factor_cases(ROW, CASE_SEED) if not RECIPE else "the atlas is MiniCity's"
 
 # %%
 # the reading of the atlas (stored, three seeds: the same whatever SEED and CASE_SEED), rendered from it
-cases = viz.results.works_and_breaks(ROW)
+cases = results.works_and_breaks(ROW)
 assert [factor for factor, _ in cases.values()] == ["palette", "camera"], cases  # what the reading below explains
-by_class = {case: viz.results.atlas_case_table(ROW, factor)["margin"].drop(index="mIoU")
+by_class = {case: results.atlas_case_table(ROW, factor)["margin"].drop(index="mIoU")
             for case, (factor, _) in cases.items()}
 gains, losses_ = by_class["works"].nlargest(3), by_class["breaks"].nsmallest(3)
-atlas_mean = viz.results.atlas_margins()[0]
+atlas_mean = results.atlas_margins()[0]
 converge = atlas_mean["converge"]
 assert converge[["cbst", "mlsl"]].min() > 0 > converge[["minent", "maxsquare"]].max(), converge  # the last sentence
 
@@ -374,7 +374,7 @@ display(Markdown(
 # `benchmarks/RESULTS.md`.
 
 # %%
-viz.results.claims_report(['MLSL > CBST'])
+results.claims_report(['MLSL > CBST'])
 
 # %% [markdown]
 # ## Summary

@@ -44,7 +44,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from udalib import crosscity as cc
-from udalib import viz
+from udalib import results, viz
 from udalib.data import eval_loader, minicity
 from udalib.data.labels import CITYSCAPES_CLASSES
 from udalib.eval.evaluate import evaluate
@@ -156,14 +156,14 @@ if not RECIPE and list(CITIES) == list(cc.CITIES):
 # the better of AdaBN and the control:
 
 # %%
-three = pd.read_csv(viz.results.BENCHMARK_TABLE.with_name("crosscity_scores.csv"))
+three = pd.read_csv(results.BENCHMARK_TABLE.with_name("crosscity_scores.csv"))
 mean = cc.city_table(three)
 print(f"seeds {sorted(map(int, three.seed.unique()))}")
 print(mean.round(1).to_string())
 cc.gains(three, "maxsquare").round(2)
 
 # %%
-longer = viz.results.BENCHMARK_TABLE.with_name("crosscity_scores_60steps.csv")
+longer = results.BENCHMARK_TABLE.with_name("crosscity_scores_60steps.csv")
 sixty = pd.read_csv(longer)  # python benchmarks/crosscity_table.py --steps 60 --methods maxsquare
 print(f"60 adaptation steps, seeds {sorted(map(int, sixty.seed.unique()))}")
 g60 = cc.gains(sixty, "maxsquare")

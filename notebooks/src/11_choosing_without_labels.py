@@ -36,12 +36,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from udalib import viz, zoo
+from udalib import results, viz, zoo
 from udalib.data import eval_loader
 from udalib.eval import validators
 from udalib.experiment import get_or_train, open_data
 
-RESULTS = viz.results.BENCHMARK_TABLE.parent  # benchmarks/results
+RESULTS = results.BENCHMARK_TABLE.parent  # benchmarks/results
 spec = importlib.util.spec_from_file_location("selection_study", RESULTS.parent / "selection_study.py")
 study = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(study)

@@ -625,7 +625,7 @@ def class_iou_bars(long, *, order: Sequence[str] | None = None, title: str = "pe
     """Per-class IoU bars, one colour per name, the mean over seeds with a bar for the standard deviation.
 
     ``long``: a DataFrame with columns ``name``, ``seed``, ``class``, ``IoU``
-    (:func:`udalib.viz.results.class_iou_long`); ``order``: the names, in the order of the bars.
+    (:func:`udalib.results.class_iou_long`); ``order``: the names, in the order of the bars.
     """
     import seaborn as sns
 
@@ -718,7 +718,7 @@ def confusion_matrix_plot(cm, class_names: Sequence[str] = CITYSCAPES_CLASSES, *
 
 def atlas_heatmap(mean, std, ahead=None, *, title: str = "margin over max(AdaBN, λ=0 control), mIoU points",
                   cap: float = 5.0) -> Figure:
-    """Method x factor heat map of the atlas (:func:`udalib.viz.results.atlas_margins`): colour is the mean margin
+    """Method x factor heat map of the atlas (:func:`udalib.results.atlas_margins`): colour is the mean margin
     on a diverging scale centred at 0 (red: the method loses to its controls, blue: it gains), symmetric around 0
     so that equal gains and losses look equally strong, and capped at ``cap`` points so that one extreme cell does
     not wash out the rest (the colour bar's arrows mark cells beyond it; their text gives the value). Each cell reads
