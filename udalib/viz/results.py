@@ -3,7 +3,7 @@
 Every training run writes a run folder (:mod:`udalib.experiment`), whoever started it: a notebook, papermill,
 ``python -m udalib train``, torchrun. Nothing here has to be told about a run; :func:`load_runs` finds it and
 :func:`group_runs` puts it next to its other seeds. The comparison widgets (:mod:`udalib.viz.widgets`) and
-notebook 10 read these tables.
+notebook 11 read these tables.
 
 The original papers' full-scale numbers (:data:`REPORTED`) are *as reported* by the papers and READMEs
 (``ZJULearning/MaxSquareLoss``,

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 11 · Choosing without target labels: validators, selection regret, test-time baselines
+# # 12 · Choosing without target labels: validators, selection regret, test-time baselines
 #
 # **What you will learn.** Every original paper reports a checkpoint (and a target weight) chosen on *target labels*,
 # which a user adapting to an unlabelled domain does not have. A **validator** scores a checkpoint from its
@@ -305,7 +305,7 @@ assert abs(validate.information_maximization(uniform)) < 1e-5, "im: log 5 - log 
 # and this notebook runs unchanged with papermill (it reads the MiniCity study from `benchmarks/results/`):
 #
 # ```bash
-# papermill notebooks/11_choosing_without_labels.ipynb runs/notebooks/10.ipynb -p DEVICE cuda
+# papermill notebooks/12_choosing_without_labels.ipynb runs/notebooks/12_full.ipynb -p DEVICE cuda
 # ```
 #
 # ## References
