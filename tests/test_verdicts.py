@@ -74,7 +74,7 @@ def test_sides_read_steps_the_teacher_and_classes():
 
 def test_rows_missing_from_the_table_are_not_measured_and_ambiguous_steps_are_refused():
     r = v.verdict(DF, Claim("a > z", "p", Side("a", 60), (Side("z", 60),)))
-    assert r["verdict"] == v.UNMEASURED and r["reason"] == "the table has no rows of z (60 steps)"
+    assert r["verdict"] == v.UNMEASURED and r["reason"] == "no rows of z (60 steps) in the table"
     assert math.isnan(r["difference"])
     with pytest.raises(ValueError, match="several rows per seed"):
         v.verdict(DF, Claim("a > b", "p", Side("a"), (Side("b", 60),)))
@@ -87,8 +87,11 @@ def test_the_table_and_its_markdown():
     assert list(table.index) == ["a > b", "a > z"] and list(table["verdict"]) == [v.HOLDS, v.UNMEASURED]
     text = v.markdown(table)
     assert "| a > b | p | `a (60 steps)` 50.4 ± 1.1 | `b (60 steps)` 49.8 ± 0.8 | +0.60 ± 0.89 | 4/5 | holds" in text
-    assert "* **a > z** (not measured): the table has no rows of z (60 steps)." in text
-    assert "* **a > b**" not in text
+    assert text.endswith("\n\n* Not measured: a > z (no rows of z (60 steps) in the table).")
+    fails = v.verdicts(DF, (Claim("a > c", "p", Side("a", 60), (Side("c", 60),)),))
+    assert v.markdown(fails).endswith("* **a > c** does not hold: behind by 1.0 ± 0.0 points on average, ahead on 0 "
+                                      "of 5 seeds.")
+    assert "Not measured" not in v.markdown(fails) and "\n\n" not in v.markdown(table.iloc[:1])
 
 
 def test_every_mean_teacher_claim_is_not_measured_on_an_empty_table():

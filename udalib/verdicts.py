@@ -34,8 +34,12 @@ class Side:
     column: str = "target_miou"
     classes: tuple[str, ...] = ()
 
+    def rows(self) -> str:
+        """The table rows this side reads: ``"dacs (60 steps)"``."""
+        return self.method + (f" ({self.steps} steps)" if self.steps is not None else "")
+
     def label(self) -> str:
-        text = self.method + (f" ({self.steps} steps)" if self.steps is not None else "")
+        text = self.rows()
         if self.classes:
             return f"{text}, IoU of {', '.join(self.classes)}"
         return text + (", its teacher" if self.column == "teacher_miou" else "")
@@ -81,9 +85,9 @@ def verdict(df, claim: Claim) -> dict:
            "beaten mIoU": "", "difference": math.nan, "± std": math.nan, "seeds ahead": "", "verdict": UNMEASURED}
     sides = [claim.winner, *claim.beaten]
     values = [s.values(df) for s in sides]
-    missing = [s.label() for s, v in zip(sides, values) if v is None]
+    missing = list(dict.fromkeys(s.rows() for s, v in zip(sides, values) if v is None))
     if missing:
-        return row | {"reason": f"the table has no rows of {' and '.join(missing)}"}
+        return row | {"reason": f"no rows of {', '.join(missing)} in the table"}
     import pandas as pd
 
     both = pd.concat(values, axis=1, join="inner")
@@ -122,21 +126,25 @@ def verdicts(df=None, claims=None):
 
 
 def markdown(table, reasons: bool = True) -> str:
-    """A verdict table as Markdown: claim, paper, the two sides (mean ± std over seeds), the paired difference, the
-    seeds ahead and the verdict; with ``reasons``, a line per claim that does not hold or is not measured, saying
-    why in the numbers' words."""
+    """A verdict table as Markdown: claim, paper, the two sides (mean ± std over seeds), the paired difference, how
+    many seeds put the winner ahead, and the verdict; with ``reasons``, a line per claim that does not hold, saying
+    why in the numbers' words, and one line naming the claims not measured and their missing rows."""
     head = ["claim", "paper", "claimed winner", "beaten", "paired difference", "seeds ahead", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for claim, r in table.iterrows():
         measured = r["verdict"] != UNMEASURED
         diff = (f"{r['difference']:+.2f}" + (f" ± {r['± std']:.2f}" if not math.isnan(r["± std"]) else "")
                 if measured else "")
-        lines.append(f"| {claim} | {r['paper']} | `{r['winner']}` {r['winner mIoU']} | `{r['beaten']}` "
-                     f"{r['beaten mIoU']} | {diff} | {r['seeds ahead']} | {r['verdict']} |")
+        cells = [claim, r["paper"], f"`{r['winner']}` {r['winner mIoU']}".strip(),
+                 f"`{r['beaten']}` {r['beaten mIoU']}".strip(), diff, r["seeds ahead"], r["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     if reasons:
-        notes = [f"* **{claim}** ({r['verdict']}): {r['reason']}." for claim, r in table.iterrows()
-                 if r["verdict"] != HOLDS]
+        notes = [f"* **{claim}** does not hold: {r['reason']}." for claim, r in table.iterrows()
+                 if r["verdict"] == FAILS]
+        unmeasured = [f"{claim} ({r['reason']})" for claim, r in table.iterrows() if r["verdict"] == UNMEASURED]
+        if unmeasured:
+            notes.append(f"* Not measured: {'; '.join(unmeasured)}.")
         if notes:
             text += "\n\n" + "\n".join(notes)
     return text
