@@ -34,8 +34,8 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the DACS run
 STEPS: int = 60  # adaptation iterations (source + target batch each)
-ALPHA: float = 0.99  # the teacher's EMA decay (the original: alpha_teacher = 0.99)
-THRESHOLD: float = 0.968  # confidence of a pseudo-label that counts in the weight (the original: 0.968)
+ALPHA: float | None = None  # the teacher's EMA decay (the original: alpha_teacher); None: dacs's MiniCity preset
+THRESHOLD: float | None = None  # confidence of a pseudo-label that counts in the weight; None: dacs's MiniCity preset
 RECIPE: str = ""  # full scale: "gta5_dacs" (udalib/recipes/)
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -69,6 +69,9 @@ from udalib.train.checkpoint import load_checkpoint
 START = time.perf_counter()
 TARGET_EVAL = "minicity:target/val"
 CLASSES = list(minicity.MINICITY_TRAINIDS)
+preset = method_config("dacs", "minicity")  # the paper's defaults, then methods.PRESETS["dacs"]["minicity"]
+ALPHA = preset.alpha if ALPHA is None else ALPHA
+THRESHOLD = preset.threshold if THRESHOLD is None else THRESHOLD
 source_exp = zoo.source_experiment(SEED)
 source_run = get_or_train(source_exp)  # notebook 01's run, or trained now (about 30 s)
 target_val = open_data(TARGET_EVAL, default_split="val", train=False, exp=source_exp)
@@ -155,8 +158,7 @@ if RECIPE:  # full scale: the original code's recipe on the real data
     from udalib.recipes import load_recipe
     full = run(load_recipe(RECIPE, data_root=DATA_ROOT, device=DEVICE))
     print(full.dir, *full.scores.items(), sep="\n")
-defaults = method_config("dacs", "minicity")
-args = {k: v for k, v in {"alpha": ALPHA, "threshold": THRESHOLD}.items() if getattr(defaults, k) != v}
+args = {k: v for k, v in {"alpha": ALPHA, "threshold": THRESHOLD}.items() if getattr(preset, k) != v}
 dacs_run = get_or_train(zoo.adaptation_experiment("dacs", source_exp, steps=STEPS, **args))  # about 10 s
 dacs = build_method("dacs", dacs_run.model(), dacs_run.config.preset, **dacs_run.config.method_args)
 load_checkpoint(dacs_run.dir / "checkpoint.pt", dacs)  # the student and its teacher, as the run ended
