@@ -97,3 +97,13 @@ def test_the_table_and_its_markdown():
 def test_every_mean_teacher_claim_is_not_measured_on_an_empty_table():
     table = v.verdicts(pd.DataFrame(columns=["method", "seed", "steps", "target_miou"]))
     assert len(table) == len(v.MEAN_TEACHER_CLAIMS) and set(table["verdict"]) == {v.UNMEASURED}
+
+
+def test_too_few_shared_seeds_are_not_measured_and_target_bn_is_a_column():
+    few = DF[DF.seed < 2]
+    r = v.verdict(few, Claim("a > b", "p", Side("a", 60), (Side("b", 60),)))
+    assert r["verdict"] == v.UNMEASURED and r["reason"] == "2 seeds in the table, 3 needed"
+    assert v.verdict(few, Claim("a > b", "p", Side("a", 60), (Side("b", 60),)), min_seeds=2)["verdict"] == v.HOLDS
+    df = DF.assign(target_miou_target_bn=DF.target_miou + 1)
+    r = v.verdict(df, Claim("bn", "p", Side("a", 60, "target_miou_target_bn"), (Side("a", 60),)))
+    assert r["winner"] == "a (60 steps), target BN" and r["difference"] == 1.0
