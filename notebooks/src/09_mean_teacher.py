@@ -23,10 +23,10 @@
 #   \theta'_t = \alpha_t\,\theta'_{t-1} + (1-\alpha_t)\,\theta_t$$
 #
 # You will plot the teacher's decay $\alpha_t$ and see which student iterates the teacher averages, draw ClassMix on
-# a real MiniCity batch, follow the confidence weight through training, ask what BatchNorm learns from mixed
-# batches, and read the papers' claims (DACS, the mean teacher, rare-class sampling, MIC) checked on five seeds
-# against the controls of notebook 01: **AdaBN** and the **λ = 0 control** (the same training with the target loss
-# switched off). A method's **margin** is its score minus the better of the two.
+# a real MiniCity batch, follow the confidence weight through training, see what MIC's block masks hide, ask what
+# BatchNorm learns from mixed batches, and read the papers' claims (DACS, the mean teacher, rare-class sampling,
+# MIC) checked on five seeds against the controls of notebook 01: **AdaBN** and the **λ = 0 control** (the same
+# training with the target loss switched off). A method's **margin** is its score minus the better of the two.
 #
 # **Runtime:** about a minute on a 2-core CPU after notebook 01 (one DACS run of 60 steps, about 10 s; the source
 # model comes from notebook 01, or is trained here); the last cell prints this run's time.
