@@ -226,7 +226,7 @@ display(Markdown(
 # `(entropy of the mean prediction, mean pixel entropy)` (natural log; the mean over all $N \cdot H \cdot W$
 # pixels, with $0 \log 0 = 0$); IM is the first minus the second. Then run the check.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "11-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "12-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 import torch
 
 
@@ -240,7 +240,7 @@ def my_im_terms(probs: torch.Tensor) -> tuple[float, float]:
     return float(entropy(rows.mean(dim=0))), float(entropy(rows).mean())
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "11-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "12-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 import math
 
 import torch
