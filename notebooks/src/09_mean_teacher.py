@@ -254,6 +254,44 @@ display(Markdown(
     + "Below 1 throughout: a target pixel never counts as much as a pasted source pixel, whose label is true."))
 
 # %% [markdown]
+# ## Rare-class sampling
+#
+# ClassMix pastes the classes a source image holds, so a class that few source pixels show is rarely pasted and
+# rarely learnt. Rare-class sampling (RCS; Hoyer et al., DAFormer, CVPR 2022) draws the source images class first:
+# class $c$ with probability $P(c) = \mathrm{softmax}_c\big((1 - f_c)/T\big)$, $f_c$ its share of the source labels'
+# pixels, then an image that holds enough of $c$ (`udalib.data.rcs`, `Experiment.rcs_temperature`). Below, MiniCity's
+# source statistics and the probabilities at DAFormer's $T$; whether RCS lifts the rare classes is a claim of the
+# table at the end.
+
+# %%
+from udalib.data import rcs
+
+T = 0.01  # DAFormer's rcs_class_temp
+pixels = rcs.class_pixels(source_train)  # (images, classes) pixel counts of the source training labels
+pixel_share = pixels.sum(0) / pixels.sum()
+probs = rcs.rcs_class_probs(pixels.sum(0), T)
+rcs_table = pd.DataFrame({"share of the source pixels (%)": 100 * pixel_share[CLASSES],
+                          "images holding the class (%)": 100 * (pixels[:, CLASSES] > 0).mean(0),
+                          f"RCS draws it (%), T = {T}": 100 * probs[CLASSES]},
+                         index=[CITYSCAPES_CLASSES[c] for c in CLASSES])
+by_share = rcs_table.iloc[:, 0].sort_values()
+rarest, commonest = list(by_share.index[:3]), list(by_share.index[-3:])
+drawn, holding = rcs_table.iloc[:, 2], rcs_table.loc[commonest].iloc[:, 1].min()
+
+
+def listed(items) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+display(Markdown(
+    f"The three rarest classes, {listed(rarest)}, hold {by_share[rarest].sum():.1f} % of the source pixels "
+    f"together; RCS draws one of them {drawn[rarest].sum():.0f} % of the time, and the three commonest, "
+    f"{listed(commonest)}, {drawn[commonest].sum():.2f} % of the time; these are in "
+    + ("every source image" if holding == 100 else f"{holding:.0f} % or more of the source images")
+    + ", so they come with the others."))
+rcs_table.round(2)
+
+# %% [markdown]
 # ## MIC: masked images, the teacher's labels
 #
 # MIC (Hoyer et al., CVPR 2023) adds one term to a host method (DACS, MinEnt, AdaptSegNet): the target image is cut
