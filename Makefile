@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Execute every notebook on MiniCity with papermill, then print and save the results table and the CrossCity
-# table (notebook 09's runs, read back from runs/).
+# table (notebook 10's runs, read back from runs/).
 tutorial: $(STAMP)
 	@mkdir -p runs/notebooks
 	@set -e; for nb in $(NOTEBOOKS); do \
@@ -34,13 +34,13 @@ tutorial: $(STAMP)
 	$(PY) -m udalib crosscity --quiet --out runs/crosscity_scores.csv
 
 # Unit tests, then the nbval notebook tests (each notebook executed as stored, at its CPU defaults), then the
-# browser test of notebook 10's widgets (it reads the runs the notebooks wrote).
+# browser test of notebook 11's widgets (it reads the runs the notebooks wrote).
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 	OMP_WAIT_POLICY=$(NOTEBOOK_OMP_WAIT_POLICY) $(VENV)/bin/pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
 	@$(MAKE) --no-print-directory browser-test
 
-# Notebook 10 in JupyterLab, run and clicked in headless Chromium (Playwright drives Debian's chromium; the
+# Notebook 11 in JupyterLab, run and clicked in headless Chromium (Playwright drives Debian's chromium; the
 # screenshots go to runs/test-artifacts/). Installs chromium with apt-get (as root, about 1 minute) if missing.
 browser-test: $(STAMP)
 	@test -x /usr/bin/chromium || { \

@@ -2,7 +2,7 @@
 
 One 13-class source model per seed (MiniCity's labelled photo-like split, playing Cityscapes) is adapted to each
 of the four cities in turn; rows are source-only, AdaBN, the lambda = 0 control and the methods (default MaxSquare
-and MaxSquare+IW, at notebook 09's defaults). Runs are shared with notebook 09 (checkpoint-or-train).
+and MaxSquare+IW, at notebook 10's defaults). Runs are shared with notebook 10 (checkpoint-or-train).
 
     python benchmarks/crosscity_table.py                 # seeds 0 1 2 -> benchmarks/results/crosscity_*.csv
     python benchmarks/crosscity_table.py --seeds 0 --steps 60

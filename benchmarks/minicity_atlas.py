@@ -17,7 +17,7 @@ composite's rows reuse the standard table's runs.
 
 The margin of a method on a factor is, per seed, its target mIoU minus the better of its AdaBN row and its control
 on that seed; ``udalib.results.atlas_margins`` averages it over seeds and ``udalib.viz.plots.atlas_heatmap``
-draws it (notebook 10).
+draws it (notebook 11).
 """
 
 from __future__ import annotations

@@ -100,6 +100,14 @@ def claims_table() -> str:
     return _table(["claim", "paper", "claimed winner", "beaten", "paired difference", "seeds ahead", "verdict"], rows)
 
 
+def mean_teacher_claims() -> str:
+    """The mean teacher's claims (``udalib.verdicts.MEAN_TEACHER_CLAIMS``) on ``minicity_mean_teacher.csv``, with
+    the reason of each claim that does not hold; every claim not measured while the table is absent."""
+    from udalib import verdicts
+
+    return verdicts.markdown(verdicts.verdicts())
+
+
 # ------------------------------------------------------------------------------------------------ atlas
 def atlas_tables() -> str:
     """The atlas's margins and its source-only / AdaBN rows (``benchmarks/minicity_atlas.py --summarize``)."""
@@ -276,6 +284,7 @@ def eval_throughput_cpu() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "minicity_table": minicity_table,
     "claims_table": claims_table,
+    "mean_teacher_claims": mean_teacher_claims,
     "atlas_tables": atlas_tables,
     "crosscity_readme": crosscity_readme,
     "crosscity_results": crosscity_results,

@@ -78,7 +78,7 @@ def test_list_runs_gives_one_seed_free_key_per_experiment_and_target_bn_as_a_fie
         if has_bn:
             bn = part[part.target_bn & (part.evaluated_on == TARGET)].sort_values("seed").miou
             assert list(bn) == pytest.approx(_scores(store, row, TARGET + " | target BN"))
-    # notebook 10's grouping is the same key
+    # notebook 11's grouping is the same key
     groups = results.group_runs(results.load_runs(store))
     assert sorted(groups) == sorted(LABELS.values()) and all(len(g) == 3 for g in groups.values())
 

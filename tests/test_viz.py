@@ -118,7 +118,7 @@ def test_compare_runs_differences_and_target_bn_only_where_it_exists():
     assert list(iou.index) == ["road"] and iou.loc["road", "method"] == 36.0  # the all-NaN class is dropped
 
 
-# ------------------------------------------------------------------------------ comparing runs (notebook 10)
+# ------------------------------------------------------------------------------ comparing runs (notebook 11)
 def test_overlay_blends_labels_and_highlights_one_class():
     image = np.array([[[100, 100, 100], [0, 0, 0], [200, 100, 0]]], dtype=np.uint8)  # (1, 3, 3)
     label = np.array([[0, 255, 10]])

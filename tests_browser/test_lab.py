@@ -1,4 +1,4 @@
-"""Notebook 10 in a real browser: JupyterLab on 127.0.0.1, the notebook run in headless Chromium, its prediction
+"""Notebook 11 in a real browser: JupyterLab on 127.0.0.1, the notebook run in headless Chromium, its prediction
 comparer found and changed, each change checked after its round trip through the kernel, and a screenshot saved.
 
 Run by ``make test`` after the notebook tests (``make browser-test``; it installs Debian's chromium first when it
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "10_compare_methods.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "11_compare_methods.ipynb"
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = 4  # images the comparer offers in this run (the notebook's default is 8)
@@ -83,7 +83,7 @@ def _expected_accuracy(image: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on a free port of 127.0.0.1 with a token, serving a papermill copy of notebook 10 (fewer
+    """A JupyterLab server on a free port of 127.0.0.1 with a token, serving a papermill copy of notebook 11 (fewer
     images, never training); shut down, kernels included, when the module's tests end."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make browser-test` installs it (as root), or `apt-get install -y "

@@ -19,7 +19,7 @@ a method            e.g. ``maxsquare``, ``maxsquare_iw``: the adaptation run its
 ==================  ==========================================================================
 
 Each run is an ordinary :class:`~udalib.experiment.Experiment`, so its folder lands in the results store and
-is reused by the next call (checkpoint-or-train). Taught in ``notebooks/09_crosscity_transfer.ipynb``.
+is reused by the next call (checkpoint-or-train). Taught in ``notebooks/10_crosscity_transfer.ipynb``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SOURCE_ONLY, ADABN, CONTROL = "source-only", "AdaBN", "control"
 CONTROLS = (SOURCE_ONLY, ADABN, CONTROL)
 NUM_CLASSES = 13
 SOURCE_STEPS = 300  # MiniCity source model, as notebook 01's
-ADAPT_STEPS = 20  # per city and method: notebook 09 (the source and 16 runs) takes about 110 s
+ADAPT_STEPS = 20  # per city and method: notebook 10 (the source and 16 runs) takes about 110 s
 # ZJULearning/MaxSquareLoss README, Cityscapes -> CrossCity, mIoU (%) as reported (not reproduced here)
 REPORTED = {"rome": {SOURCE_ONLY: 51.0, "maxsquare": 53.9, "maxsquare_iw": 54.5},
             "rio": {SOURCE_ONLY: 48.9, "maxsquare": 52.0, "maxsquare_iw": 53.3},

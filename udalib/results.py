@@ -5,7 +5,7 @@ Every training run writes a run folder (:mod:`udalib.experiment`), whoever start
 :func:`group_runs` names it (the one naming rule of a table row) and puts it next to its other seeds, and
 :func:`runs_frame` turns the runs into a tidy table (one line per run, evaluation set and BatchNorm statistics).
 :func:`over_seeds` is the one grouping over seeds (mean, sample standard deviation, number of seeds, seeds ahead and
-the per-seed values) that every table uses: :func:`leaderboard` and :func:`selection_board` (notebook 10, the
+the per-seed values) that every table uses: :func:`leaderboard` and :func:`selection_board` (notebook 11, the
 comparison widgets), ``python -m udalib table``, the benchmark summaries (:func:`benchmark_summary`,
 :func:`atlas_margins`, :func:`claim_verdicts`, :func:`selection_summary`, ``benchmarks/*.py``) and CrossCity
 (:mod:`udalib.crosscity`). The margin over the controls is :func:`margin_over_controls` (per seed:

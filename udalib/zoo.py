@@ -89,7 +89,7 @@ def source_run(seed: int = 0, **kwargs) -> Run:
 
 
 # Every standard MiniCity run: name -> function(seed) -> Experiment, the rows of benchmarks/minicity_table.py and of
-# notebook 10's leaderboard. A method comes with its lambda = 0 control.
+# notebook 11's leaderboard. A method comes with its lambda = 0 control.
 MINICITY_ROWS = {
     "source_only": lambda seed: source_experiment(seed),
     "adabn": lambda seed: adabn_experiment(source_experiment(seed)),
@@ -122,7 +122,7 @@ MINICITY_ROWS = {
     # same updates: CE on source, the MiniCity presets use CE for MLSL too)
     "cbst": lambda seed: adaptation_experiment("cbst", source_experiment(seed)),
     "mlsl": lambda seed: adaptation_experiment("mlsl", source_experiment(seed)),
-    # test-time baselines (notebook 11): no source batch, the source model adapted on target images alone. TENT
+    # test-time baselines (notebook 12): no source batch, the source model adapted on target images alone. TENT
     # trains BatchNorm's affine parameters on the target's entropy; BN-alpha mixes source and target statistics.
     # Neither has a target weight to set to 0: their control is AdaBN itself
     "tent": lambda seed: adaptation_experiment("tent", source_experiment(seed)),
@@ -155,7 +155,7 @@ def margin_over_controls(method, adabn, control):
     return method - np.fmax(adabn, control)
 
 
-# The atlas (benchmarks/minicity_atlas.py, notebook 10 and the "where it works, where it breaks" runs of notebooks
+# The atlas (benchmarks/minicity_atlas.py, notebook 11 and the "where it works, where it breaks" runs of notebooks
 # 02-07): the standard rows on each single shift factor of MiniCity (the source world with only that factor,
 # minicity:target-<factor>, the same streets as the target) and on the composite. `graded` only grades the palette
 # and texture shifts, and `exposure_mild` is a milder `exposure`: neither is a factor of its own here.

@@ -144,7 +144,7 @@ shift  # distance of each class's mean colour from its source colour (0-255 scal
 # factors in `minicity.TARGET_FACTORS`, applied in order; any other mix is a domain of its own,
 # `minicity:target-<factor>[+<factor>...]`, that any `Experiment` can adapt to. Those domains share the target's
 # streets image for image (unless a factor changes the scene), so each column below is one street under each factor
-# alone. The **atlas** (`benchmarks/minicity_atlas.py`, read in notebooks 03-08 and 10) trains every method with
+# alone. The **atlas** (`benchmarks/minicity_atlas.py`, read in notebooks 03-08 and 11) trains every method with
 # its controls on each factor alone, to see which kind of shift each method can close.
 
 # %%
@@ -204,7 +204,7 @@ fig.tight_layout()
 #    domains are built when udalib is imported, so changing `minicity.TARGET_LOOK` itself changes no image; to
 #    *train* on a partial shift, use a factor mix such as `minicity:target-palette+texture`.)
 # 2. Which city is closest to the source by the colour-distance table? Predict which city will be easiest to adapt
-#    to, and check in notebook 09.
+#    to, and check in notebook 10.
 #
 # %% tags=["exercise"]
 # exercise 1: a look of your own, rendered on the same streets as the source and target looks

@@ -38,7 +38,7 @@ DEVICE: str = "cpu"  # "cuda" at full scale
 #
 # An `Experiment` is a plain dataclass: every field that changes the result is in it, and its hash names the run
 # folder under `runs/`. The folders of finished runs are the **results store**: `get_or_train` returns a run from it
-# instead of training again, and the tables of notebook 10 and `benchmarks/` read it. `udalib.zoo` defines the
+# instead of training again, and the tables of notebook 11 and `benchmarks/` read it. `udalib.zoo` defines the
 # standard MiniCity runs once, so every notebook and the benchmark table ask for the same ones. A method's
 # hyper-parameters start from the paper's values (its config's defaults) and, on MiniCity, from its **preset**
 # (`Experiment.preset = "minicity"`, `methods.PRESETS`): the values udalib uses for the small model and short runs.
@@ -247,7 +247,7 @@ print(f"this notebook ran in {time.perf_counter() - START:.0f} s")
 # papermill notebooks/01_source_pretraining.ipynb runs/notebooks/01_source_synthia.ipynb \
 #     -p RECIPE source_synthia -p DATA_ROOT /data/prepared -p DEVICE cuda \
 #     -p ORACLE cityscapes/train@512x1024 -p TARGET cityscapes/train@512x1024
-# # Cityscapes, 13 classes: the source model of CrossCity (notebook 09)
+# # Cityscapes, 13 classes: the source model of CrossCity (notebook 10)
 # papermill notebooks/01_source_pretraining.ipynb runs/notebooks/01_source_cityscapes13.ipynb \
 #     -p RECIPE source_cityscapes13 -p DATA_ROOT /data/prepared -p DEVICE cuda \
 #     -p ORACLE cityscapes/train@512x1024 -p TARGET cityscapes/train@512x1024

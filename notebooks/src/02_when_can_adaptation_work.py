@@ -16,7 +16,7 @@
 # * the **proxy A-distance** (PAD): how well a linear classifier tells source features from target features;
 # * the **joint error λ**: how well *one* linear pixel classifier can label both domains at once.
 #
-# Then you read the distance against what the atlas (notebook 10) measured: does a larger distance mean a larger
+# Then you read the distance against what the atlas (notebook 11) measured: does a larger distance mean a larger
 # loss of the source model, a larger gain of AdaBN, a larger margin of the adaptation methods? The verdict below is
 # computed from three seeds, not written in advance.
 #
@@ -275,7 +275,7 @@ display(Markdown(
 # ## Does the distance predict what adaptation does?
 #
 # The bound suggests a hope: a large distance with a small λ is what adaptation can remove. The atlas
-# (`benchmarks/results/minicity_atlas.csv`, notebook 10) measured, for each factor and seeds 0–2, the source model's
+# (`benchmarks/results/minicity_atlas.csv`, notebook 11) measured, for each factor and seeds 0–2, the source model's
 # mIoU, AdaBN's gain over it, and every method's **margin** over the better of AdaBN and its λ=0 control. Here
 # each seed's PAD (from `benchmarks/results/domain_distance.csv`) is ranked against each outcome over the factors:
 # Spearman's ρ per seed, then its mean ± std over the seeds. With this few factors, only a large $|\rho|$ is

@@ -248,7 +248,7 @@ strong.round(1) if not RECIPE else "the strong-weight run is MiniCity's"
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The **atlas** (`benchmarks/results/minicity_atlas.csv`, read in notebook 10) trained MinEnt with its controls on
+# The **atlas** (`benchmarks/results/minicity_atlas.csv`, read in notebook 11) trained MinEnt with its controls on
 # each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases` reads the factor
 # where the method's margin is largest ("works") and the one where it is smallest ("breaks") and shows both cases
 # class by class: source-only, AdaBN, the λ=0 control and the method, each the mean over the atlas's seeds, and in

@@ -221,7 +221,7 @@ viz.plots.show_predictions({name: runs[name].model() for name in ("source-only",
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 10) ran MaxSquare with its
+# The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 11) ran MaxSquare with its
 # controls on each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases` reads its
 # best and worst factor from it and shows both cases class by class: source-only, AdaBN, the λ=0 control and the
 # method, each the mean over the atlas's seeds, and in the last column the method's margin over the better of AdaBN
@@ -257,7 +257,7 @@ atlas_mean.loc[rows, [works, breaks]].round(2)
 # %% [markdown]
 # ## The paper's claims, over seeds
 #
-# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 11 and
 # `benchmarks/RESULTS.md`.
 
 # %%

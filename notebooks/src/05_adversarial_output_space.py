@@ -322,7 +322,7 @@ longer.round(2) if not RECIPE else "the longer run is MiniCity's"
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 10) ran AdaptSegNet multi-level
+# The atlas (notebook 03; `benchmarks/results/minicity_atlas.csv`, read in notebook 11) ran AdaptSegNet multi-level
 # with its controls on each single shift factor of notebook 00 alone, several seeds each. `results.factor_cases`
 # reads its best and worst factor from it and shows both cases class by class: source-only, AdaBN, the λ=0 control
 # and the method, each the mean over the atlas's seeds, and in the last column the
@@ -354,12 +354,12 @@ display(Markdown(
 # layout differs from the source's, and the discriminator pushes the target outputs toward the source's lower
 # horizon, below what simply re-estimating BatchNorm statistics gives. Output-space alignment assumes the label
 # layout is shared between the domains; a camera change breaks that assumption outright, and a label-prior change
-# (`prior`, denser traffic) breaks it too (the atlas row in notebook 10).
+# (`prior`, denser traffic) breaks it too (the atlas row in notebook 11).
 
 # %% [markdown]
 # ## The paper's claim, over seeds
 #
-# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the benchmark table (every seed) at run time; the rule, every paper's claims and the reasons: notebook 11 and
 # `benchmarks/RESULTS.md`.
 
 # %%

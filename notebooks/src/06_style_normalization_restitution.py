@@ -259,7 +259,7 @@ display(Markdown(
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 10) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 11) ran SNR-MS with its controls on each single shift factor of notebook 00, three seeds.
 # `results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -292,7 +292,7 @@ display(Markdown(
 # %% [markdown]
 # ## The paper's claims, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 11 and
 # `benchmarks/RESULTS.md`.
 
 # %%

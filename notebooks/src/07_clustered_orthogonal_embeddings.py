@@ -212,7 +212,7 @@ display(Markdown(
 # %% [markdown]
 # ## Where it works, where it breaks
 #
-# The atlas (notebook 10) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
+# The atlas (notebook 11) ran the clustered embeddings with its controls on each single shift factor of notebook 00, three seeds.
 # `results.factor_cases` reads its best and worst factor from it and shows both cases class by class: source-only,
 # AdaBN, the λ=0 control and the method, each the mean over the atlas's three seeds, and in the last column the
 # method's margin over the better of AdaBN and the control (taken seed by seed, then averaged). With `CASE_SEED` set
@@ -238,13 +238,13 @@ display(Markdown(
     f"AdaBN ({camera.loc['mIoU', 'AdaBN']:.1f}) and the control ({camera.loc['mIoU', 'control']:.1f}) are, so every "
     "extra loss term (clustering, orthogonality, sparsity, the image-wise max-square term) can only move a model that "
     f"was right, and {(camera['margin'].drop(index='mIoU') < 0).sum()} of the {len(camera) - 1} classes lose a "
-    "little. A method's margin needs a shift that its loss can see; the atlas (notebook 10) shows which shifts those "
+    "little. A method's margin needs a shift that its loss can see; the atlas (notebook 11) shows which shifts those "
     "are for each method."))
 
 # %% [markdown]
 # ## The paper's claim, on five seeds
 #
-# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 10 and
+# Read from the five-seed table at run time; the rule, every paper's claims and the reasons: notebook 11 and
 # `benchmarks/RESULTS.md`.
 
 # %%

@@ -374,7 +374,7 @@ CITY_DOMAINS = {
                     saturation=0.6, blur=0.9,
                     palette={**TARGET_PALETTE, BUILDING: ((0.80, 0.80, 0.74), (0.62, 0.53, 0.45), (0.70, 0.72, 0.70))}),
 }
-# what each city plays (notebook 09)
+# what each city plays (notebook 10)
 CITY_ANALOGUES = {
     "rome": "a historic centre in warm evening light: ochre and terracotta plaster, cobbled sidewalks as grey as the "
             "road, crowds, few trees",

@@ -521,7 +521,7 @@ def sparsity_histogram(centroids: Mapping[str, np.ndarray]) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------------------ comparing runs (notebook 10)
+# ------------------------------------------------------------------------------ comparing runs (notebook 11)
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.6, *, highlight: int | None = None,
             palette: Sequence = CITYSCAPES_PALETTE) -> np.ndarray:
     """A label map in the dataset's palette blended over its image.

@@ -4,7 +4,7 @@ Both read run folders (:mod:`udalib.results`), so a run trained anywhere (a note
 line) shows up in them with no glue code. Every picture comes from a pure function of :mod:`udalib.viz.plots`.
 Outputs are written with ``out.outputs = ()`` and ``append_display_data``, which behaves the same in JupyterLab,
 papermill, nbval and plain Python (``with out:`` does not). Import this module explicitly (it needs ipywidgets):
-``from udalib.viz import widgets``. Taught in ``notebooks/10_compare_methods.ipynb``.
+``from udalib.viz import widgets``. Taught in ``notebooks/11_compare_methods.ipynb``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 09 · CrossCity: one source, four target cities
+# # 10 · CrossCity: one source, four target cities
 #
 # **What you will learn.** Chen et al.'s MaxSquare paper also adapts *from* Cityscapes *to* four cities of the NTHU
 # CrossCity dataset (Rome, Rio, Tokyo, Taipei; 13 classes): a real-to-real shift, much smaller than
@@ -200,7 +200,7 @@ display(Markdown(
     f"{exposure.idxmax().capitalize()} to {exposure.min():+.1f} on {exposure.idxmin().capitalize()}. What is left for "
     "the max-square term is each city's materials and streets. Over the control, it adds a little on the cities whose "
     f"building materials move furthest from the source's concrete ({signed(['tokyo', 'taipei'])}: glass and steel, "
-    "tiled facades, a palette shift, which is what the atlas of notebook 10 finds target losses act on), and it loses "
+    "tiled facades, a palette shift, which is what the atlas of notebook 11 finds target losses act on), and it loses "
     f"a little on Rome ({by_control['rome']:+.2f}), whose grey-paved sidewalks converge with the road (the atlas's "
     f"`converge`, where confident confusions get sharpened), and on Rio ({by_control['rio']:+.2f}), the city closest "
     "to the source, with almost nothing to adapt. At these 20 steps no margin over the better of the two controls reaches a "
@@ -292,7 +292,7 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 #   light, least on Rio, the city closest to the source (AdaBN over source-only, three seeds, above).
 # * What is left for the target loss depends on what a city changes beyond its light: new materials (Tokyo, Taipei)
 #   leave it a small gain; classes that converge (Rome's paved sidewalks) and a city close to the source (Rio) a
-#   small loss: the pattern of the atlas in notebook 10.
+#   small loss: the pattern of the atlas in notebook 11.
 
 # %% [markdown] tags=["exercise"]
 # ## Exercises
@@ -311,7 +311,7 @@ pd.concat([reported.loc[CITIES], ours], axis=1).round(1)
 # Cityscapes and NTHU prepared by `data_scripts/`, and runs every city with the controls (about 30k iterations per run):
 #
 # ```bash
-# papermill notebooks/09_crosscity_transfer.ipynb runs/notebooks/09_crosscity_maxsquare.ipynb \
+# papermill notebooks/10_crosscity_transfer.ipynb runs/notebooks/10_crosscity_maxsquare.ipynb \
 #     -p RECIPE crosscity_maxsquare -p DATA_ROOT /data/prepared -p DEVICE cuda
 # # or from the shell, four cities, MaxSquare and MaxSquare+IW, with source-only, AdaBN and the control:
 # python -m udalib crosscity --recipe crosscity_maxsquare --data-root /data/prepared --device cuda \

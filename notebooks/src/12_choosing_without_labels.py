@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 11 · Choosing without target labels: validators, selection regret, test-time baselines
+# # 12 · Choosing without target labels: validators, selection regret, test-time baselines
 #
 # **What you will learn.** Every original paper reports a checkpoint (and a target weight) chosen on *target labels*,
 # which a user adapting to an unlabelled domain does not have. A **validator** scores a checkpoint from its
@@ -227,7 +227,7 @@ display(Markdown(
 # `(entropy of the mean prediction, mean pixel entropy)` (natural log; the mean over all $N \cdot H \cdot W$
 # pixels, with $0 \log 0 = 0$); IM is the first minus the second. Then run the check.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "11-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "12-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 import torch
 
 
@@ -241,7 +241,7 @@ def my_im_terms(probs: torch.Tensor) -> tuple[float, float]:
     return float(entropy(rows.mean(dim=0))), float(entropy(rows).mean())
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "11-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% tags=["check"] nbgrader={"grade": true, "grade_id": "12-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 import math
 
 import torch
@@ -306,7 +306,7 @@ assert abs(validators.information_maximization(uniform)) < 1e-5, "im: log 5 - lo
 # and this notebook runs unchanged with papermill (it reads the MiniCity study from `benchmarks/results/`):
 #
 # ```bash
-# papermill notebooks/11_choosing_without_labels.ipynb runs/notebooks/10.ipynb -p DEVICE cuda
+# papermill notebooks/12_choosing_without_labels.ipynb runs/notebooks/12_full.ipynb -p DEVICE cuda
 # ```
 #
 # ## References

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 10 · Comparing the methods: leaderboard, per-class IoU, predictions side by side
+# # 11 · Comparing the methods: leaderboard, per-class IoU, predictions side by side
 #
 # **What you will learn.** How to read a comparison of UDA methods honestly: the mean and spread over **seeds**,
 # gains against the right baselines (source-only, AdaBN and the $\lambda = 0$ controls of notebooks 03–08),
@@ -169,7 +169,7 @@ display(Markdown(
 # choice a real user cannot make. A run trained with `select_every=N` (an `Experiment` field;
 # `python -m udalib train --select-every N`) is scored every N steps, and its `scores.json` keeps three labelled
 # selections: the **last** checkpoint, the one the information-maximisation validator picks on unlabelled target
-# images (**IM-selected**, notebook 11), and the one target labels pick (**target-selected**, kept as
+# images (**IM-selected**, notebook 12), and the one target labels pick (**target-selected**, kept as
 # `best_model.pt`). `udalib table` shows the three side by side. The runs of `benchmarks/minicity_table.py
 # --select-every 10` (seeds 0–2) are read below; runs of the store trained with `select_every` are shown after them.
 
@@ -405,7 +405,7 @@ viz.plots.training_curves(curves, keys=("seg", "target"));
 # apart from MiniCity's, and point this notebook at it:
 #
 # ```bash
-# UDALIB_RUNS=/data/runs papermill notebooks/10_compare_methods.ipynb runs/notebooks/10_full.ipynb \
+# UDALIB_RUNS=/data/runs papermill notebooks/11_compare_methods.ipynb runs/notebooks/11_full.ipynb \
 #     -p TRAIN_MISSING False -p DATASET cityscapes/val@512x1024 -p IMAGES 4 -p DEVICE cuda
 # ```
 #
