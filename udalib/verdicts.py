@@ -169,7 +169,8 @@ MEAN_TEACHER_CLAIMS = (
     Claim("ClassMix > no mixing", _DACS, Side("dacs", 60), (Side("dacs_nomix", 60),)),
     Claim("the mean teacher > the student as its own teacher (α = 0)", _MT, Side("dacs", 60),
           (Side("dacs_alpha0", 60),)),
-    Claim("the teacher > its student", _MT, Side("dacs", 60, "teacher_miou"), (Side("dacs", 60),)),
+    # the table scores the teacher with BatchNorm statistics re-estimated on target images: the student likewise
+    Claim("the teacher > its student", _MT, Side("dacs", 60, "teacher_miou"), (Side("dacs", 60, _TBN),)),
     Claim("RCS lifts the rare classes (pole, traffic sign, person)", "DAFormer (Hoyer et al., CVPR 2022)",
           Side("dacs_rcs", 60, classes=_RARE), (Side("dacs", 60, classes=_RARE),)),
     Claim("DACS+MIC > DACS", _MIC, Side("dacs_mic", 60), (Side("dacs", 60),)),
