@@ -69,8 +69,20 @@ class Claim:
     beaten: tuple[Side, ...]
 
 
+def _over_seeds(values) -> dict:
+    """``values`` (a Series indexed by seed) through :func:`udalib.results.over_seeds`, the one grouping over seeds:
+    its mean, std, n and seeds ahead (above 0)."""
+    import pandas as pd
+
+    from .results import over_seeds
+
+    frame = pd.DataFrame({"row": "claim", "seed": values.index, "value": values.to_numpy()})
+    return over_seeds(frame, "value", "row").iloc[0].to_dict()
+
+
 def _pm(values) -> str:
-    return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+    s = _over_seeds(values)
+    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["n"] > 1 else f"{s['mean']:.1f}"
 
 
 MIN_SEEDS = 3  # fewer shared seeds: not measured (the atlas's three seeds; the tables' five)
@@ -100,9 +112,8 @@ def verdict(df, claim: Claim, min_seeds: int = MIN_SEEDS) -> dict:
     win, lose = both.iloc[:, 0], both.iloc[:, 1]
     if len(claim.beaten) == 2:  # the better of the two on each seed
         lose = win - margin_over_controls(win, both.iloc[:, 1], both.iloc[:, 2])
-    diff = win - lose
-    n, ahead, mean = len(diff), int((diff > 0).sum()), float(diff.mean())
-    std = float(diff.std()) if n > 1 else math.nan
+    s = _over_seeds(win - lose)
+    n, ahead, mean, std = int(s["n"]), int(s["ahead"]), float(s["mean"]), float(s["std"])
     holds = mean > 0 and ahead >= max(n - 1, 1)
     spread = f" ± {std:.1f}" if n > 1 else ""
     if holds:
