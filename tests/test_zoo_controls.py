@@ -96,6 +96,8 @@ def test_the_mean_teachers_rows_stay_out_of_the_standard_table_and_keep_their_ab
     assert rows["dacs"].method_args == {} and rows["dacs_nomix"].method_args == {"mix": False}
     assert rows["dacs_alpha0"].method_args == {"alpha": 0.0}
     assert len({exp.name for exp in rows.values()}) == len(rows)  # each its own run folder
+    # DACSConfig.mix enters the run key only off its default: the stored DACS run keeps its folder
+    assert zoo.MEAN_TEACHER_ROWS["dacs"](0).name == "dacs-s0-b1558acceb"
 
 
 def test_benchmark_summary_margins_are_over_the_better_control_per_row(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from ..data.augment import strong_augment
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses.dacs import class_mix_classes, class_mix_mask, confidence_weight, mix, pixel_weighted_ce
-from .base import MINICITY_ADAPT, Method, MethodConfig
+from .base import MINICITY_ADAPT, Method, MethodConfig, keyed_off_default
 from .mean_teacher import MeanTeacher
 
 
@@ -35,7 +35,7 @@ class DACSConfig(MethodConfig):
     mix_ignore: bool = True
     # False: the "no mixing" ablation -- the teacher's pseudo-labels on the plain target image, strongly augmented
     # the same way, with the confidence weight w_t on every pixel (no ClassMix): the mean teacher alone
-    mix: bool = True
+    mix: bool = keyed_off_default(True)  # off its default only: the stored runs keep their names
 
 
 class DACS(Method):

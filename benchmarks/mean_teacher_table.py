@@ -1,0 +1,199 @@
+"""The mean teacher's MiniCity table: DACS, its ablations and the older methods, with their controls, every row
+trained (or found in the run store) on the machine that runs this script.
+
+The standard table (``benchmarks/results/minicity_table.csv``) may come from another machine, and a run trained
+again elsewhere differs by about a point: a comparison of DACS with its controls stands only on rows trained on the
+same machine. Rows: ``udalib.zoo.ALL_ROWS`` (the standard rows and ``zoo.MEAN_TEACHER_ROWS``). One line per
+(method, seed, steps) is appended to ``benchmarks/results/minicity_mean_teacher.csv`` as its run finishes; a rerun
+skips the lines already there. Columns:
+
+- ``target_miou``: target val mIoU (%) of the model as trained (its own running BatchNorm statistics);
+- ``target_miou_target_bn``: the same weights with BatchNorm statistics re-estimated on target train images
+  (AdaBN of the adapted model); empty for source-only (it never saw a target image), AdaBN's own number for AdaBN;
+- ``teacher_miou``: the mean teacher's weights (DACS rows) scored the same way, statistics re-estimated on target
+  train images (the teacher normalises with batch statistics while it trains; its running statistics are the source
+  model's copies, never read);
+- ``train_seconds`` (the run's own, from its scores), ``run`` (its folder), ``cpu`` (this machine), and the per-class
+  IoU (%) of the as-trained model, ``iou_<class>`` as in ``minicity_atlas.csv``.
+
+    python benchmarks/mean_teacher_table.py                                  # the standard order, seeds 0-4
+    python benchmarks/mean_teacher_table.py --rows dacs control_dacs --seeds 0 1 --steps 300
+    python benchmarks/mean_teacher_table.py --design                         # the BatchNorm design study
+    python benchmarks/mean_teacher_table.py --summarize                      # the .md beside the CSV
+
+``--design`` trains, on seeds 100-102 only (never the reported seeds), DACS and its control under the MiniCity
+BatchNorm policy (target-only statistics: the evaluated model carries statistics of mixed images), DACS under the
+original's (``bn_stats="both"``: source and mixed batches), and AdaBN, into
+``benchmarks/results/mean_teacher_design.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from udalib import zoo
+from udalib.data import eval_loader
+from udalib.data.labels import CITYSCAPES_CLASSES
+from udalib.data.minicity import MINICITY_TRAINIDS
+from udalib.experiment import Experiment, get_or_train, open_data, score_set
+from udalib.locks import append_csv_row
+from udalib.methods.adabn import adapt_batchnorm
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "minicity_mean_teacher.csv"
+DESIGN_OUT = RESULTS / "mean_teacher_design.csv"
+TARGET_VAL = "minicity:target/val"
+CLASS_COLUMNS = tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
+COLUMNS = ("method", "seed", "steps", "target_miou", "target_miou_target_bn", "teacher_miou", "train_seconds",
+           "run", "cpu", *CLASS_COLUMNS)
+DESIGN_COLUMNS = ("variant", "bn_stats", "seed", "steps", "target_miou", "target_miou_target_bn", "teacher_miou",
+                  "run")
+SEEDS = (0, 1, 2, 3, 4)
+DESIGN_SEEDS = (100, 101, 102)
+# (row, adaptation steps), in the order they are trained: DACS, its control and the baselines first, for every seed
+ORDER = [(row, zoo.ADAPT_STEPS) for row in (
+    "dacs", "control_dacs", "adabn", "source_only", "dacs_nomix", "control_dacs_nomix", "dacs_alpha0",
+    "control_lambda0", "cbst", "mlsl", "minent", "control_adaptsegnet", "adaptsegnet_multi")]
+ORDER += [(row, 300) for row in ("dacs", "control_dacs", "dacs_nomix", "control_dacs_nomix", "control_lambda0")]
+NOT_ADAPTED = ("source_only", "adabn")  # trained on source alone / no training: their steps are their own
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def experiment(row: str, seed: int, steps: int) -> Experiment:
+    """The row's Experiment; an adaptation row with ``steps`` adaptation steps (source-only and AdaBN as they are)."""
+    exp = zoo.ALL_ROWS[row](seed)
+    return exp if row in NOT_ADAPTED or exp.steps == steps else replace(exp, steps=steps)
+
+
+def table_steps(row: str, steps: int) -> int:
+    """The ``steps`` column: the adaptation steps of an adaptation row; 0 for source-only and AdaBN (no
+    adaptation), which serve every step count."""
+    return 0 if row in NOT_ADAPTED else steps
+
+
+def _target_bn(model: torch.nn.Module, exp: Experiment):
+    """``model`` (a copy) with BatchNorm statistics re-estimated on ``exp``'s target train images, scored on target
+    val."""
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        adapt_batchnorm(model, eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp)))
+    return score_set(model, open_data(TARGET_VAL, default_split="val", train=False, exp=exp), exp,
+                     "last checkpoint, target BN statistics")
+
+
+def scores(run) -> dict:
+    """target_miou, target_miou_target_bn, teacher_miou and the per-class IoU of a finished run."""
+    exp = run.config
+    out = {"target_miou": round(run.miou(TARGET_VAL), 2), "target_miou_target_bn": None, "teacher_miou": None}
+    if exp.adabn:
+        out["target_miou_target_bn"] = out["target_miou"]
+    elif exp.target is not None and exp.steps > 0:
+        bn = run.scores_on(TARGET_VAL, target_bn=True)  # computed at training under bn_stats="both"
+        out["target_miou_target_bn"] = round((bn if bn is not None else _target_bn(run.model(), exp)).miou, 2)
+    if exp.method == "dacs":
+        out["teacher_miou"] = round(_target_bn(run.method().teacher.ema, exp).miou, 2)
+    iou = run.scores[TARGET_VAL].table()["IoU (%)"]
+    classes = {f"iou_{name.replace(' ', '_')}": round(float(iou[name]), 2)
+               for name in (CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS)}
+    return out | classes
+
+
+def done(path: Path, key: tuple[str, ...]) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {tuple(r[k] for k in key) for r in csv.DictReader(f)}
+
+
+def run_table(pairs, seeds, out: Path) -> None:
+    finished = done(out, ("method", "seed", "steps"))
+    cpu = cpu_name()
+    for row, steps in pairs:
+        for seed in seeds:
+            if (row, str(seed), str(table_steps(row, steps))) in finished:
+                continue
+            get_or_train(zoo.source_experiment(seed), progress=False)  # the model every row starts from
+            run = get_or_train(experiment(row, seed, steps), progress=False)
+            line = {"method": row, "seed": seed, "steps": table_steps(row, steps), **scores(run),
+                    "train_seconds": run.scores[TARGET_VAL].protocol.get("train_seconds"), "run": run.name,
+                    "cpu": cpu}
+            append_csv_row(out, line, COLUMNS)
+            finished.add((row, str(seed), str(line["steps"])))
+            print(f"{row:20s} seed {seed} steps {line['steps']:3d}: {line['target_miou']:6.2f}  target BN "
+                  f"{line['target_miou_target_bn']}  teacher {line['teacher_miou']}", flush=True)
+
+
+def design_variants(seed: int) -> dict[str, Experiment]:
+    rows = zoo.ALL_ROWS
+    dacs, control = rows["dacs"](seed), rows["control_dacs"](seed)
+    return {"dacs": dacs, "control_dacs": control, "adabn": rows["adabn"](seed),
+            "dacs_both": replace(dacs, bn_stats="both")}
+
+
+def run_design(seeds, out: Path) -> None:
+    finished = done(out, ("variant", "seed"))
+    for seed in seeds:
+        get_or_train(zoo.source_experiment(seed), progress=False)
+        for variant, exp in design_variants(seed).items():
+            if (variant, str(seed)) in finished:
+                continue
+            run = get_or_train(exp, progress=False)
+            s = scores(run)
+            line = {"variant": variant, "bn_stats": exp.bn_stats, "seed": seed, "steps": exp.steps,
+                    "target_miou": s["target_miou"], "target_miou_target_bn": s["target_miou_target_bn"],
+                    "teacher_miou": s["teacher_miou"], "run": run.name}
+            append_csv_row(out, line, DESIGN_COLUMNS)
+            print(f"{variant:18s} seed {seed}: {line['target_miou']:6.2f}  target BN {line['target_miou_target_bn']}"
+                  f"  teacher {line['teacher_miou']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", choices=sorted(zoo.ALL_ROWS), help="rows to run (default: ORDER)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--steps", type=int, default=None, help="adaptation steps of --rows (default: the zoo's)")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--design", action="store_true", help="the BatchNorm design study, seeds 100-102")
+    p.add_argument("--summarize", action="store_true", help="print the summary and write it beside the CSV")
+    args = p.parse_args(argv)
+    if args.design:
+        run_design(args.seeds if args.seeds != list(SEEDS) else DESIGN_SEEDS, args.out or DESIGN_OUT)
+        return 0
+    out = args.out or OUT
+    if args.summarize:
+        text = summarize(out)
+        out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
+    pairs = [(r, args.steps or zoo.ADAPT_STEPS) for r in args.rows] if args.rows else ORDER
+    start = time.perf_counter()
+    run_table(pairs, args.seeds, out)
+    print(f"done in {time.perf_counter() - start:.0f} s: {out}")
+    return 0
+
+
+def summarize(path: Path) -> str:
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    sys.exit(main())
