@@ -191,8 +191,67 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def margins(df, column: str = "target_miou"):
+    """Per (method, steps, seed): ``column`` of each row of ``zoo.ALL_CONTROLS`` and its margin over max(AdaBN, its
+    control at the same steps) (``zoo.margin_over_controls``), where the method and both controls are there."""
+    import pandas as pd
+
+    adabn = df[df.method == "adabn"].set_index("seed")[column]
+    out = []
+    for (method, steps), part in df.groupby(["method", "steps"]):
+        if method not in zoo.ALL_CONTROLS:
+            continue
+        control_name, adabn_name = zoo.ALL_CONTROLS[method]
+        bar = df[df.method == adabn_name].set_index("seed")[column] if adabn_name != "adabn" else adabn
+        control = df[(df.method == control_name) & (df.steps == steps)].set_index("seed")[column]
+        mine = part.set_index("seed")[column]
+        seeds = mine.index.intersection(bar.index).intersection(control.index)
+        if len(seeds):
+            out.append(pd.DataFrame({"method": method, "steps": steps, "seed": seeds, "value": mine[seeds].values,
+                                     "margin": zoo.margin_over_controls(mine[seeds], bar[seeds],
+                                                                        control[seeds]).values}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["method", "steps", "seed", "value", "margin"])
+
+
+def _pm(values) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    return f"{values.mean():.2f}" if len(values) < 2 else f"{values.mean():.2f} ± {values.std():.2f}"
+
+
 def summarize(path: Path) -> str:
-    raise NotImplementedError
+    """Per (method, steps): mean ± std over seeds of the target mIoU as trained, with target BatchNorm statistics and
+    of the teacher; the margin over max(AdaBN, control) as trained and with target statistics, per seed, and how
+    many seeds are ahead."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    order = list(dict.fromkeys([r for r, _ in ORDER] + list(df.method)))
+    trained, bn = margins(df, "target_miou"), margins(df, "target_miou_target_bn")
+    cpus = ", ".join(sorted(df.cpu.dropna().unique()))
+    lines = [f"# The mean teacher on MiniCity: target val mIoU (%), every row trained on {cpus}", "",
+             f"Mean ± std over seeds ({' '.join(map(str, sorted(df.seed.unique())))}); *steps*: adaptation steps (0: "
+             "no adaptation). *as trained*: the model's own BatchNorm statistics; *target BN*: statistics "
+             "re-estimated on target train images; *teacher*: the mean teacher's weights, target BN. Margin: the "
+             "row minus max(AdaBN, its λ=0 control at the same steps), per seed (`udalib.zoo.margin_over_controls`),"
+             " then mean ± std; *ahead*: seeds with a positive margin.", "",
+             "| row | steps | seeds | as trained | target BN | teacher | margin (as trained) | ahead | "
+             "margin (target BN) | ahead |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (method, steps), part in sorted(df.groupby(["method", "steps"]),
+                                        key=lambda kv: (kv[0][1] > zoo.ADAPT_STEPS, order.index(kv[0][0]))):
+        cells = [method, str(steps), str(part.seed.nunique()), _pm(part.target_miou),
+                 _pm(part.target_miou_target_bn), _pm(part.teacher_miou)]
+        for m in (trained, bn):
+            mine = m[(m.method == method) & (m.steps == steps)]
+            cells += [_pm(mine.margin), f"{int((mine.margin > 0).sum())}/{len(mine)}" if len(mine) else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    per_seed = trained.pivot_table(index=["method", "steps"], columns="seed", values="margin")
+    if not per_seed.empty:
+        lines += ["", "Margin over max(AdaBN, control) per seed, as trained:", "",
+                  per_seed.round(2).to_markdown()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
