@@ -59,11 +59,17 @@ DESIGN_COLUMNS = ("variant", "bn_stats", "seed", "steps", "target_miou", "target
                   "run")
 SEEDS = (0, 1, 2, 3, 4)
 DESIGN_SEEDS = (100, 101, 102)
-# (row, adaptation steps), in the order they are trained: DACS, its control and the baselines first, for every seed
-ORDER = [(row, zoo.ADAPT_STEPS) for row in (
-    "dacs", "control_dacs", "adabn", "source_only", "dacs_nomix", "control_dacs_nomix", "dacs_alpha0",
-    "control_lambda0", "cbst", "mlsl", "minent", "control_adaptsegnet", "adaptsegnet_multi")]
-ORDER += [(row, 300) for row in ("dacs", "control_dacs", "dacs_nomix", "control_dacs_nomix", "control_lambda0")]
+# Groups of (row, adaptation steps), in the order they are trained; within a group seed by seed, so that a method
+# and its controls land together: DACS, its control and the baselines first
+A = zoo.ADAPT_STEPS
+ORDER = [
+    [("dacs", A), ("control_dacs", A), ("adabn", A), ("source_only", A)],
+    [("dacs_nomix", A), ("control_dacs_nomix", A), ("dacs_alpha0", A)],
+    [("control_lambda0", A), ("cbst", A), ("mlsl", A), ("minent", A)],
+    [("dacs", 300), ("control_dacs", 300), ("dacs_nomix", 300), ("control_dacs_nomix", 300)],
+    [("control_adaptsegnet", A), ("adaptsegnet_multi", A)],
+    [("control_lambda0", 300)],
+]
 NOT_ADAPTED = ("source_only", "adabn")  # trained on source alone / no training: their steps are their own
 
 
@@ -124,11 +130,12 @@ def done(path: Path, key: tuple[str, ...]) -> set[tuple]:
         return {tuple(r[k] for k in key) for r in csv.DictReader(f)}
 
 
-def run_table(pairs, seeds, out: Path) -> None:
+def run_table(groups, seeds, out: Path) -> None:
+    """Train (or find) and score every (row, steps) of each group for each seed, seed by seed within a group."""
     finished = done(out, ("method", "seed", "steps"))
     cpu = cpu_name()
-    for row, steps in pairs:
-        for seed in seeds:
+    for group in groups:
+        for seed, (row, steps) in ((s, pair) for s in seeds for pair in group):
             if (row, str(seed), str(table_steps(row, steps))) in finished:
                 continue
             get_or_train(zoo.source_experiment(seed), progress=False)  # the model every row starts from
@@ -184,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(text)
         print(text)
         return 0
-    pairs = [(r, args.steps or zoo.ADAPT_STEPS) for r in args.rows] if args.rows else ORDER
+    groups = [[(r, args.steps or zoo.ADAPT_STEPS) for r in args.rows]] if args.rows else ORDER
     start = time.perf_counter()
-    run_table(pairs, args.seeds, out)
+    run_table(groups, args.seeds, out)
     print(f"done in {time.perf_counter() - start:.0f} s: {out}")
     return 0
 
@@ -228,7 +235,7 @@ def summarize(path: Path) -> str:
     import pandas as pd
 
     df = pd.read_csv(path)
-    order = list(dict.fromkeys([r for r, _ in ORDER] + list(df.method)))
+    order = list(dict.fromkeys([r for group in ORDER for r, _ in group] + list(df.method)))
     trained, bn = margins(df, "target_miou"), margins(df, "target_miou_target_bn")
     cpus = ", ".join(sorted(df.cpu.dropna().unique()))
     lines = [f"# The mean teacher on MiniCity: target val mIoU (%), every row trained on {cpus}", "",
