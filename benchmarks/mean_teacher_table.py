@@ -70,6 +70,7 @@ ORDER = [
     [("control_adaptsegnet", A), ("adaptsegnet_multi", A)],
     [("control_lambda0", 300)],
 ]
+TEACHER_METHODS = ("dacs", "dacs_mic", "minent_mic", "adaptsegnet_multi_mic")  # the methods with a mean teacher
 NOT_ADAPTED = ("source_only", "adabn")  # trained on source alone / no training: their steps are their own
 
 
@@ -115,8 +116,10 @@ def scores(run) -> dict:
     elif exp.target is not None and exp.steps > 0:
         bn = run.scores_on(TARGET_VAL, target_bn=True)  # computed at training under bn_stats="both"
         out["target_miou_target_bn"] = round((bn if bn is not None else _target_bn(run.model(), exp)).miou, 2)
-    if exp.method == "dacs":
-        out["teacher_miou"] = round(_target_bn(run.method().teacher.ema, exp).miou, 2)
+    if exp.method in TEACHER_METHODS:
+        method = run.method()
+        teacher = method.mic_teacher if hasattr(method, "mic_teacher") else method.teacher  # MIC's, or DACS's
+        out["teacher_miou"] = round(_target_bn(teacher.ema, exp).miou, 2)
     iou = run.scores[TARGET_VAL].table()["IoU (%)"]
     classes = {f"iou_{name.replace(' ', '_')}": round(float(iou[name]), 2)
                for name in (CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS)}
