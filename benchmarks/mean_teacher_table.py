@@ -65,10 +65,10 @@ A = zoo.ADAPT_STEPS
 ORDER = [
     [("dacs", A), ("control_dacs", A), ("adabn", A), ("source_only", A)],
     [("dacs_nomix", A), ("control_dacs_nomix", A), ("dacs_alpha0", A)],
-    [("control_lambda0", A), ("cbst", A), ("mlsl", A), ("minent", A)],
-    [("dacs", 300), ("control_dacs", 300), ("dacs_nomix", 300), ("control_dacs_nomix", 300)],
-    [("control_adaptsegnet", A), ("adaptsegnet_multi", A)],
-    [("control_lambda0", 300)],
+    [("control_lambda0", A), ("cbst", A), ("mlsl", A)],
+    [("dacs", 300), ("control_dacs", 300)],
+    [("minent", A), ("control_adaptsegnet", A), ("adaptsegnet_multi", A)],
+    [("dacs_nomix", 300), ("control_dacs_nomix", 300), ("control_lambda0", 300)],
 ]
 TEACHER_METHODS = ("dacs", "dacs_mic", "minent_mic", "adaptsegnet_multi_mic")  # the methods with a mean teacher
 NOT_ADAPTED = ("source_only", "adabn")  # trained on source alone / no training: their steps are their own
