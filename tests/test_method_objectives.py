@@ -412,3 +412,85 @@ def test_dacs_without_mixing_is_source_ce_plus_the_weighted_ce_of_the_augmented_
     loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * (w_t * nll).mean()
     torch.manual_seed(7)
     check(m, r, {"model": loss}, src, tgt)
+
+
+# ------------------------------------------------------------------ MIC on its three hosts
+def mic_term(r, tgt, threshold):
+    r"""MIC's term by hand: the teacher (the segmenter's weights, BatchNorm on the target batch) labels the full
+    target image; :math:`q_T` is the share of its pixels at or above the threshold; the student sees the image with
+    the cells of a 4-pixel grid zeroed where :math:`\mathcal{U}(0, 1) \le 0.7` (drawn from torch's generator after
+    the host's draws); CE against the pseudo-labels, times :math:`q_T`, over all pixels."""
+    with torch.no_grad():
+        confidence, pseudo = copy.deepcopy(r.model).train()(tgt.image)["out"].softmax(1).max(1)
+    q = (confidence >= threshold).double().mean()
+    cells = (torch.rand(2, 1, 8, 16) > 0.7).double()
+    keep = cells.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # blocks of 4 x 4 pixels
+    assert 0.1 < keep.mean() < 0.5 and 0.2 < q < 0.8
+    return q * ce_all(r.model(tgt.image * keep)["out"], pseudo), confidence
+
+
+def ce_all(logits, label):
+    """CE averaged over every pixel."""
+    return -logits.log_softmax(1).gather(1, label[:, None])[:, 0].mean()
+
+
+def median_confidence(model, image):
+    with torch.no_grad():
+        return float(copy.deepcopy(model).train()(image)["out"].softmax(1).amax(1).median())
+
+
+def test_minent_mic_adds_the_confidence_weighted_ce_of_the_masked_target_image_with_its_own_teachers_labels():
+    src, tgt = batches()
+    m = build("minent_mic", lr=0.01, lambda_seg=0.3, lambda_target=0.7, lambda_mic=0.6, mask_block=4,
+              mic_augment=False)
+    m.cfg.mic_threshold = median_confidence(m.model, tgt.image)  # the teacher starts as a copy of the segmenter
+    r = copy.deepcopy(m)
+    s, t = r.model(src.image), r.model(tgt.image)
+    torch.manual_seed(7)
+    l_mic, _ = mic_term(r, tgt, m.cfg.mic_threshold)
+    loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * entropy_seed(t["out"]) + 0.6 * l_mic
+    torch.manual_seed(7)
+    check(m, r, {"model": loss}, src, tgt)
+
+
+def test_adaptsegnet_multi_mic_adds_the_masked_term_to_the_segmenter_and_leaves_the_discriminators_theirs():
+    src, tgt = batches()
+    m = build("adaptsegnet_multi_mic", lr=0.01, lambda_seg=0.3, lambda_adv_target1=0.2, lambda_adv_target2=0.7,
+              ndf=4, lambda_mic=0.6, mask_block=4, mic_augment=False)
+    m.cfg.mic_threshold = median_confidence(m.model, tgt.image)
+    r = copy.deepcopy(m)
+    s, t = r.model(src.image), r.model(tgt.image)
+    d = r.discriminators
+    torch.manual_seed(7)
+    l_mic, _ = mic_term(r, tgt, m.cfg.mic_threshold)
+    seg = (ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.2 * bce_logits(d["aux"](t["aux"].softmax(1)), 0)
+           + 0.7 * bce_logits(d["out"](t["out"].softmax(1)), 0) + 0.6 * l_mic)
+    disc = sum(0.5 * bce_logits(d[k](s[k].detach().softmax(1)), 0) + 0.5 * bce_logits(d[k](t[k].detach().softmax(1)), 1)
+               for k in ("aux", "out"))
+    torch.manual_seed(7)
+    check(m, r, {"model": seg, "discriminators": disc}, src, tgt)
+
+
+def test_dacs_mic_adds_the_masked_term_on_dacs_teacher_labels_and_weight_in_the_same_update():
+    src, tgt = batches()
+    m = build("dacs_mic", lr=0.01, lambda_seg=0.3, lambda_target=0.7, color_jitter=False, blur=False, lambda_mic=0.6,
+              mask_block=4, mic_augment=False)
+    m.cfg.threshold = median_confidence(m.model, tgt.image)
+    r = copy.deepcopy(m)
+    s = r.model(src.image)
+    torch.manual_seed(7)  # DACS's ClassMix draws first, then MIC's mask (the original's order)
+    masks = []
+    for y in src.label:
+        classes = torch.unique(y)
+        n = len(classes)
+        masks.append((y[..., None] == classes[torch.randperm(n)[: (n + n % 2) // 2]]).any(-1))
+    mask = torch.stack(masks)
+    l_mic, confidence = mic_term(r, tgt, m.cfg.threshold)
+    pseudo = copy.deepcopy(r.model).train()(tgt.image)["out"].detach().argmax(1)
+    w_t = (confidence >= m.cfg.threshold).double().mean()
+    label, weight = torch.where(mask, src.label, pseudo), torch.where(mask, 1.0, w_t)
+    logits = r.model(torch.where(mask[:, None], src.image, tgt.image))["out"]
+    nll = -logits.log_softmax(1).gather(1, label.clamp(max=C - 1)[:, None])[:, 0] * (label != IGNORE_INDEX)
+    loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * (weight * nll).mean() + 0.6 * l_mic
+    torch.manual_seed(7)
+    check(m, r, {"model": loss}, src, tgt)

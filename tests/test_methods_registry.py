@@ -139,7 +139,7 @@ def _key_without(exp, *fields):
 
     d = {k: v for k, v in asdict(exp).items()
          if k not in ("device", "label", "preset", "method_args", "bn_stats", "blur", "eval_protocol",
-                     "select_every")}
+                     "select_every", "rcs_temperature")}
     d["method_config"] = {k: v for k, v in asdict(method_config(exp.method, exp.preset, **exp.method_args)).items()
                           if k not in fields}
     if GENERATOR_VERSION > 1:

@@ -133,6 +133,29 @@ def test_bn_alpha_mixes_source_and_target_statistics_by_hand():
     assert not any(p.grad is not None for p in model.parameters())
 
 
+def test_bn_alpha_with_a_prior_strength_weighs_the_target_by_n_over_n_plus_N():
+    """The paper's weight: alpha = n / (N + n) after n target images (the batches hold 2 images each)."""
+    model = OneBN()
+    method = BNAlpha(model, BNAlphaConfig(alpha=0.9, prior_strength=2.0)).train()  # alpha is then unused
+    assert method.weight(2) == 0.5 and method.weight(4) == 4 / 6
+    # batch 1: n = 2, alpha 1/2; target means 3 and 2, variances 20/3 and 4 (as above)
+    logs = method.step(source_batch(), batch([0.0, 2.0, 4.0, 6.0], [1.0, 1.0, 1.0, 5.0]))
+    assert logs["alpha"] == 0.5
+    assert torch.allclose(model.bn.running_mean, torch.tensor([2.0, 0.5]))
+    assert torch.allclose(model.bn.running_var, torch.tensor([16 / 3, 2.125]))
+    # batch 2: n = 4, alpha 2/3; the target estimate: means 5 and 1, variances 10/3 and 2
+    logs = method.step(source_batch(), batch([7.0] * 4, [0.0] * 4))
+    assert logs["alpha"] == 4 / 6
+    assert torch.allclose(model.bn.running_mean, torch.tensor([11 / 3, 1 / 3]))
+    assert torch.allclose(model.bn.running_var, torch.tensor([32 / 9, 17 / 12]))
+    # the count of images is a buffer: a resumed run goes on with the same n
+    resumed = BNAlpha(OneBN(), BNAlphaConfig(prior_strength=2.0)).train()
+    resumed.load_state_dict(method.state_dict())
+    assert int(resumed.target_images) == 4 and resumed.weight(int(resumed.target_images)) == 4 / 6
+    with pytest.raises(ValueError, match=r"prior_strength=-1.0 must be a number of images >= 0"):
+        BNAlpha(OneBN(), BNAlphaConfig(prior_strength=-1.0))
+
+
 def test_bn_alpha_at_one_is_adabn_and_at_zero_the_source_model():
     batches = [target_batch(s) for s in range(3)]
     adabn = adapt_batchnorm(ConvBN(), [(b.image,) for b in batches])

@@ -94,6 +94,9 @@ class Experiment:
     # scoring: a named protocol of udalib.eval.evaluate.PROTOCOLS ("adaptsegnet": 1024x512 input, scored at the
     # full-resolution labels of cityscapes/valfull); None: each evaluation set at its own size, with `flip`
     eval_protocol: str | None = keyed_off_default(None)
+    # rare-class sampling of the source training images (DAFormer; udalib.data.rcs): its temperature T (DAFormer:
+    # 0.01); None: every source image equally often
+    rcs_temperature: float | None = keyed_off_default(None)
     label: str = field(default="", metadata={RUN_KEY: NEVER})  # free text shown in tables (e.g. "MinEnt, lambda 0")
     device: str = field(default="cpu", metadata={RUN_KEY: NEVER})
 
@@ -517,6 +520,7 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
          checkpoint_seconds: float | None, eval_every: int, stop_after: int | None, workers: int,
          amp: bool | None, main: bool) -> Run:
     from .data import eval_loader
+    from .data.rcs import rare_class_sampling
     from .locks import atomic_write_text
     from .methods import adapt_batchnorm
     from .models import build_model
@@ -541,7 +545,8 @@ def _run(exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, checkp
     method = exp.build_method(model)
     method.progress_label = exp.label or run_dir.name  # what the progress bar is called
 
-    source = open_data(exp.source, default_split="train", train=True, exp=exp)
+    source = rare_class_sampling(open_data(exp.source, default_split="train", train=True, exp=exp),
+                                 exp.rcs_temperature)  # the same dataset unless rcs_temperature is set
     target = open_data(exp.target, default_split="train", train=True, exp=exp) if exp.target else None
     eval_sets = {spec: open_data(spec, default_split="val", train=False, exp=exp) for spec in exp.evaluate_on}
     if hasattr(method, "bind"):  # self-training: the source set of its source portion, the folder of its labels

@@ -84,6 +84,12 @@ def _method_range(name: str, value) -> str | None:
         return "a momentum in [0, 1)"
     if (name == "weight_decay" or name.startswith("lambda_")) and value < 0:
         return "a weight of at least 0"
+    if name in ("mask_ratio", "mic_alpha") and not 0 <= value < 1:
+        return "a value in [0, 1)"
+    if name == "mic_threshold" and not 0 <= value <= 1:
+        return "a probability in [0, 1]"
+    if name == "mask_block" and value < 1:
+        return "a block side of at least 1 pixel"
     return None
 
 
@@ -139,6 +145,9 @@ def check_experiment(exp, *, device: bool = True) -> None:
         if exp.flip != PROTOCOLS[exp.eval_protocol].flip:
             raise ValueError(f"eval_protocol {exp.eval_protocol!r} sets flip={PROTOCOLS[exp.eval_protocol].flip}: "
                              f"drop flip={exp.flip} (or leave eval_protocol unset)")
+    if exp.rcs_temperature is not None and not exp.rcs_temperature > 0:
+        raise ValueError(f"rcs_temperature={exp.rcs_temperature}: the rare-class sampling temperature must be above 0 "
+                         "(DAFormer: 0.01), or None for uniform sampling")
     if exp.adabn and not exp.target:
         raise ValueError("adabn=True needs target images: give --target (e.g. minicity:target)")
     if exp.select_every < 0:

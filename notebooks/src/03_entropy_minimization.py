@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation run
 STEPS: int = 60  # adaptation iterations (source + target batch each)
-LAMBDA_TARGET: float = 2.0  # weight of the entropy term (the MiniCity preset; the paper's runs use 0.1)
+LAMBDA_TARGET: float | None = None  # weight of the entropy term (the paper's runs use 0.1); None: minent's MiniCity preset
 RECIPE: str = ""  # full scale: "gta5_minent" (udalib/recipes/)
 DATA_ROOT: str = ""  # folder written by data_scripts/, holding checkpoints/GTA5_source.pth (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -44,6 +44,8 @@ from udalib.data import eval_loader
 from udalib.eval.evaluate import entropy_vs_accuracy
 from udalib.experiment import compare_runs, find_run, get_or_train, open_data
 
+preset = methods.method_config("minent", "minicity")  # the paper's defaults, then methods.PRESETS["minent"]["minicity"]
+LAMBDA_TARGET = preset.lambda_target if LAMBDA_TARGET is None else LAMBDA_TARGET
 START = time.perf_counter()
 TARGET_EVAL = "minicity:target/val"
 source_exp = zoo.source_experiment(SEED)

@@ -25,9 +25,9 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation runs
 STEPS: int = 60  # adaptation iterations
-LAMBDA_TARGET: float = 5.0  # weight of the target loss (MiniCity preset; the paper: 0.1, and 0.09 with +Multi)
-IW_RATIO: float = 0.2  # alpha of the image-wise weights (--IW_ratio)
-THRESHOLD: float = 0.95  # confidence threshold of the multi-level guidance (--threshold)
+LAMBDA_TARGET: float | None = None  # weight of the target loss (the paper: 0.1, and 0.09 with +Multi); None: maxsquare_iw_multi's MiniCity preset
+IW_RATIO: float | None = None  # alpha of the image-wise weights (--IW_ratio); None: maxsquare_iw_multi's MiniCity preset
+THRESHOLD: float | None = None  # confidence threshold of the multi-level guidance (--threshold); None: maxsquare_iw_multi's MiniCity preset
 RECIPE: str = ""  # full scale: "gta5_maxsquare", "gta5_maxsquare_iw", "gta5_maxsquare_iw_multi", "synthia_maxsquare_iw_multi"
 DATA_ROOT: str = ""  # folder written by data_scripts/, with the source checkpoints in checkpoints/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -47,6 +47,10 @@ from udalib import losses, methods, viz, zoo
 from udalib.data import minicity
 from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 
+preset = methods.method_config("maxsquare_iw_multi", "minicity")  # the paper's defaults, then methods.PRESETS["maxsquare_iw_multi"]["minicity"]
+LAMBDA_TARGET = preset.lambda_target if LAMBDA_TARGET is None else LAMBDA_TARGET
+IW_RATIO = preset.iw_ratio if IW_RATIO is None else IW_RATIO
+THRESHOLD = preset.threshold if THRESHOLD is None else THRESHOLD
 START = time.perf_counter()
 TARGET_EVAL = "minicity:target/val"
 source_exp = zoo.source_experiment(SEED)

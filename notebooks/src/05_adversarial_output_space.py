@@ -28,9 +28,9 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation runs
 STEPS: int = 60  # adaptation iterations (each: a segmenter update, then a discriminator update)
-LAMBDA_ADV_TARGET1: float = 0.02  # λ_adv of the auxiliary output (MiniCity preset; the paper: 0.0002)
-LAMBDA_ADV_TARGET2: float = 0.1  # λ_adv of the main output (MiniCity preset; the paper: 0.001, LS-GAN 0.01)
-LR_D: float = 3e-3  # discriminators' Adam learning rate (MiniCity preset; the paper: 1e-4)
+LAMBDA_ADV_TARGET1: float | None = None  # λ_adv of the auxiliary output (the paper: 0.0002); None: adaptsegnet_multi's MiniCity preset
+LAMBDA_ADV_TARGET2: float | None = None  # λ_adv of the main output (the paper: 0.001, LS-GAN 0.01); None: adaptsegnet_multi's MiniCity preset
+LR_D: float | None = None  # discriminators' Adam learning rate (the paper: 1e-4); None: adaptsegnet_multi's MiniCity preset
 GAN: str = "vanilla"  # "vanilla" (BCE) or "ls" (least squares)
 RECIPE: str = ""  # full scale: "gta5_adaptsegnet_multi", "gta5_adaptsegnet_lsgan" or "gta5_adaptsegnet"
 DATA_ROOT: str = ""  # folder written by data_scripts/, with pretrained/ (the ImageNet DeepLab init) (full scale)
@@ -53,6 +53,10 @@ from udalib.experiment import compare_runs, get_or_train, open_data, per_class_i
 from udalib.models.discriminator import FCDiscriminator
 from udalib.train.checkpoint import load_checkpoint
 
+preset = methods.method_config("adaptsegnet_multi", "minicity")  # the paper's defaults, then methods.PRESETS["adaptsegnet_multi"]["minicity"]
+LAMBDA_ADV_TARGET1 = preset.lambda_adv_target1 if LAMBDA_ADV_TARGET1 is None else LAMBDA_ADV_TARGET1
+LAMBDA_ADV_TARGET2 = preset.lambda_adv_target2 if LAMBDA_ADV_TARGET2 is None else LAMBDA_ADV_TARGET2
+LR_D = preset.lr_d if LR_D is None else LR_D
 START = time.perf_counter()
 TARGET_EVAL = "minicity:target/val"
 source_exp = zoo.source_experiment(SEED)
@@ -106,7 +110,7 @@ display(Markdown(
 # (vanilla GAN) or the squared error on the raw logits (LS-GAN),
 #
 # $$\mathcal{L}_d = \tfrac12\,\ell(D(P_s), 0) + \tfrac12\,\ell(D(P_t), 1), \qquad \mathcal{L}_{adv} = \ell(D(P_t), 0).$$
-
+#
 #
 # You will write these losses yourself in exercise 3; the library's code follows the exercise.
 

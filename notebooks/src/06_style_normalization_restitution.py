@@ -32,8 +32,8 @@
 SEED: int = 0  # seed of the models and runs
 SOURCE_STEPS: int = 150  # SNR source training (the plain source model of notebook 01 has 300: a handicap for SNR)
 STEPS: int = 60  # SNR-MS adaptation iterations
-LAMBDA_TARGET: float = 5.0  # MaxSquare weight (MiniCity preset, the method's MiniCity settings; the original: 0.1)
-LAMBDA_CAUSALITY: float = 0.01  # weight of the dual causality terms (the paper's classification code: 0.01)
+LAMBDA_TARGET: float | None = None  # MaxSquare weight (the original: 0.1); None: snr_maxsquare's MiniCity preset
+LAMBDA_CAUSALITY: float | None = None  # weight of the dual causality terms (the paper's classification code: 0.01); None: snr_maxsquare's MiniCity preset
 MODE: str = "paper"  # "paper": SNR blocks trained + causality loss; "reference": as the released code (neither)
 RECIPE: str = ""  # full scale: "gta5_snr" (source, generalization) or "gta5_snr_maxsquare" (SNR-MS)
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
@@ -50,12 +50,15 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from udalib import losses, viz, zoo
+from udalib import losses, methods, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.eval.evaluate import evaluate
 from udalib.experiment import compare_runs, get_or_train, open_data
 from udalib.models.snr import ChannelGate, restitution
 
+preset = methods.method_config("snr_maxsquare", "minicity")  # the paper's defaults, then methods.PRESETS["snr_maxsquare"]["minicity"]
+LAMBDA_TARGET = preset.lambda_target if LAMBDA_TARGET is None else LAMBDA_TARGET
+LAMBDA_CAUSALITY = preset.lambda_causality if LAMBDA_CAUSALITY is None else LAMBDA_CAUSALITY
 TARGET_EVAL = "minicity:target/val"
 DOMAINS = {"source": "minicity:source/val", "target": TARGET_EVAL, **{c: f"minicity:{c}/val" for c in minicity.CITIES}}
 source_exp = zoo.source_experiment(SEED)

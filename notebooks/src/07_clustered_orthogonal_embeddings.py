@@ -29,10 +29,10 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the adaptation run
 STEPS: int = 60  # adaptation iterations
-LAMBDA_ENTROPY: float = 5.0  # IW-MaxSquare weight, as maxsquare_iw's MiniCity preset (the original code: 0.1, "entropy")
-LAMBDA_CLUSTER: float = 0.02  # clustering weight (the original code's value, ResNet-101 GTA5)
-LAMBDA_ORTHO: float = 2.0  # orthogonality weight (the original code's value)
-LAMBDA_SPARSE: float = 0.5  # sparsity weight (the original code's value)
+LAMBDA_ENTROPY: float | None = None  # IW-MaxSquare weight (the original code: 0.1, "entropy"); None: clustered_embeddings's MiniCity preset
+LAMBDA_CLUSTER: float | None = None  # clustering weight (the original code's value, ResNet-101 GTA5); None: clustered_embeddings's MiniCity preset
+LAMBDA_ORTHO: float | None = None  # orthogonality weight (the original code's value); None: clustered_embeddings's MiniCity preset
+LAMBDA_SPARSE: float | None = None  # sparsity weight (the original code's value); None: clustered_embeddings's MiniCity preset
 RECIPE: str = ""  # full scale: "gta5_clustering_resnet101", "gta5_clustering_vgg16", "synthia_clustering_resnet101", ...
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -45,13 +45,18 @@ CASE_SEED: int | None = None  # None: the "works / breaks" cases from the atlas 
 import torch
 from IPython.display import Markdown, display
 
-from udalib import viz, zoo
+from udalib import methods, viz, zoo
 from udalib.data import minicity
 from udalib.eval.evaluate import feature_sample
 from udalib.experiment import compare_runs, get_or_train, open_data, per_class_iou
 from udalib.losses import clustering
 from udalib.methods.clustering import ClusteredEmbeddings
 
+preset = methods.method_config("clustered_embeddings", "minicity")  # the paper's defaults, then methods.PRESETS["clustered_embeddings"]["minicity"]
+LAMBDA_ENTROPY = preset.lambda_entropy if LAMBDA_ENTROPY is None else LAMBDA_ENTROPY
+LAMBDA_CLUSTER = preset.lambda_cluster if LAMBDA_CLUSTER is None else LAMBDA_CLUSTER
+LAMBDA_ORTHO = preset.lambda_ortho if LAMBDA_ORTHO is None else LAMBDA_ORTHO
+LAMBDA_SPARSE = preset.lambda_sparse if LAMBDA_SPARSE is None else LAMBDA_SPARSE
 TARGET_EVAL = "minicity:target/val"
 CLASSES = list(minicity.MINICITY_TRAINIDS)
 source_exp = zoo.source_experiment(SEED)

@@ -31,10 +31,10 @@
 # %% tags=["parameters"]
 SEED: int = 0  # seed of the source model and of the runs
 STEPS: int = 60  # training iterations, split into ROUNDS rounds
-ROUNDS: int = 3  # pseudo-labelling rounds (the original code: 6)
-TGT_PORT: float = 0.15  # portion of each class's pixels kept in round 0, +0.05 per round (--init-tgt-port)
-SPATIAL_PRIOR: bool = True  # multiply posteriors by the source labels' per-pixel class frequency (--with-prior)
-PATCHES: int = 4  # MLSL's spatially independent patches per image (the original code: 25 of 512x512)
+ROUNDS: int | None = None  # pseudo-labelling rounds (the original code: 6); None: cbst's MiniCity preset
+TGT_PORT: float | None = None  # portion of each class's pixels kept in round 0, +0.05 per round (--init-tgt-port); None: cbst's MiniCity preset
+SPATIAL_PRIOR: bool | None = None  # multiply posteriors by the source labels' per-pixel class frequency (--with-prior); None: cbst's MiniCity preset
+PATCHES: int | None = None  # MLSL's spatially independent patches per image (the original code: 25 of 512x512); None: mlsl's MiniCity preset
 RECIPE: str = ""  # full scale: "gta5_cbst", "gta5_mlsl" or "gta5_mlsl_pwl"
 DATA_ROOT: str = ""  # folder written by data_scripts/ (full scale)
 DEVICE: str = "cpu"  # "cuda" at full scale
@@ -51,7 +51,7 @@ import torch
 from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 
-from udalib import viz, zoo
+from udalib import methods, viz, zoo
 from udalib.data import minicity
 from udalib.data.labels import CITYSCAPES_CLASSES, colorize
 from udalib.eval.evaluate import predict
@@ -61,6 +61,12 @@ from udalib.methods import build_method
 from udalib.methods.self_training import SelfTraining, pseudo_label_report
 from udalib.train.checkpoint import load_checkpoint
 
+cbst_preset = methods.method_config("cbst", "minicity")  # the paper's defaults, then methods.PRESETS["cbst"]["minicity"]
+ROUNDS = cbst_preset.rounds if ROUNDS is None else ROUNDS
+TGT_PORT = cbst_preset.tgt_port if TGT_PORT is None else TGT_PORT
+SPATIAL_PRIOR = cbst_preset.spatial_prior if SPATIAL_PRIOR is None else SPATIAL_PRIOR
+mlsl_preset = methods.method_config("mlsl", "minicity")  # the paper's defaults, then methods.PRESETS["mlsl"]["minicity"]
+PATCHES = mlsl_preset.patches if PATCHES is None else PATCHES
 TARGET_EVAL = "minicity:target/val"
 CLASSES = list(minicity.MINICITY_TRAINIDS)
 NAMES = [CITYSCAPES_CLASSES[c] for c in CLASSES]

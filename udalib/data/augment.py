@@ -77,15 +77,16 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 
 
 def strong_augment(images: Tensor, normalization: str = "imagenet", jitter: bool = True,
-                   blur: bool = True) -> Tensor:
+                   blur: bool = True, strength: float = JITTER_STRENGTH) -> Tensor:
     """DACS's strong augmentation of a batch of mixed images (``strongTransform`` after the mix; its flip is off
     in ``configUDA.json``): colour jitter with probability 0.8, then a Gaussian blur with probability 0.5.
 
     As in the original, one draw decides jitter (and one blur) for the whole batch, and each image draws its own
-    factors (kornia samples per image) and its own sigma (one ``np.random.uniform`` per image).
+    factors (kornia samples per image) and its own sigma (one ``np.random.uniform`` per image). ``strength``: the
+    jitter's ``s`` (MIC's masked images: 0.2, ``color_jitter_strength`` of ``lhoyer/MIC`` ``configs/_base_/uda``).
     """
     if jitter and float(torch.rand(())) < JITTER_P:
-        images = color_jitter(images, normalization)
+        images = color_jitter(images, normalization, strength)
     if blur and float(torch.rand(())) < BLUR_P:
         sigmas = torch.empty(len(images)).uniform_(*BLUR_SIGMA).tolist()
         images = torch.cat([gaussian_blur(image[None], s) for image, s in zip(images, sigmas)])

@@ -13,6 +13,15 @@ from .clustering import ClusteredEmbeddings, ClusteringConfig
 from .dacs import DACS, DACSConfig
 from .maxsquare import MaxSquare, MaxSquareConfig, MaxSquareIWConfig, MaxSquareIWMultiConfig
 from .mean_teacher import MeanTeacher
+from .mic import (
+    DACSMIC,
+    MIC,
+    AdaptSegNetMIC,
+    AdaptSegNetMultiMICConfig,
+    DACSMICConfig,
+    MinEntMIC,
+    MinEntMICConfig,
+)
 from .minent import MinEnt, MinEntConfig
 from .self_training import CBSTConfig, MLSLConfig, SelfTraining
 from .snr import SNR, SNRConfig, SNRMaxSquare, SNRMaxSquareConfig
@@ -33,6 +42,9 @@ METHODS: dict[str, tuple[type[Method], type]] = {
     "cbst": (SelfTraining, CBSTConfig),
     "mlsl": (SelfTraining, MLSLConfig),
     "dacs": (DACS, DACSConfig),
+    "minent_mic": (MinEntMIC, MinEntMICConfig),
+    "adaptsegnet_multi_mic": (AdaptSegNetMIC, AdaptSegNetMultiMICConfig),
+    "dacs_mic": (DACSMIC, DACSMICConfig),
     "tent": (Tent, TentConfig),
     "bn_alpha": (BNAlpha, BNAlphaConfig),
 }
@@ -47,7 +59,8 @@ __all__ = ["METHODS", "PRESETS", "Method", "build_method", "method_config", "con
            "MaxSquare", "MaxSquareConfig", "MaxSquareIWConfig", "MaxSquareIWMultiConfig", "AdaptSegNet",
            "AdaptSegNetConfig", "AdaptSegNetMultiConfig", "SNR", "SNRConfig", "SNRMaxSquare", "SNRMaxSquareConfig",
            "ClusteredEmbeddings", "ClusteringConfig", "SelfTraining", "CBSTConfig", "MLSLConfig", "MethodConfig",
-           "OptimConfig", "Tent", "TentConfig", "BNAlpha", "BNAlphaConfig", "DACS", "DACSConfig", "MeanTeacher"]
+           "OptimConfig", "Tent", "TentConfig", "BNAlpha", "BNAlphaConfig", "DACS", "DACSConfig", "MeanTeacher", "MIC",
+           "MinEntMIC", "MinEntMICConfig", "AdaptSegNetMIC", "AdaptSegNetMultiMICConfig", "DACSMIC", "DACSMICConfig"]
 
 
 def method_config(name: str, preset: str | None = None, **overrides):
