@@ -14,7 +14,7 @@ from udalib import zoo
 from udalib.methods import control_args, method_config, target_weights
 
 SHARED = ("target", "evaluate_on", "steps", "batch_size", "seed", "init", "bn_stats", "model", "size", "flip",
-          "num_classes", "source")
+          "num_classes", "source", "rcs_temperature")
 
 
 def _weights(exp) -> dict:
@@ -92,7 +92,9 @@ def test_the_mean_teachers_rows_stay_out_of_the_standard_table_and_keep_their_ab
     assert not set(zoo.MEAN_TEACHER_ROWS) & set(zoo.MINICITY_ROWS)
     assert set(zoo.MEAN_TEACHER_CONTROLS) <= set(zoo.MEAN_TEACHER_ROWS)
     rows = {name: make(1) for name, make in zoo.MEAN_TEACHER_ROWS.items()}
-    assert all(exp.method == "dacs" and exp.seed == 1 for exp in rows.values())
+    assert all(exp.method.startswith(("dacs", "minent", "adaptsegnet")) and exp.seed == 1 for exp in rows.values())
+    assert rows["dacs_rcs"].rcs_temperature == rows["control_dacs_rcs"].rcs_temperature == 0.01
+    assert rows["dacs"].rcs_temperature is None and rows["dacs_mic_ratio0"].method_args == {"mask_ratio": 0.0}
     assert rows["dacs"].method_args == {} and rows["dacs_nomix"].method_args == {"mix": False}
     assert rows["dacs_alpha0"].method_args == {"alpha": 0.0}
     assert len({exp.name for exp in rows.values()}) == len(rows)  # each its own run folder

@@ -148,6 +148,9 @@ CONTROLS = {
 # (BN_STATS), so the evaluated model carries statistics of the mixed images (the DACS docstring); the table also scores
 # the same weights with statistics re-estimated on target images (benchmarks/results/mean_teacher_design.csv, seeds
 # 100-102, chose which column the summary's margins use: see MEAN_TEACHER_SCORE).
+RCS_TEMPERATURE = 0.01  # DAFormer's rare-class sampling temperature
+
+
 def _dacs(seed: int, label: str = "", **method_args) -> Experiment:
     return adaptation_experiment("dacs", source_experiment(seed), label=label, **method_args)
 
@@ -164,11 +167,43 @@ MEAN_TEACHER_ROWS = {
     "control_dacs_nomix": lambda seed: _dacs(seed, "DACS without mixing, lambda 0 (control)", mix=False,
                                              **control_args("dacs")),
     "dacs_alpha0": lambda seed: _dacs(seed, "DACS, alpha 0 (teacher = student)", alpha=0.0),
+    # rare-class sampling of the source images (DAFormer, T = 0.01) under DACS; its control samples the same way
+    # (the source CE and the pasted classes follow the sampling)
+    "dacs_rcs": lambda seed: replace(_dacs(seed, "DACS + RCS"), rcs_temperature=RCS_TEMPERATURE),
+    "control_dacs_rcs": lambda seed: replace(_dacs(seed, "DACS + RCS, lambda 0 (control)", **control_args("dacs")),
+                                             rcs_temperature=RCS_TEMPERATURE),
+    # MIC (udalib.methods.mic) on its three hosts. Each has its own lambda = 0 control (host weight and lambda_mic
+    # at 0): at weight 0 the masked images still pass through the segmenter in train mode and move its running
+    # statistics under BN_STATS (and draw random numbers), so no existing control ends with the same model
+    "dacs_mic": lambda seed: adaptation_experiment("dacs_mic", source_experiment(seed), label="DACS + MIC"),
+    "control_dacs_mic": lambda seed: adaptation_experiment(
+        "dacs_mic", source_experiment(seed), label="DACS + MIC, lambda 0 (control)", **control_args("dacs_mic")),
+    # the "w/o masking" ablation: the consistency term on the whole (augmented) target image; its control is
+    # control_dacs_mic with the same ratio (the unmasked images set the running statistics)
+    "dacs_mic_ratio0": lambda seed: adaptation_experiment("dacs_mic", source_experiment(seed),
+                                                          label="DACS + MIC, mask ratio 0", mask_ratio=0.0),
+    "control_dacs_mic_ratio0": lambda seed: adaptation_experiment(
+        "dacs_mic", source_experiment(seed), label="DACS + MIC, mask ratio 0, lambda 0 (control)", mask_ratio=0.0,
+        **control_args("dacs_mic")),
+    "minent_mic": lambda seed: adaptation_experiment("minent_mic", source_experiment(seed), label="MinEnt + MIC"),
+    "control_minent_mic": lambda seed: adaptation_experiment(
+        "minent_mic", source_experiment(seed), label="MinEnt + MIC, lambda 0 (control)",
+        **control_args("minent_mic")),
+    "adaptsegnet_multi_mic": lambda seed: adaptation_experiment("adaptsegnet_multi_mic", source_experiment(seed),
+                                                                label="AdaptSegNet multi + MIC"),
+    "control_adaptsegnet_multi_mic": lambda seed: adaptation_experiment(
+        "adaptsegnet_multi_mic", source_experiment(seed), label="AdaptSegNet multi + MIC, lambda 0 (control)",
+        **control_args("adaptsegnet_multi_mic")),
 }
 MEAN_TEACHER_CONTROLS = {
     "dacs": ("control_dacs", "adabn"),
     "dacs_nomix": ("control_dacs_nomix", "adabn"),
     "dacs_alpha0": ("control_dacs", "adabn"),
+    "dacs_rcs": ("control_dacs_rcs", "adabn"),
+    "dacs_mic": ("control_dacs_mic", "adabn"),
+    "dacs_mic_ratio0": ("control_dacs_mic_ratio0", "adabn"),
+    "minent_mic": ("control_minent_mic", "adabn"),
+    "adaptsegnet_multi_mic": ("control_adaptsegnet_multi_mic", "adabn"),
 }
 # the standard rows and the mean teacher's, and all their controls: what benchmarks/mean_teacher_table.py and the
 # atlas variants look rows up in
