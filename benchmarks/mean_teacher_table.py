@@ -162,6 +162,20 @@ def design_variants(seed: int) -> dict[str, Experiment]:
             "dacs_both": replace(dacs, bn_stats="both"), "control_dacs_both": replace(control, bn_stats="both")}
 
 
+def design_summary(path: Path) -> str:
+    """The design study as a Markdown table: per variant, mean ± std over seeds of each score."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    lines = [f"# DACS and BatchNorm statistics on MiniCity: seeds {' '.join(map(str, sorted(df.seed.unique())))}, "
+             f"{int(df.steps.max())} adaptation steps", "", "Target val mIoU (%), mean ± std over seeds.", "",
+             "| variant | bn_stats | as trained | target BN | teacher |", "|---|---|---|---|---|"]
+    for variant, part in df.groupby("variant", sort=False):
+        lines.append(f"| {variant} | {part.bn_stats.iloc[0]} | {_pm(part.target_miou)} | "
+                     f"{_pm(part.target_miou_target_bn)} | {_pm(part.teacher_miou)} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_design(seeds, out: Path) -> None:
     finished = done(out, ("variant", "seed"))
     for seed in seeds:
@@ -189,7 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", action="store_true", help="print the summary and write it beside the CSV")
     args = p.parse_args(argv)
     if args.design:
-        run_design(args.seeds if args.seeds != list(SEEDS) else DESIGN_SEEDS, args.out or DESIGN_OUT)
+        out = args.out or DESIGN_OUT
+        if not args.summarize:
+            run_design(args.seeds if args.seeds != list(SEEDS) else DESIGN_SEEDS, out)
+        text = design_summary(out)
+        out.with_suffix(".md").write_text(text)
+        print(text)
         return 0
     out = args.out or OUT
     if args.summarize:
@@ -260,10 +279,13 @@ def summarize(path: Path) -> str:
             mine = m[(m.method == method) & (m.steps == steps)]
             cells += [_pm(mine.margin), f"{int((mine.margin > 0).sum())}/{len(mine)}" if len(mine) else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    per_seed = trained.pivot_table(index=["method", "steps"], columns="seed", values="margin")
-    if not per_seed.empty:
-        lines += ["", "Margin over max(AdaBN, control) per seed, as trained:", "",
-                  per_seed.round(2).to_markdown()]
+    lines += ["", f"The mean-teacher rows are compared in `{zoo.MEAN_TEACHER_SCORE}` (`udalib.zoo.MEAN_TEACHER_SCORE`:"
+              " the design study, `mean_teacher_design.csv`); the as-trained column carries the statistics of the "
+              "images the run forwarded last (mixed images for DACS and its control)."]
+    for name, m in (("target BN", bn), ("as trained", trained)):
+        per_seed = m.pivot_table(index=["method", "steps"], columns="seed", values="margin")
+        if not per_seed.empty:
+            lines += ["", f"Margin over max(AdaBN, control) per seed, {name}:", "", per_seed.round(2).to_markdown()]
     return "\n".join(lines) + "\n"
 
 
