@@ -246,6 +246,31 @@ def margins(df, column: str = "target_miou"):
         columns=["method", "steps", "seed", "value", "margin"])
 
 
+# (claim, row that should win, row it should beat), at the same steps and seed
+CLAIMS = (
+    ("DACS > CBST", "dacs", "cbst"), ("DACS > MLSL", "dacs", "mlsl"),
+    ("ClassMix helps: DACS > DACS without mixing", "dacs", "dacs_nomix"),
+    ("the mean teacher helps: DACS > DACS with alpha 0", "dacs", "dacs_alpha0"),
+    ("RCS helps DACS", "dacs_rcs", "dacs"), ("MIC helps DACS", "dacs_mic", "dacs"),
+    ("MIC's masking matters: DACS + MIC > mask ratio 0", "dacs_mic", "dacs_mic_ratio0"),
+    ("MIC helps MinEnt", "minent_mic", "minent"),
+    ("MIC helps AdaptSegNet", "adaptsegnet_multi_mic", "adaptsegnet_multi"),
+)
+
+
+def claims(df, column: str):
+    """Per claim and steps: the per-seed difference winner - loser in ``column``, over the seeds both have."""
+    rows = []
+    for claim, win, lose in CLAIMS:
+        for steps in sorted(set(df[df.method == win].steps) & set(df[df.method == lose].steps)):
+            a = df[(df.method == win) & (df.steps == steps)].set_index("seed")[column]
+            b = df[(df.method == lose) & (df.steps == steps)].set_index("seed")[column]
+            d = (a - b).dropna()
+            if len(d):
+                rows.append((claim, steps, d))
+    return rows
+
+
 def _pm(values) -> str:
     values = values.dropna()
     if values.empty:
@@ -282,6 +307,14 @@ def summarize(path: Path) -> str:
     lines += ["", f"The mean-teacher rows are compared in `{zoo.MEAN_TEACHER_SCORE}` (`udalib.zoo.MEAN_TEACHER_SCORE`:"
               " the design study, `mean_teacher_design.csv`); the as-trained column carries the statistics of the "
               "images the run forwarded last (mixed images for DACS and its control)."]
+    lines += ["", "Claims: the per-seed difference (first row minus second, same seed and steps), mean ± std, and the "
+              "seeds where the first is ahead.", "", "| claim | steps | target BN | ahead | as trained | ahead |",
+              "|---|---|---|---|---|---|"]
+    as_trained = {(c, s): d for c, s, d in claims(df, "target_miou")}
+    for claim, steps, d in claims(df, "target_miou_target_bn"):
+        e = as_trained.get((claim, steps), d.iloc[:0])
+        lines.append(f"| {claim} | {steps} | {_pm(d)} | {int((d > 0).sum())}/{len(d)} | {_pm(e)} | "
+                     f"{int((e > 0).sum())}/{len(e)} |")
     for name, m in (("target BN", bn), ("as trained", trained)):
         per_seed = m.pivot_table(index=["method", "steps"], columns="seed", values="margin")
         if not per_seed.empty:
