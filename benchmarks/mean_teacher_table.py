@@ -67,11 +67,15 @@ ORDER = [
     [("dacs_nomix", A), ("control_dacs_nomix", A), ("dacs_alpha0", A)],
     [("control_lambda0", A), ("cbst", A), ("mlsl", A)],
     [("dacs", 300), ("control_dacs", 300)],
+    # at weight 0 the segmenter's updates do not depend on mixing: control_dacs_nomix has control_dacs's weights
+    # (the same scores with target statistics), so DACS without mixing at 300 steps comes first, its control later
+    [("dacs_nomix", 300)],
     [("dacs_mic", A), ("control_dacs_mic", A), ("dacs_rcs", A), ("control_dacs_rcs", A)],
-    [("minent_mic", A), ("control_minent_mic", A), ("dacs_mic_ratio0", A), ("control_dacs_mic_ratio0", A)],
-    [("minent", A), ("control_adaptsegnet", A), ("adaptsegnet_multi", A)],
-    [("adaptsegnet_multi_mic", A), ("control_adaptsegnet_multi_mic", A)],
-    [("dacs_nomix", 300), ("control_dacs_nomix", 300), ("control_lambda0", 300)],
+    [("minent_mic", A), ("control_minent_mic", A), ("minent", A), ("control_lambda0", A)],
+    [("dacs_mic_ratio0", A), ("control_dacs_mic_ratio0", A)],
+    [("adaptsegnet_multi_mic", A), ("control_adaptsegnet_multi_mic", A), ("control_adaptsegnet", A),
+     ("adaptsegnet_multi", A)],
+    [("control_dacs_nomix", 300), ("control_lambda0", 300)],
 ]
 TEACHER_METHODS = ("dacs", "dacs_mic", "minent_mic", "adaptsegnet_multi_mic")  # the methods with a mean teacher
 NOT_ADAPTED = ("source_only", "adabn")  # trained on source alone / no training: their steps are their own
