@@ -21,6 +21,10 @@ skips the lines already there. Columns:
     python benchmarks/mean_teacher_table.py --design                         # the BatchNorm design study
     python benchmarks/mean_teacher_table.py --summarize                      # the .md beside the CSV
 
+On a CPU shared with other busy processes, ``OMP_NUM_THREADS=1`` trains much faster than two threads that wait on
+each other (a DACS step took about a second with one thread and over ten with two, on the 2-core machine of this
+table while it was shared): the rows of the CSV were trained that way, the first few with two threads.
+
 ``--design`` trains, on seeds 100-102 only (never the reported seeds), DACS and its control under the MiniCity
 BatchNorm policy (target-only statistics: the evaluated model carries statistics of mixed images) and under the
 original's (``bn_stats="both"``: source and mixed batches), with AdaBN, into
