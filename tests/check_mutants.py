@@ -109,6 +109,7 @@ MUTANTS = [
      "weight = torch.ones_like(confidence)", OD),
     (M + "dacs.py", "strong_augment(mix(mask, src.image, tgt.image)", "strong_augment(tgt.image", OD),
     (M + "dacs.py", "label = mix(mask, src.label, pseudo)", "label = pseudo", OD),
+    (M + "dacs.py", "        if c.mix:\n", "        if True:\n", OD),  # mix=False must not paste
     (L + "dacs.py", "[: (n + n % 2) // 2]", "[: n // 2]", OD),
     (L + "dacs.py", "[: (n + n % 2) // 2]", "[: n // 2]", TD),
     (L + "dacs.py", "(confidence.detach() >= threshold)", "(confidence.detach() > threshold)", OD),

@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from udalib.data.augment import strong_augment
 from udalib.data.batch import IGNORE_INDEX, SourceBatch, TargetBatch
 from udalib.losses.causality import dual_causality_loss
 from udalib.losses.clustering import (
@@ -387,6 +388,28 @@ def test_dacs_is_source_ce_plus_the_weighted_ce_of_the_class_mixed_images_with_t
     logits = r.model(image)["out"]
     nll = -logits.log_softmax(1).gather(1, label.clamp(max=C - 1)[:, None])[:, 0] * (label != IGNORE_INDEX)
     loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * (weight * nll).mean()
+    torch.manual_seed(7)
+    check(m, r, {"model": loss}, src, tgt)
+
+
+def test_dacs_without_mixing_is_source_ce_plus_the_weighted_ce_of_the_augmented_target_with_the_teachers_labels():
+    """``mix=False``, the "no mixing" ablation: the teacher's labels on the plain target image, the same strong
+    augmentation (colour jitter and blur on), the confidence weight on every pixel, nothing pasted."""
+    src, tgt = batches()
+    m = build("dacs", lr=0.01, lambda_seg=0.3, lambda_target=0.7, mix=False)
+    r = copy.deepcopy(m)
+    s = r.model(src.image)
+    with torch.no_grad():
+        confidence, pseudo = copy.deepcopy(r.model).train()(tgt.image)["out"].softmax(1).max(1)
+    m.cfg.threshold = r.cfg.threshold = float(confidence.median())
+    w_t = (confidence >= r.cfg.threshold).double().mean()
+    assert 0.2 < w_t < 0.8
+    torch.manual_seed(7)  # the augmentation's draws: the first random numbers of the step
+    image = strong_augment(tgt.image, r.normalization, True, True)
+    assert not torch.allclose(image, tgt.image)
+    logits = r.model(image)["out"]
+    nll = -logits.log_softmax(1).gather(1, pseudo[:, None])[:, 0]
+    loss = ce(s["out"], src.label) + 0.3 * ce(s["aux"], src.label) + 0.7 * (w_t * nll).mean()
     torch.manual_seed(7)
     check(m, r, {"model": loss}, src, tgt)
 

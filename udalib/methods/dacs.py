@@ -13,7 +13,7 @@ import torch
 from ..data.augment import strong_augment
 from ..data.batch import SourceBatch, TargetBatch
 from ..losses.dacs import class_mix_classes, class_mix_mask, confidence_weight, mix, pixel_weighted_ce
-from .base import MINICITY_ADAPT, Method, MethodConfig
+from .base import MINICITY_ADAPT, Method, MethodConfig, keyed_off_default
 from .mean_teacher import MeanTeacher
 
 
@@ -33,6 +33,9 @@ class DACSConfig(MethodConfig):
     # the original counts the ignore label 255 among a source label's classes (trainUDA.py:426-427): when drawn, the
     # source's unlabelled pixels are pasted too (label 255, no loss). False: only real classes are mixed
     mix_ignore: bool = True
+    # False: the "no mixing" ablation -- the teacher's pseudo-labels on the plain target image, strongly augmented
+    # the same way, with the confidence weight w_t on every pixel (no ClassMix): the mean teacher alone
+    mix: bool = keyed_off_default(True)  # off its default only: the stored runs keep their names
 
 
 class DACS(Method):
@@ -44,6 +47,10 @@ class DACS(Method):
     (:func:`~udalib.data.augment.strong_augment`); :math:`y_m = M y_s + (1 - M) \hat y_t` with :math:`\hat y_t` the
     teacher's argmax on the plain target image; :math:`w_m = M + (1 - M) w_t` with :math:`w_t` the batch's share of
     confident teacher pixels (:func:`~udalib.losses.dacs.confidence_weight`).
+
+    ``mix=False`` (the "no mixing" ablation, not in the original): :math:`M = 0`, so :math:`x_m` is the strongly
+    augmented target image, :math:`y_m = \hat y_t` and :math:`w_m = w_t` on every pixel -- self-training with the
+    mean teacher's labels, without ClassMix.
 
     Departure, stated: the original mixes exactly two pairs (``MixMask0``, ``MixMask1``: batch 2 hard-coded; a
     larger batch trains on the first two mixed images only, a batch of 1 fails), and divides the count of confident
@@ -76,7 +83,10 @@ class DACS(Method):
         confidence, pseudo = self.teacher(tgt.image)["out"].softmax(dim=1).max(dim=1)
         w_t = confidence_weight(confidence, c.threshold)
         # (3) ClassMix: half the classes of each source label pasted onto its target image
-        mask = torch.stack([class_mix_mask(y, class_mix_classes(y, c.mix_ignore)) for y in src.label])
+        if c.mix:
+            mask = torch.stack([class_mix_mask(y, class_mix_classes(y, c.mix_ignore)) for y in src.label])
+        else:  # the "no mixing" ablation: nothing pasted, the plain target image
+            mask = torch.zeros_like(src.label, dtype=torch.bool)
         image = strong_augment(mix(mask, src.image, tgt.image), self.normalization, c.color_jitter, c.blur)
         label = mix(mask, src.label, pseudo)
         weight = mix(mask, torch.ones_like(confidence), w_t.expand_as(confidence))
