@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .zoo import MEAN_TEACHER_SCORE
+
 MEAN_TEACHER_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "minicity_mean_teacher.csv"
 HOLDS, FAILS, UNMEASURED = "holds on MiniCity", "does not hold", "not measured"
 
@@ -173,27 +175,32 @@ _RARE = ("pole", "traffic sign", "person")
 _DACS, _MIC, _MT = ("DACS (Tranheden et al., WACV 2021)", "MIC (Hoyer et al., CVPR 2023)",
                     "mean teacher (Tarvainen & Valpola, NeurIPS 2017)")
 _CONTROLS = "the course's rule: over max(AdaBN, the λ=0 control) on each seed"
-_TBN = "target_miou_target_bn"  # scored after re-estimating BatchNorm statistics on target images (AdaBN is already)
+# The mean-teacher rows are compared as benchmarks/mean_teacher_table.py compares them (udalib.zoo.MEAN_TEACHER_SCORE):
+# every row's weights scored with BatchNorm statistics re-estimated on target train images (AdaBN's own score), since
+# DACS and its controls end training with statistics of mixed images; one claim shows the as-trained score beside it.
+# The per-class IoU of the rare-class claim is the as-trained model's, on both sides.
+_S, _TRAINED = MEAN_TEACHER_SCORE, "target_miou"
 MEAN_TEACHER_CLAIMS = (
-    Claim("DACS > CBST", _DACS, Side("dacs", 60), (Side("cbst", 60),)),
-    Claim("DACS > MLSL", _DACS, Side("dacs", 60), (Side("mlsl", 60),)),
-    Claim("ClassMix > no mixing", _DACS, Side("dacs", 60), (Side("dacs_nomix", 60),)),
-    Claim("the mean teacher > the student as its own teacher (α = 0)", _MT, Side("dacs", 60),
-          (Side("dacs_alpha0", 60),)),
-    # the table scores the teacher with BatchNorm statistics re-estimated on target images: the student likewise
-    Claim("the teacher > its student", _MT, Side("dacs", 60, "teacher_miou"), (Side("dacs", 60, _TBN),)),
+    Claim("DACS > CBST", _DACS, Side("dacs", 60, _S), (Side("cbst", 60, _S),)),
+    Claim("DACS > MLSL", _DACS, Side("dacs", 60, _S), (Side("mlsl", 60, _S),)),
+    Claim("ClassMix > no mixing", _DACS, Side("dacs", 60, _S), (Side("dacs_nomix", 60, _S),)),
+    Claim("ClassMix > no mixing, 300 steps", _DACS, Side("dacs", 300, _S), (Side("dacs_nomix", 300, _S),)),
+    Claim("the mean teacher > the student as its own teacher (α = 0)", _MT, Side("dacs", 60, _S),
+          (Side("dacs_alpha0", 60, _S),)),
+    Claim("the teacher > its student", _MT, Side("dacs", 60, "teacher_miou"), (Side("dacs", 60, _S),)),
     Claim("RCS lifts the rare classes (pole, traffic sign, person)", "DAFormer (Hoyer et al., CVPR 2022)",
           Side("dacs_rcs", 60, classes=_RARE), (Side("dacs", 60, classes=_RARE),)),
-    Claim("DACS+MIC > DACS", _MIC, Side("dacs_mic", 60), (Side("dacs", 60),)),
-    Claim("MinEnt+MIC > MinEnt", _MIC, Side("minent_mic", 60), (Side("minent", 60),)),
-    Claim("AdaptSegNet+MIC > AdaptSegNet", _MIC, Side("adaptsegnet_multi_mic", 60), (Side("adaptsegnet_multi", 60),)),
-    Claim("MIC > MIC at mask ratio 0", _MIC, Side("dacs_mic", 60), (Side("dacs_mic_ratio0", 60),)),
-    Claim("DACS > max(AdaBN, its λ=0 control)", _CONTROLS, Side("dacs", 60),
-          (Side("adabn"), Side("control_dacs", 60))),
-    Claim("DACS > max(AdaBN, its λ=0 control), with target BN statistics", _CONTROLS,
-          Side("dacs", 60, _TBN), (Side("adabn"), Side("control_dacs", 60, _TBN))),
-    Claim("DACS > max(AdaBN, its λ=0 control), 300 steps", _CONTROLS, Side("dacs", 300),
-          (Side("adabn"), Side("control_dacs", 300))),
-    Claim("DACS at 300 steps > DACS at 60 steps", _DACS + ": 250k iterations", Side("dacs", 300),
-          (Side("dacs", 60),)),
+    Claim("DACS+MIC > DACS", _MIC, Side("dacs_mic", 60, _S), (Side("dacs", 60, _S),)),
+    Claim("MinEnt+MIC > MinEnt", _MIC, Side("minent_mic", 60, _S), (Side("minent", 60, _S),)),
+    Claim("AdaptSegNet+MIC > AdaptSegNet", _MIC, Side("adaptsegnet_multi_mic", 60, _S),
+          (Side("adaptsegnet_multi", 60, _S),)),
+    Claim("MIC > MIC at mask ratio 0", _MIC, Side("dacs_mic", 60, _S), (Side("dacs_mic_ratio0", 60, _S),)),
+    Claim("DACS > max(AdaBN, its λ=0 control)", _CONTROLS, Side("dacs", 60, _S),
+          (Side("adabn", None, _S), Side("control_dacs", 60, _S))),
+    Claim("DACS > max(AdaBN, its λ=0 control), as trained", _CONTROLS, Side("dacs", 60, _TRAINED),
+          (Side("adabn", None, _TRAINED), Side("control_dacs", 60, _TRAINED))),
+    Claim("DACS > max(AdaBN, its λ=0 control), 300 steps", _CONTROLS, Side("dacs", 300, _S),
+          (Side("adabn", None, _S), Side("control_dacs", 300, _S))),
+    Claim("DACS at 300 steps > DACS at 60 steps", _DACS + ": 250k iterations", Side("dacs", 300, _S),
+          (Side("dacs", 60, _S),)),
 )
