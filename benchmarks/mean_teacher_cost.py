@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from udalib import zoo
-from udalib.experiment import open_data
+from udalib.experiment import build
 from udalib.locks import append_csv_row
 from udalib.train import fit
 
@@ -39,13 +39,9 @@ FIELDS = ["date", "method", "seed", "steps", "repeats", "device", "threads", "lo
 
 def time_training(method_name: str, source, steps: int) -> float:
     """Seconds of ``fit`` for ``method_name``'s MiniCity adaptation run from ``source``'s weights."""
-    exp = zoo.adaptation_experiment(method_name, source.config, steps=steps)
-    torch.manual_seed(exp.seed)
-    method = exp.build_method(source.model())
-    src = open_data(exp.source, default_split="train", train=True, exp=exp)
-    tgt = open_data(exp.target, default_split="train", train=True, exp=exp)
+    built = build(zoo.adaptation_experiment(method_name, source.config, steps=steps))  # the run, through the seam
     t0 = time.perf_counter()
-    fit(method, src, tgt, steps=steps, batch_size=exp.batch_size, seed=exp.seed, progress=False)
+    fit(built.method, built.source, built.target, options=built.fit_options(progress=False))
     return time.perf_counter() - t0
 
 
