@@ -28,7 +28,7 @@
 # MIC) checked on five seeds against the controls of notebook 01: **AdaBN** and the **λ = 0 control** (the same
 # training with the target loss switched off). A method's **margin** is its score minus the better of the two.
 #
-# **Runtime:** about 40 s on a 2-core CPU after notebook 01 (one DACS run of 60 steps; the source model comes from
+# **Runtime:** about 20 s on a 2-core CPU after notebook 01 (one DACS run of 60 steps; the source model comes from
 # notebook 01), under two minutes opened alone on a fresh clone (MiniCity generated and the source model trained
 # first); the last cell prints this run's time.
 
