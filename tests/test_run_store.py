@@ -107,15 +107,22 @@ def test_group_key_resolves_the_init_by_store_folder_by_path_and_by_name_alone(s
     assert [(store / e.name).is_dir() for e in adapted] == [True] * 3
 
 
-def test_labels_shared_by_experiments_of_other_targets_show_the_target(store, tmp_path, capsys):
+def _store_with_a_shared_label(store, tmp_path):
+    """A copy of ``store`` with the MaxSquare runs again, as if adapted to another target domain: two experiments
+    share the label "maxsquare"."""
     copy = tmp_path / "runs"
     shutil.copytree(store, copy)
-    for seed in SEEDS:  # the MaxSquare runs again, as if adapted to another target domain
+    for seed in SEEDS:
         exp = _rows(seed)["maxsquare"]
         other = copy / (exp.name + "-other")
         shutil.copytree(copy / exp.name, other)
         (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()),
                                                        "target": "minicity:target-texture"}))
+    return copy
+
+
+def test_labels_shared_by_experiments_of_other_targets_show_the_target(store, tmp_path, capsys):
+    copy = _store_with_a_shared_label(store, tmp_path)
     out = tmp_path / "table.csv"
     assert main(["table", "--runs", str(copy), "--out", str(out)]) == 0
     table = pd.read_csv(out, index_col=0)
@@ -146,14 +153,7 @@ def test_the_table_names_the_evaluation_sets_when_none_matches(store, capsys):
 def test_udalib_table_and_the_viz_leaderboard_give_the_same_rows(store, tmp_path, capsys):
     from udalib import results as api
 
-    copy = tmp_path / "runs"
-    shutil.copytree(store, copy)
-    for seed in SEEDS:  # MaxSquare again, as if adapted to another target: two experiments share a label
-        exp = _rows(seed)["maxsquare"]
-        other = copy / (exp.name + "-other")
-        shutil.copytree(copy / exp.name, other)
-        (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()),
-                                                       "target": "minicity:target-texture"}))
+    copy = _store_with_a_shared_label(store, tmp_path)
     out = tmp_path / "table.csv"
     assert main(["table", "--runs", str(copy), "--out", str(out)]) == 0
     table = pd.read_csv(out, index_col=0)

@@ -68,6 +68,16 @@ from udalib.methods.dacs import DACS
 from udalib.methods.mean_teacher import MeanTeacher
 from udalib.train.checkpoint import load_checkpoint
 
+
+def draw_row(axes, panels, titles):
+    """One row of image panels (a 2-D panel in grey), titled, without ticks."""
+    for ax, panel, title in zip(axes, panels, titles):
+        ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+        ax.set_title(title, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 START = time.perf_counter()
 TARGET_EVAL = "minicity:target/val"
 CLASSES = list(minicity.MINICITY_TRAINIDS)
@@ -207,11 +217,7 @@ for r in pairs:
               viz.plots.denormalize(mixed[r], "imagenet"), coloured(mixed_label[r])]
     titles = ["source image", "target image", "mask: " + ", ".join(name(int(c)) for c in pasted[r]),
               "mixed image", "mixed label (teacher on target)"]
-    for ax, p, t in zip(axes[r], panels, titles):
-        ax.imshow(p, cmap="gray" if p.ndim == 2 else None)
-        ax.set_title(t, fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    draw_row(axes[r], panels, titles)
 handles = viz.plots.legend_handles(CLASSES) + [Patch(facecolor="white", edgecolor="grey", label="ignored")]
 fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
 fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -322,11 +328,7 @@ for r in pairs:
               viz.plots.denormalize(masked[r], "imagenet"), colorize(pseudo[r].numpy()), colorize(on_masked[r].numpy())]
     titles = ["target image", f"kept blocks (white), {100 * mic_preset.mask_ratio:.0f} % masked", "masked image",
               "teacher on the full image", "DACS student on the masked image"]
-    for ax, panel, title in zip(axes[r], panels, titles):
-        ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
-        ax.set_title(title, fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    draw_row(axes[r], panels, titles)
 fig.legend(handles=viz.plots.legend_handles(CLASSES), loc="lower center", ncol=len(CLASSES), fontsize=8, frameon=False)
 fig.tight_layout(rect=(0, 0.06, 1, 1))
 
