@@ -108,14 +108,21 @@ def table_steps(row: str, steps: int) -> int:
     return 0 if row in NOT_ADAPTED else steps
 
 
-def _target_bn(model: torch.nn.Module, exp: Experiment):
-    """``model`` (a copy) with BatchNorm statistics re-estimated on ``exp``'s target train images, scored on target
-    val."""
+def _target_bn(model: torch.nn.Module, exp: Experiment, val: str = TARGET_VAL):
+    """``model`` (a copy) with BatchNorm statistics re-estimated on ``exp``'s target train images, scored on
+    ``val``."""
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
         adapt_batchnorm(model, eval_loader(open_data(exp.target, default_split="train", train=False, exp=exp)))
-    return score_set(model, open_data(TARGET_VAL, default_split="val", train=False, exp=exp), exp,
+    return score_set(model, open_data(val, default_split="val", train=False, exp=exp), exp,
                      "last checkpoint, target BN statistics")
+
+
+def target_bn_score(run, val: str = TARGET_VAL) -> float:
+    """A finished run's mIoU (%) on ``val`` with BatchNorm statistics re-estimated on its target's train images:
+    stored at training (runs under ``bn_stats="both"``), else computed here."""
+    stored = run.scores_on(val, target_bn=True)
+    return (stored if stored is not None else _target_bn(run.model(), run.config, val)).miou
 
 
 def scores(run) -> dict:
@@ -125,8 +132,7 @@ def scores(run) -> dict:
     if exp.adabn:
         out["target_miou_target_bn"] = out["target_miou"]
     elif exp.target is not None and exp.steps > 0:
-        bn = run.scores_on(TARGET_VAL, target_bn=True)  # computed at training under bn_stats="both"
-        out["target_miou_target_bn"] = round((bn if bn is not None else _target_bn(run.model(), exp)).miou, 2)
+        out["target_miou_target_bn"] = round(target_bn_score(run), 2)
     if exp.method in TEACHER_METHODS:
         method = run.method()
         teacher = method.mic_teacher if hasattr(method, "mic_teacher") else method.teacher  # MIC's, or DACS's

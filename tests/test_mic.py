@@ -112,6 +112,23 @@ def test_dacs_mic_labels_with_dacs_teacher_and_threshold_and_owns_no_other():
     assert int(m.teacher.updates) == 1  # updated once per step, by DACS
 
 
+def test_dacs_mic_runs_the_teacher_once_per_step_and_mic_learns_dacs_pseudo_labels():
+    m = method("dacs_mic", mask_ratio=0.0, mic_augment=False)
+    src, tgt = batches()
+    # the labels and weight MIC must train on: the teacher's (before the step's EMA update) on the plain target
+    # batch, at DACS's threshold
+    pseudo, weight = teacher_pseudo_labels(m.teacher(tgt.image)["out"], m.cfg.threshold)
+    calls, forward = [], m.teacher.ema.forward
+    m.teacher.ema.forward = lambda x: calls.append(x) or forward(x)
+    drawn, mic = [], m.mic_pseudo_labels
+    m.mic_pseudo_labels = lambda image: drawn.append(mic(image)) or drawn[-1]
+    m.step(src, tgt)
+    assert len(calls) == 1 and torch.equal(calls[0], tgt.image)
+    assert torch.equal(drawn[0][0], pseudo) and torch.equal(drawn[0][1], weight)
+    with pytest.raises(RuntimeError, match="no pseudo-labels"):
+        m.mic_pseudo_labels(tgt.image)  # taken once: a second term of the same step would reuse nothing stale
+
+
 def test_a_checkpoint_restores_mics_teacher_and_a_resumed_step_is_identical(tmp_path):
     from udalib.train.checkpoint import load_checkpoint, save_checkpoint
 

@@ -462,24 +462,25 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
 ATLAS_TABLE = BENCHMARK_TABLE.with_name("minicity_atlas.csv")
 
 
-def control_margins(df, by: Sequence[str] = ()):
+def control_margins(df, by: Sequence[str] = (), controls: Mapping[str, tuple[str, str]] | None = None,
+                    value: str = "target_miou"):
     """Each adaptation method's margin over the better of its AdaBN row and its lambda = 0 control
-    (:data:`udalib.zoo.CONTROLS`), *per seed*: the gain that only its own loss can claim.
+    (``controls``, default :data:`udalib.zoo.CONTROLS`), *per seed*: the gain that only its own loss can claim.
 
-    ``df``: long rows with columns ``method``, ``seed``, ``target_miou`` and the columns ``by`` (e.g. ``factor``);
+    ``df``: long rows with columns ``method``, ``seed``, ``value`` and the columns ``by`` (e.g. ``factor``);
     the margin is taken within each ``by`` group and seed. Returns the rows of the methods whose method and
-    controls are all present, with a ``margin`` column.
+    controls are all present, with a ``margin`` column (and the method's score as ``target_miou``).
     """
     import pandas as pd
 
     keys = [*by, "seed"]
-    wide = df.pivot_table(index=keys, columns="method", values="target_miou")
+    wide = df.pivot_table(index=keys, columns="method", values=value)
     out = []
-    for method, controls in CONTROLS.items():
-        if method not in wide.columns or not all(c in wide.columns for c in controls):
+    for method, pair in (CONTROLS if controls is None else controls).items():
+        if method not in wide.columns or not all(c in wide.columns for c in pair):
             continue
-        part = wide[list(dict.fromkeys([method, *controls]))].dropna()  # a test-time row: AdaBN is its control too
-        control, adabn = controls
+        part = wide[list(dict.fromkeys([method, *pair]))].dropna()  # a test-time row: AdaBN is its control too
+        control, adabn = pair
         margin = margin_over_controls(part[method], part[adabn], part[control])
         out.append(pd.DataFrame({"method": method, "target_miou": part[method], "margin": margin}).reset_index())
     if not out:
@@ -487,18 +488,30 @@ def control_margins(df, by: Sequence[str] = ()):
     return pd.concat(out, ignore_index=True)
 
 
-def atlas_margins(df=None):
+ATLAS_MEAN_TEACHER_TABLE = BENCHMARK_TABLE.with_name("minicity_atlas_mean_teacher.csv")
+
+
+def atlas_margins(df=None, mean_teacher: bool = False):
     """The atlas (``benchmarks/minicity_atlas.py``) as three method x factor tables: the mean margin over
-    max(AdaBN, control) over seeds, its standard deviation, and "seeds ahead / seeds" (strings)."""
+    max(AdaBN, control) over seeds, its standard deviation, and "seeds ahead / seeds" (strings).
+
+    ``mean_teacher``: the mean teacher's atlas (``benchmarks/mean_teacher_atlas.py``), its rows against their own
+    controls (:data:`udalib.zoo.MEAN_TEACHER_CONTROLS`) in :data:`udalib.zoo.MEAN_TEACHER_SCORE`."""
     import pandas as pd
 
+    from .zoo import MEAN_TEACHER_CONTROLS, MEAN_TEACHER_SCORE
+
+    table_path = ATLAS_MEAN_TEACHER_TABLE if mean_teacher else ATLAS_TABLE
     if df is None:
-        if not ATLAS_TABLE.is_file():
-            raise FileNotFoundError(f"no atlas at {ATLAS_TABLE}; run `python benchmarks/minicity_atlas.py` to write it")
-        df = pd.read_csv(ATLAS_TABLE)
-    m = control_margins(df, by=("factor",))
+        if not table_path.is_file():
+            script = "mean_teacher_atlas.py" if mean_teacher else "minicity_atlas.py"
+            raise FileNotFoundError(f"no atlas at {table_path}; run `python benchmarks/{script}` to write it")
+        df = pd.read_csv(table_path)
+    controls = MEAN_TEACHER_CONTROLS if mean_teacher else CONTROLS
+    m = control_margins(df, by=("factor",), controls=controls,
+                        value=MEAN_TEACHER_SCORE if mean_teacher else "target_miou")
     order = [f for f in dict.fromkeys(df["factor"])]
-    methods = [c for c in CONTROLS if c in set(m["method"])]
+    methods = [c for c in controls if c in set(m["method"])]
     g = over_seeds(m, "margin", ("method", "factor"))
 
     def table(column):

@@ -55,7 +55,7 @@ import torch
 from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 
-from udalib import verdicts, viz, zoo
+from udalib import results, verdicts, viz, zoo
 from udalib.data import eval_loader, minicity
 from udalib.data.labels import CITYSCAPES_CLASSES, colorize
 from udalib.eval.evaluate import evaluate
@@ -403,6 +403,43 @@ table = verdicts.verdicts()
 display(Markdown(verdicts.markdown(table)))
 counts = table["verdict"].value_counts()
 display(Markdown(", ".join(f"{n} {v}" for v, n in counts.items()) + f", of {len(table)} claims."))
+
+# %% [markdown]
+# ## Where it works, where it breaks
+#
+# The claims above are read on the composite shift, every factor of MiniCity at once. The atlas (notebook 11) takes
+# the factors one at a time: the source world with only one thing changed (the class colours, the texture, another
+# camera's tone and haze, the sidewalk paved like the road, the exposure, a busier class mix, or a higher camera),
+# the same streets image for image (`udalib.data.minicity.SHIFT_FACTORS`). Here are the mean
+# teacher's rows on each, three seeds per cell, each against the better of its own AdaBN run and its own λ=0 control
+# on the same seed, all trained on one machine and scored with target statistics (`benchmarks/mean_teacher_atlas.py`,
+# `benchmarks/results/minicity_atlas_mean_teacher.csv`). A cell reads margin ± std and the seeds on which the row is
+# ahead of both controls.
+
+# %%
+if results.ATLAS_MEAN_TEACHER_TABLE.is_file():
+    mt_mean, mt_std, mt_ahead = results.atlas_margins(mean_teacher=True)
+    viz.plots.atlas_heatmap(mt_mean, mt_std, mt_ahead,
+                            title=f"mean teacher: margin over max(AdaBN, λ=0 control), {zoo.MEAN_TEACHER_SCORE}")
+    plt.show()
+    single = mt_mean.drop(columns="composite", errors="ignore")
+    all_seeds = mt_ahead.drop(columns="composite", errors="ignore").apply(
+        lambda col: col.map(lambda a: a.split("/")[0] == a.split("/")[1] if isinstance(a, str) else False))
+    lines = []
+    for row in mt_mean.index:
+        cases = results.works_and_breaks(row, mt_mean)
+        (works, gain), (breaks, loss) = cases["works"], cases["breaks"]
+        lines.append(f"* **{row}**: largest margin on *{works}* ({gain:+.1f}), smallest on *{breaks}* ({loss:+.1f}); "
+                     f"ahead of both controls on every seed on {int(all_seeds.loc[row].sum())} of "
+                     f"{int(single.loc[row].notna().sum())} single factors.")
+    hardest, easiest = single.mean().idxmin(), single.mean().idxmax()
+    lines.append(f"\nOver these rows, the factor that leaves the least to the mean teacher is *{hardest}* (mean "
+                 f"margin {single.mean()[hardest]:+.1f}); the one where it gains most is *{easiest}* "
+                 f"({single.mean()[easiest]:+.1f}).")
+    display(Markdown("\n".join(lines)))
+else:
+    print(f"no mean-teacher atlas yet ({results.ATLAS_MEAN_TEACHER_TABLE.name}); "
+          "python benchmarks/mean_teacher_atlas.py writes it")
 
 # %% [markdown]
 # ## Summary

@@ -80,8 +80,7 @@ class DACS(Method):
         # (1) source: supervised
         l_seg, logs = self.source_loss(self.source_forward(src.image), src)
         # (2) the teacher's pseudo-labels on the plain target images, and the share of confident ones
-        confidence, pseudo = self.teacher(tgt.image)["out"].softmax(dim=1).max(dim=1)
-        w_t = confidence_weight(confidence, c.threshold)
+        pseudo, w_t = self.pseudo_labels(tgt.image)
         # (3) ClassMix: half the classes of each source label pasted onto its target image
         if c.mix:
             mask = torch.stack([class_mix_mask(y, class_mix_classes(y, c.mix_ignore)) for y in src.label])
@@ -89,9 +88,15 @@ class DACS(Method):
             mask = torch.zeros_like(src.label, dtype=torch.bool)
         image = strong_augment(mix(mask, src.image, tgt.image), self.normalization, c.color_jitter, c.blur)
         label = mix(mask, src.label, pseudo)
-        weight = mix(mask, torch.ones_like(confidence), w_t.expand_as(confidence))
+        weight = mix(mask, torch.ones_like(pseudo, dtype=w_t.dtype), w_t.expand_as(pseudo))
         l_mix = pixel_weighted_ce(self.model(image)["out"], label, weight)
         self.update(self.optimizers["model"], l_seg + c.lambda_target * l_mix)
         # (4) the teacher follows the updated segmenter
         self.teacher.update(self.model)
         return logs | {"mix": l_mix.item(), "pseudo_weight": w_t.item()}
+
+    def pseudo_labels(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The teacher's argmax :math:`\hat y_t` on the target images ``(N, H, W)`` and :math:`w_t`, the batch's share
+        of pixels whose top probability reaches the threshold (a scalar)."""
+        confidence, pseudo = self.teacher(image)["out"].softmax(dim=1).max(dim=1)
+        return pseudo, confidence_weight(confidence, self.cfg.threshold)

@@ -76,12 +76,16 @@ class MIC:
 
     def mic_loss(self, image: Tensor) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
-        pseudo, q_t = teacher_pseudo_labels(self.mic_teacher(image)["out"], self.mic_threshold)
+        pseudo, q_t = self.mic_pseudo_labels(image)
         if c.mic_augment:
             image = strong_augment(image, self.normalization, strength=MIC_JITTER_STRENGTH)
         masked = mask_image(image, block_mask(image.shape, c.mask_ratio, c.mask_block))
         l_mic = masked_consistency_loss(self.model(masked)["out"], pseudo, q_t)
         return l_mic, {"mic": l_mic.item(), "mic_weight": q_t.item()}
+
+    def mic_pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's pseudo-labels of the full target image and their weight :math:`q_T`."""
+        return teacher_pseudo_labels(self.mic_teacher(image)["out"], self.mic_threshold)
 
 
 class OwnTeacher(MIC):
@@ -128,8 +132,22 @@ class AdaptSegNetMIC(OwnTeacher, AdaptSegNet):
 
 class DACSMIC(MIC, DACS):
     """DACS + MIC on DACS's teacher and threshold (``mask_alpha="same"``, ``mask_pseudo_threshold="same"``). The
-    teacher labels the target batch once for DACS's mix and once more for MIC, identically: DACS's step is kept as
-    it is. Its EMA update stays DACS's, after the step."""
+    teacher labels the target batch once: MIC takes the pseudo-labels and weight DACS's step drew from it this step
+    (in the original's ``dacs.py`` the ``self.mic(...)`` call of "Masked Training" receives DACS's
+    ``pseudo_label, pseudo_weight``). Its EMA
+    update stays DACS's, after the step."""
+
+    _labelled: tuple[Tensor, Tensor] | None = None
+
+    def pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        self._labelled = super().pseudo_labels(image)
+        return self._labelled
+
+    def mic_pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        labelled, self._labelled = self._labelled, None
+        if labelled is None:
+            raise RuntimeError("DACS + MIC: DACS's step drew no pseudo-labels before MIC's term")
+        return labelled
 
     @property
     def mic_teacher(self) -> MeanTeacher:
