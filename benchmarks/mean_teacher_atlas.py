@@ -2,9 +2,9 @@
 
 The rows of ``udalib.zoo.MEAN_TEACHER_ROWS`` on each single shift factor of MiniCity and on the composite, as
 ``benchmarks/minicity_atlas.py`` runs the older methods (``zoo.factor_experiment``: the standard row adapting to
-``minicity:target-<factor>`` and scored on its val split), each with its own lambda = 0 control and AdaBN, every run
-trained (or found in the run store) on the machine that runs this script, as in
-``benchmarks/mean_teacher_table.py``. Source-only is the seed's source model scored on the domain.
+``minicity:target-<factor>`` and scored on its val split), each with its own lambda = 0 control and AdaBN, trained
+as the atlas was, one thread per process (``OMP_NUM_THREADS=1``): the AdaBN and source-only lines are the atlas's
+own runs, number for number. Source-only is the seed's source model scored on the domain.
 
 One row per (factor, method, seed) is appended to ``benchmarks/results/minicity_atlas_mean_teacher.csv`` as soon
 as its run finishes; a rerun skips the rows already there. The columns of ``minicity_atlas.csv``, plus
@@ -32,7 +32,7 @@ from minicity_atlas import CLASS_COLUMNS, FACTORS, class_ious, domain_of, done_r
 
 from udalib import zoo
 from udalib.experiment import get_or_train
-from udalib.locks import append_csv_row
+from udalib.locks import FolderBusyError, append_csv_row
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas_mean_teacher.csv"
@@ -52,6 +52,15 @@ def rows(methods=MAIN + ABLATIONS) -> list[str]:
 
 def experiment(row: str, factor: str, seed: int):
     return zoo.factor_experiment(row, factor, seed)
+
+
+def found_or_trained(exp):
+    """``get_or_train``, waiting while another process (a shard, ``mean_teacher_table.py``) trains the same run."""
+    while True:
+        try:
+            return get_or_train(exp, progress=False)
+        except FolderBusyError:
+            time.sleep(10)
 
 
 def record(run, factor: str, seed: int, row: str, seconds: float, cpu: str) -> dict:
@@ -120,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         for factor, seed in [(f, s) for f in args.factors for s in args.seeds][k::n]:
             finished = done_rows(out)
             for row in (r for r in wanted if (factor, r, seed) not in finished):
-                get_or_train(zoo.source_experiment(seed), progress=False)  # the model every row starts from
+                found_or_trained(zoo.source_experiment(seed))  # the model every row starts from
                 start = time.perf_counter()
-                run = get_or_train(experiment(row, factor, seed), progress=False)
+                run = found_or_trained(experiment(row, factor, seed))
                 line = record(run, factor, seed, row, time.perf_counter() - start, cpu)
                 append_csv_row(out, line, COLUMNS)
                 print(f"{factor:11s} seed {seed} {row:30s} {line['target_miou']:6.2f}  target BN "

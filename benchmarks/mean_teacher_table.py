@@ -1,11 +1,13 @@
-"""The mean teacher's MiniCity table: DACS, its ablations and the older methods, with their controls, every row
-trained (or found in the run store) on the machine that runs this script.
+"""The mean teacher's MiniCity table: DACS, its ablations and the older methods, with their controls, at 60 and 300
+adaptation steps, with the teacher's score and per-class IoU.
 
-The standard table (``benchmarks/results/minicity_table.csv``) may come from another machine, and a run trained
-again elsewhere differs by about a point: a comparison of DACS with its controls stands only on rows trained on the
-same machine. Rows: ``udalib.zoo.ALL_ROWS`` (the standard rows and ``zoo.MEAN_TEACHER_ROWS``). One line per
-(method, seed, steps) is appended to ``benchmarks/results/minicity_mean_teacher.csv`` as its run finishes; a rerun
-skips the lines already there. Columns:
+Rows: ``udalib.zoo.ALL_ROWS`` (the standard rows and ``zoo.MEAN_TEACHER_ROWS``). One line per (method, seed, steps)
+is appended to ``benchmarks/results/minicity_mean_teacher.csv`` as its run finishes; a rerun skips the lines already
+there. Trained as the standard table was, one thread per process (``OMP_NUM_THREADS=1``): a run's digits depend on
+the thread count, which its key does not record (``benchmarks/RESULTS.md``, "Threads change the digits"), so the
+rows this table shares with ``minicity_table.csv`` (source-only, AdaBN, the controls, MinEnt, AdaptSegNet, CBST,
+MLSL) are the same runs, number for number (``tests/test_results_tables.py`` checks it), and the 60-step
+mean-teacher rows of ``minicity_table.csv`` are read from the same runs. Columns:
 
 - ``target_miou``: target val mIoU (%) of the model as trained (its own running BatchNorm statistics);
 - ``target_miou_target_bn``: the same weights with BatchNorm statistics re-estimated on target train images
@@ -21,9 +23,8 @@ skips the lines already there. Columns:
     python benchmarks/mean_teacher_table.py --design                         # the BatchNorm design study
     python benchmarks/mean_teacher_table.py --summarize                      # the .md beside the CSV
 
-On a CPU shared with other busy processes, ``OMP_NUM_THREADS=1`` trains much faster than two threads that wait on
-each other (a DACS step took about a second with one thread and over ten with two, on the 2-core machine of this
-table while it was shared): the rows of the CSV were trained that way, the first few with two threads.
+On a CPU shared with other busy processes, one thread per process is also much faster than two threads that wait
+on each other (a DACS step took about a second with one thread and over ten with two on a shared 2-core machine).
 
 ``--design`` trains, on seeds 100-102 only (never the reported seeds), DACS and its control under the MiniCity
 BatchNorm policy (target-only statistics: the evaluated model carries statistics of mixed images) and under the
@@ -46,17 +47,16 @@ import torch
 
 from udalib import zoo
 from udalib.data import eval_loader
-from udalib.data.labels import CITYSCAPES_CLASSES
-from udalib.data.minicity import MINICITY_TRAINIDS
 from udalib.experiment import Experiment, get_or_train, open_data, score_set
 from udalib.locks import append_csv_row
 from udalib.methods.adabn import adapt_batchnorm
+from udalib.results import CLASS_IOU_COLUMNS, class_ious
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_mean_teacher.csv"
 DESIGN_OUT = RESULTS / "mean_teacher_design.csv"
 TARGET_VAL = "minicity:target/val"
-CLASS_COLUMNS = tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
+CLASS_COLUMNS = CLASS_IOU_COLUMNS
 COLUMNS = ("method", "seed", "steps", "target_miou", "target_miou_target_bn", "teacher_miou", "train_seconds",
            "run", "cpu", *CLASS_COLUMNS)
 DESIGN_COLUMNS = ("variant", "bn_stats", "seed", "steps", "target_miou", "target_miou_target_bn", "teacher_miou",
@@ -137,10 +137,7 @@ def scores(run) -> dict:
         method = run.method()
         teacher = method.mic_teacher if hasattr(method, "mic_teacher") else method.teacher  # MIC's, or DACS's
         out["teacher_miou"] = round(_target_bn(teacher.ema, exp).miou, 2)
-    iou = run.scores[TARGET_VAL].table()["IoU (%)"]
-    classes = {f"iou_{name.replace(' ', '_')}": round(float(iou[name]), 2)
-               for name in (CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS)}
-    return out | classes
+    return out | class_ious(run, TARGET_VAL)
 
 
 def done(path: Path, key: tuple[str, ...]) -> set[tuple]:

@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 from udalib import zoo
-from udalib.data.labels import CITYSCAPES_CLASSES
-from udalib.data.minicity import MINICITY_TRAINIDS
 from udalib.experiment import get_or_train, load_run
 from udalib.locks import append_csv_row, hold
+from udalib.results import CLASS_IOU_COLUMNS, class_ious
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "minicity_atlas.csv"
@@ -41,7 +40,7 @@ OUT = RESULTS / "minicity_atlas.csv"
 FACTORS = (*zoo.ATLAS_FACTORS, "composite")
 # per-class IoU (%) on the domain's val split, one column per MiniCity class (``iou_traffic_sign``, ...): what
 # notebooks 03-08 read for "where it works, where it breaks"
-CLASS_COLUMNS = tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
+CLASS_COLUMNS = CLASS_IOU_COLUMNS
 COLUMNS = ("factor", "domain", "method", "seed", "target_miou", "seconds", "run", *CLASS_COLUMNS)
 SOURCE_ROWS = zoo.SOURCE_TRAINED_ROWS  # trained on source: scored on the domain, no training
 
@@ -71,13 +70,6 @@ def done_rows(path: Path) -> set[tuple[str, str, int]]:
 def append(path: Path, record: dict) -> None:
     """Append one row under a lock (two shards may write the same file); the header goes with the first row."""
     append_csv_row(path, record, COLUMNS)
-
-
-def class_ious(run, dataset: str) -> dict[str, float]:
-    """``{"iou_road": 87.31, ...}``: the run's per-class IoU (%) on ``dataset``, rounded to 2 decimals."""
-    iou = run.scores[dataset].table()["IoU (%)"]
-    return {f"iou_{name.replace(' ', '_')}": round(float(iou[name]), 2)
-            for name in (CITYSCAPES_CLASSES[i] for i in MINICITY_TRAINIDS)}
 
 
 def backfill_classes(path: Path, runs_dir: Path) -> int:

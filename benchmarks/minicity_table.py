@@ -3,8 +3,16 @@
 Rows: source-only, AdaBN (source model, BatchNorm statistics re-estimated on target images), the oracle
 (target labels), the lambda = 0 control (the adaptation run with its target loss weight at 0: training on target
 batches moves BatchNorm statistics even without a target loss; one run serves MinEnt and the MaxSquare family,
-which compute identical updates at weight 0), and every adaptation method. The "target BN" columns score the
-same weights after re-estimating BatchNorm statistics on target images only.
+which compute identical updates at weight 0), and every adaptation method; then the mean teacher's rows
+(``udalib.zoo.MEAN_TEACHER_ROWS``: DACS, DACS + RCS, MIC on DACS, MinEnt and AdaptSegNet, the ablations, each with
+its own lambda = 0 control). The "target BN" columns score the same weights after re-estimating BatchNorm
+statistics on target images only (for the mean teacher's rows, the column they are compared in:
+``zoo.MEAN_TEACHER_SCORE``). Every row is trained with one thread per process (``OMP_NUM_THREADS=1``, two processes
+on the 2-core machine): the thread count changes a run's digits and its key does not record it, so a table that
+mixed thread counts would compare a method with controls trained from another source model
+(``benchmarks/RESULTS.md``, "Threads change the digits"). ``benchmarks/mean_teacher_table.py`` adds the mean
+teacher's 300-step rows, its teacher's scores and per-class IoU in ``minicity_mean_teacher.csv``, from the same
+runs. ``--only`` replaces the lines of the rows it runs and keeps every other line.
 Runs are shared with the notebooks through ``udalib.zoo`` (checkpoint-or-train), so a finished run is not
 trained again.
 
@@ -31,17 +39,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from udalib import zoo
 from udalib.experiment import get_or_train
-from udalib.results import over_seeds, per_seed, selection_summary
+from udalib.results import class_ious, over_seeds, per_seed, selection_summary
 
 TARGET_EVAL = "minicity:target/val"
 
-ROWS = zoo.MINICITY_ROWS
+# every row: the standard rows (udalib.zoo.MINICITY_ROWS), then the mean teacher's (zoo.MEAN_TEACHER_ROWS: DACS, RCS,
+# MIC on its three hosts, the ablations, each with its own lambda = 0 control) at their notebook defaults
+ROWS = zoo.ALL_ROWS
 RESULTS = Path(__file__).parent / "results"
-# the rows that train on target images: the ones a target val set could select checkpoints of
-SELECTION_ROWS = [name for name, make in ROWS.items() if make(0).target and make(0).steps > 0 and not make(0).adabn]
+# the standard rows that train on target images: the ones a target val set could select checkpoints of
+SELECTION_ROWS = [name for name, make in zoo.MINICITY_ROWS.items()
+                  if make(0).target and make(0).steps > 0 and not make(0).adabn]
 SELECTION_COLUMNS = ["method", "seed", "steps", "select_every", "last_step", "last", "im_step", "im_score", "im",
                      "target_step", "target", "run"]
 RULES = {"last": "last", "im": "validator:im", "target": "target labels"}
@@ -120,25 +132,55 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out = args.out or str(RESULTS / "minicity_table.csv")
 
+    out = Path(args.out)
+    before = pd.read_csv(out) if out.is_file() and out.stat().st_size else None
     records = []
     for name in args.only or ROWS:
         for seed in args.seeds:
             start = time.perf_counter()
             result = get_or_train(ROWS[name](seed), progress=False)
-            bn = result.scores_on(TARGET_EVAL, target_bn=True)
             records.append({"method": name, "seed": seed, "target_miou": round(result.miou(TARGET_EVAL), 2),
-                            "target_miou_target_bn": round(bn.miou, 2) if bn is not None else None,
+                            "target_miou_target_bn": target_bn_column(name, result),
                             "train_seconds": result.scores[TARGET_EVAL].protocol.get("train_seconds"),
-                            "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name})
+                            "wall_seconds_now": round(time.perf_counter() - start, 1), "run": result.name,
+                            "threads": torch.get_num_threads(), **class_ious(result, TARGET_EVAL)})
             print(f"{name:24s} seed {seed}: {records[-1]['target_miou']:6.2f} mIoU", flush=True)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(records).to_csv(args.out, index=False)  # after every run: a kill loses one run at most
+            out.parent.mkdir(parents=True, exist_ok=True)
+            merged(before, pd.DataFrame(records)).to_csv(out, index=False)  # after every run: a kill loses one
     df = pd.DataFrame(records)
     print("\ntarget mIoU (%) on minicity:target/val, by seed\n")
     print(seed_table(df).to_string())
     print(f"\nsaved {args.out}")
     report_pseudo_labels(df, Path(args.out).with_name("pseudo_label_accuracy.csv"))
     return 0
+
+
+def merged(before: pd.DataFrame | None, records: pd.DataFrame) -> pd.DataFrame:
+    """The table with this invocation's lines in place of the lines of the same (method, seed) it had, and every
+    other line kept (``--only`` adds rows, it never drops the rest), in the order of ``ROWS``, then by seed."""
+    if before is None or before.empty:
+        table = records
+    else:
+        done = set(zip(records.method, records.seed))
+        table = pd.concat([before[[(m, s) not in done for m, s in zip(before.method, before.seed)]], records],
+                          ignore_index=True)
+    order = {name: i for i, name in enumerate(ROWS)}
+    rank = table.method.map(lambda m: order.get(m, len(order)))
+    return table.assign(_rank=rank).sort_values(["_rank", "seed"], kind="stable").drop(columns="_rank")
+
+
+def target_bn_column(name: str, run) -> float | None:
+    """The ``target_miou_target_bn`` cell: the run's stored score with BatchNorm statistics re-estimated on target
+    train images (runs that train with source batches in their statistics), else, for a mean-teacher row, computed
+    now (``zoo.MEAN_TEACHER_SCORE``, the column those rows are compared in), else empty."""
+    bn = run.scores_on(TARGET_EVAL, target_bn=True)
+    if bn is not None:
+        return round(bn.miou, 2)
+    if name in zoo.MEAN_TEACHER_ROWS and run.config.steps > 0:
+        from mean_teacher_table import target_bn_score  # the sibling script (this folder is on sys.path)
+
+        return round(target_bn_score(run, TARGET_EVAL), 2)
+    return None
 
 
 def seed_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -69,8 +69,53 @@ MINICITY_TABLE_ROWS = (
     ("snr_maxsquare", "SNR-MS (MaxSquare on the SNR model)²"),
     ("tent", "TENT (test time: BatchNorm affine parameters on the target entropy, no source batch)³"),
     ("bn_alpha", "BN-α (test time: α = 0.5 source + target BatchNorm statistics)³"),
+    ("dacs", "DACS (mean teacher, ClassMix, confidence weight)⁴"),
+    ("dacs_rcs", "DACS + rare-class sampling⁴"),
+    ("dacs_mic", "DACS + MIC⁴"),
+    ("minent_mic", "MinEnt + MIC⁴"),
+    ("adaptsegnet_multi_mic", "AdaptSegNet multi-level + MIC⁴"),
     ("oracle", "oracle (target labels)"),
 )
+
+
+def _short(row: str) -> str:
+    """A row's name in a sentence: its table label up to the first parenthesis, without footnote marks."""
+    label = dict(MINICITY_TABLE_ROWS)[row]
+    return label.split(" (")[0].rstrip("¹²³⁴")
+
+
+def minicity_table_summary() -> str:
+    """The sentences under the standard table: which adaptation methods are ahead of max(AdaBN, control) on every
+    seed, the range of their mean margins and the smallest single-seed margin, how far source-only is from the
+    oracle and what AdaBN adds (``udalib.results.benchmark_summary`` and ``control_margins``; the mean teacher's rows
+    in ``zoo.MEAN_TEACHER_SCORE``, over their own controls)."""
+    from udalib import zoo
+    from udalib.results import benchmark_summary, control_margins
+
+    df = _read("minicity_table.csv")
+    s = benchmark_summary([r for r, _ in MINICITY_TABLE_ROWS], RESULTS / "minicity_table.csv", digits=None)
+    uda = [r for r, _ in MINICITY_TABLE_ROWS
+           if pd.notna(s.loc[r, "vs max(AdaBN, control)"]) and r not in zoo.TEST_TIME_ROWS]
+    every = [r for r in uda if s.loc[r, "seeds ahead"] == s.loc[r, "seeds"]]
+    rest = [r for r in uda if r not in every]
+    margin = s.loc[every, "vs max(AdaBN, control)"]
+    low, high = margin.idxmin(), margin.idxmax()
+    n = int(s.loc[uda, "seeds"].max())
+    who = "Every adaptation method is" if not rest else f"{len(every)} of the {len(uda)} adaptation methods are"
+    text = (f"{who} ahead of the better of AdaBN and its control on every one of the {n} seeds, on the mean by "
+            f"{margin[low]:.1f} points ({_short(low)}) to {margin[high]:.1f} ({_short(high)})")
+    if rest:
+        text += "; ahead on fewer seeds: " + ", ".join(
+            f"{_short(r)} ({int(s.loc[r, 'seeds ahead'])} of {int(s.loc[r, 'seeds'])}, "
+            f"{_signed(s.loc[r, 'vs max(AdaBN, control)'], minus='−')} on the mean)" for r in rest)
+    per_seed = pd.concat([control_margins(df), control_margins(df, controls=zoo.MEAN_TEACHER_CONTROLS,
+                                                               value=zoo.MEAN_TEACHER_SCORE)])
+    per_seed = per_seed[per_seed.method.isin(every)].sort_values("margin")
+    first = per_seed.iloc[0]
+    src, adabn, oracle = (s.loc[r, "as trained"] for r in ("source_only", "adabn", "oracle"))
+    return (f"{text}. The smallest single-seed margin among them is {_short(first.method)}'s "
+            f"{_signed(first.margin)} (seed {int(first.seed)}). Source-only reaches {100 * src / oracle:.0f} % of the "
+            f"oracle and AdaBN adds {adabn - src:.1f} points.")
 
 
 def minicity_table() -> str:
@@ -115,6 +160,32 @@ def atlas_tables() -> str:
 
     text = minicity_atlas.summarize(RESULTS / "minicity_atlas.csv")
     return text.split("\n", 2)[2].strip()  # without the file's title line
+
+
+MIC_HOSTS = {"minent_mic": "minent", "dacs_mic": "dacs"}
+
+
+def mean_teacher_cost() -> str:
+    """The newest measurement of ``benchmarks/mean_teacher_cost.py``: each method's median wall time, its ratio to
+    MinEnt's, and what MIC adds to its host."""
+    df = _read("mean_teacher_cost.csv")
+    last = df[df.date == df.date.max()].set_index("method")
+    med = last["median_seconds"]
+    rows = [[f"`{m}`", f"{med[m]:.2f}", f"{med[m] / med['minent']:.2f} ×",
+             f"{_signed(100 * (med[m] / med[MIC_HOSTS[m]] - 1), 0)} % over `{MIC_HOSTS[m]}`" if m in MIC_HOSTS
+             else ""] for m in last.index]
+    first = last.iloc[0]
+    return (f"{first['date']} UTC, {first['device']}, {int(first['threads'])} threads, {int(first['steps'])} steps, "
+            f"median of {int(first['repeats'])} (load average {first['load_average']}):\n\n"
+            + _table(["method", "seconds", "÷ MinEnt", "MIC adds"], rows))
+
+
+def mean_teacher_atlas() -> str:
+    """The mean teacher's atlas margins (``benchmarks/mean_teacher_atlas.py --summarize``)."""
+    import mean_teacher_atlas
+
+    text = mean_teacher_atlas.summarize(RESULTS / "minicity_atlas_mean_teacher.csv")
+    return text.split("\n", 2)[2].strip()
 
 
 # ------------------------------------------------------------------------------------------------ CrossCity
@@ -283,6 +354,9 @@ def eval_throughput_cpu() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "minicity_table": minicity_table,
+    "minicity_table_summary": minicity_table_summary,
+    "mean_teacher_atlas": mean_teacher_atlas,
+    "mean_teacher_cost": mean_teacher_cost,
     "claims_table": claims_table,
     "mean_teacher_claims": mean_teacher_claims,
     "atlas_tables": atlas_tables,

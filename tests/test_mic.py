@@ -104,7 +104,7 @@ def test_mics_own_teacher_is_the_ema_of_the_segmenter_before_each_step_with_alph
 
 def test_dacs_mic_labels_with_dacs_teacher_and_threshold_and_owns_no_other():
     m = method("dacs_mic")
-    assert m.mic_teacher is m.teacher and m.mic_threshold == m.cfg.threshold == 0.968
+    assert m.mic_teacher is m.teacher and m.cfg.threshold == 0.968
     assert not any(k.startswith("mic_teacher") for k in m.state_dict())
     assert not hasattr(m.cfg, "mic_alpha")  # DACS's alpha (mask_alpha="same")
     src, tgt = batches()

@@ -66,3 +66,44 @@ def test_render_replaces_only_the_body_between_the_markers():
     assert writer.render(out, {"t": "| a |\n|---|\n| 3.0 |"}) == out  # idempotent
     with pytest.raises(KeyError, match="names no table"):
         writer.render(text, {})
+
+
+# ------------------------------------------------------------------------- one set of runs behind every table
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_the_standard_table_holds_every_row_and_the_mean_teachers_on_five_seeds():
+    import pandas as pd
+
+    from udalib import zoo
+
+    table = pd.read_csv(RESULTS / "minicity_table.csv")
+    seeds = table.groupby("method")["seed"].apply(lambda s: sorted(s))
+    for row in zoo.ALL_ROWS:
+        assert seeds.get(row) == [0, 1, 2, 3, 4], row
+    assert not table.duplicated(["method", "seed"]).any()
+    mean_teacher = table[table.method.isin(list(zoo.MEAN_TEACHER_ROWS))]
+    assert mean_teacher[zoo.MEAN_TEACHER_SCORE].notna().all()  # the column they are compared in
+
+
+def test_rows_shared_by_two_tables_are_the_same_runs_number_for_number():
+    """The mean teacher's table and the standard table (60 steps), the mean teacher's atlas and the atlas (AdaBN,
+    source-only, and the composite's rows): trained the same way, so one run has one score everywhere."""
+    import pandas as pd
+
+    table = pd.read_csv(RESULTS / "minicity_table.csv")
+    mt = pd.read_csv(RESULTS / "minicity_mean_teacher.csv")
+    both = table.merge(mt[mt.steps.isin([0, 60])], on=["method", "seed"], suffixes=("", "_mt"))
+    assert {"source_only", "adabn", "control_lambda0", "minent", "cbst", "mlsl", "dacs", "dacs_mic"} <= set(both.method)
+    assert (both.run == both.run_mt).all()
+    assert (both.target_miou - both.target_miou_mt).abs().max() < 1e-9
+    assert ((both.target_miou_target_bn - both.target_miou_target_bn_mt).abs() < 1e-9).where(
+        both.target_miou_target_bn_mt.notna(), True).all()
+    atlas = pd.read_csv(RESULTS / "minicity_atlas.csv")
+    mt_atlas = pd.read_csv(RESULTS / "minicity_atlas_mean_teacher.csv")
+    shared = atlas.merge(mt_atlas, on=["factor", "method", "seed"], suffixes=("", "_mt"))
+    assert {"adabn", "source_only"} <= set(shared.method) and len(set(shared.factor)) >= 7
+    assert (shared.target_miou - shared.target_miou_mt).abs().max() < 1e-9
+    composite = mt_atlas[mt_atlas.factor == "composite"].merge(mt, on=["method", "seed"], suffixes=("", "_mt"))
+    composite = composite[composite.steps.isin([0, 60])]
+    assert len(composite) and (composite.target_miou - composite.target_miou_mt).abs().max() < 1e-9

@@ -294,3 +294,17 @@ def test_the_benchmark_appends_one_line_per_run_skips_them_on_rerun_and_summaris
         bench.selection_markdown(table, 10)
     with pytest.raises(SystemExit, match="does not train on target images"):
         bench.run_selection(["source_only"], [0], 10, out)
+
+
+def test_the_table_keeps_every_line_an_only_run_does_not_redo_in_row_order():
+    bench = _benchmark()
+    before = pd.DataFrame({"method": ["source_only", "source_only", "minent", "adabn"], "seed": [0, 1, 0, 0],
+                           "target_miou": [30.0, 31.0, 45.0, 40.0]})
+    new = pd.DataFrame({"method": ["dacs", "minent"], "seed": [0, 0], "target_miou": [50.0, 46.0],
+                        "threads": [1, 1]})
+    table = bench.merged(before, new)
+    assert list(zip(table.method, table.seed, table.target_miou)) == [
+        ("source_only", 0, 30.0), ("source_only", 1, 31.0), ("adabn", 0, 40.0), ("minent", 0, 46.0),
+        ("dacs", 0, 50.0)]  # minent's line replaced, the others kept, the mean teacher's row after the standard ones
+    assert list(bench.ROWS)[:2] == ["source_only", "adabn"] and "dacs" in bench.ROWS
+    assert bench.merged(None, new).equals(bench.merged(pd.DataFrame(), new))

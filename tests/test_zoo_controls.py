@@ -87,8 +87,9 @@ def test_every_adaptation_row_keeps_target_batchnorm_statistics_and_so_do_its_co
         assert zoo.ALL_ROWS[adabn](0).steps == 0 and zoo.ALL_ROWS[adabn](0).adabn  # re-estimated, no training
 
 
-def test_the_mean_teachers_rows_stay_out_of_the_standard_table_and_keep_their_ablations():
-    """Notebook 10 and minicity_table.py iterate MINICITY_ROWS: the mean teacher's rows are apart, names unique."""
+def test_the_mean_teachers_rows_stay_out_of_the_standard_rows_and_keep_their_ablations():
+    """Notebooks 10-12 iterate MINICITY_ROWS: the mean teacher's rows are apart (minicity_table.py trains ALL_ROWS),
+    names unique."""
     assert not set(zoo.MEAN_TEACHER_ROWS) & set(zoo.MINICITY_ROWS)
     assert set(zoo.MEAN_TEACHER_CONTROLS) <= set(zoo.MEAN_TEACHER_ROWS)
     rows = {name: make(1) for name, make in zoo.MEAN_TEACHER_ROWS.items()}
@@ -120,5 +121,13 @@ def test_benchmark_summary_margins_are_over_the_better_control_per_row(tmp_path)
     assert round(out.loc["minent", "± std"], 2) == 0.71
     with pytest.raises(KeyError, match="mlsl not in .*minicity_table.py"):
         benchmark_summary(["mlsl"], tmp_path / "t.csv")
+    # a mean-teacher row: its own control, in the target BN column (as trained: 44 - max(40.5, 46) < 0)
+    dacs = {"dacs": ((44.0, 48.0), (45.0, 47.0)), "control_dacs": ((46.0, 45.0), (44.0, 46.5))}
+    more = [f"{m},{s},{a},{b}" for m, vs in dacs.items() for s, (a, b) in enumerate(vs)]
+    (tmp_path / "t.csv").write_text("\n".join(lines + more) + "\n")
+    out = benchmark_summary(["dacs", "minent"], tmp_path / "t.csv")
+    # target BN: AdaBN 38.5 and 40.5, control 45.0 and 46.5 -> margins 3.0 and 0.5
+    assert out.loc["dacs", "vs max(AdaBN, control)"] == pytest.approx(1.75)
+    assert out.loc["dacs", "seeds ahead"] == 2 and out.loc["minent", "vs max(AdaBN, control)"] == 41.5 - 40.0
     with pytest.raises(FileNotFoundError, match="run `python benchmarks/minicity_table.py`"):
         benchmark_summary(path=tmp_path / "missing.csv")

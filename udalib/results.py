@@ -31,7 +31,7 @@ import numpy as np
 from . import paths
 from .data.labels import CITYSCAPES_CLASSES, get_class_set
 from .experiment import CONFIG, Run, group_key, is_finished, load_run, selection_dataset, split_target_bn, stale_reason
-from .zoo import CONTROLS, margin_over_controls
+from .zoo import CONTROLS, MEAN_TEACHER_CONTROLS, MEAN_TEACHER_SCORE, margin_over_controls
 
 __all__ = ["ATLAS_TABLE", "BENCHMARK_TABLE", "CLAIMS", "FRAME_COLUMNS", "Groups", "REPORTED", "SELECTION_TABLE",
            "atlas_case_table", "atlas_margins", "benchmark_summary", "board", "case_table", "claim_verdicts",
@@ -430,11 +430,13 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
                       digits: int | None = 2):
     """The five-seed MiniCity table (``benchmarks/minicity_table.py`` writes it), as mean and std over seeds.
 
-    One line per row of :data:`udalib.zoo.MINICITY_ROWS` (``rows`` picks and orders them): mIoU % on target val as
+    One line per row of :data:`udalib.zoo.ALL_ROWS` (``rows`` picks and orders them): mIoU % on target val as
     trained and with target BatchNorm statistics, and, for an adaptation row, its margin over the better of its
     AdaBN row and its lambda = 0 control (:data:`udalib.zoo.CONTROLS`), the gain that only its own loss can claim:
-    :func:`control_margins`, per seed, averaged over seeds. Values rounded to ``digits`` decimals (``None``: not
-    rounded, for a table that rounds them itself: rounding twice can move the last digit).
+    :func:`control_margins`, per seed, averaged over seeds. A mean-teacher row (:data:`udalib.zoo.MEAN_TEACHER_ROWS`)
+    has its margin over its own controls (:data:`udalib.zoo.MEAN_TEACHER_CONTROLS`) in the target BN column
+    (:data:`udalib.zoo.MEAN_TEACHER_SCORE`), the column those rows are compared in. Values rounded to ``digits``
+    decimals (``None``: not rounded, for a table that rounds them itself: rounding twice can move the last digit).
     """
     import pandas as pd
 
@@ -447,7 +449,10 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
                           "std": trained["std"].astype(float),
                           "target_bn": over_seeds(df, "target_miou_target_bn", "method")["mean"].astype(float)
                           .reindex(trained.index)})
-    margins = over_seeds(control_margins(df), "margin", "method")  # per seed, then the mean over seeds
+    per_seed_margins = [control_margins(df)]
+    if MEAN_TEACHER_SCORE in df.columns:  # the mean teacher's rows, in the column they are compared in
+        per_seed_margins.append(control_margins(df, controls=MEAN_TEACHER_CONTROLS, value=MEAN_TEACHER_SCORE))
+    margins = over_seeds(pd.concat(per_seed_margins, ignore_index=True), "margin", "method")  # per seed, then mean
     stats["margin"] = margins["mean"].astype(float).reindex(stats.index)
     stats["seeds ahead"] = margins["ahead"].reindex(stats.index).astype("Int64")
     missing = [r for r in rows or () if r not in stats.index]
@@ -460,6 +465,23 @@ def benchmark_summary(rows: Sequence[str] | None = None, path: str | os.PathLike
 
 
 ATLAS_TABLE = BENCHMARK_TABLE.with_name("minicity_atlas.csv")
+
+
+def _class_iou_columns() -> tuple[str, ...]:
+    from .data.minicity import MINICITY_TRAINIDS
+
+    return tuple(f"iou_{CITYSCAPES_CLASSES[i].replace(' ', '_')}" for i in MINICITY_TRAINIDS)
+
+
+# the per-class IoU (%) columns of the MiniCity CSVs, one per MiniCity class (``iou_road``, ``iou_traffic_sign``, ...)
+CLASS_IOU_COLUMNS = _class_iou_columns()
+
+
+def class_ious(run: Run, dataset: str) -> dict[str, float]:
+    """``{"iou_road": 87.31, ...}``: a run's per-class IoU (%) on ``dataset`` in the columns of
+    :data:`CLASS_IOU_COLUMNS`, rounded to 2 decimals."""
+    iou = run.scores[dataset].table()["IoU (%)"]
+    return {col: round(float(iou[col.removeprefix("iou_").replace("_", " ")]), 2) for col in CLASS_IOU_COLUMNS}
 
 
 def control_margins(df, by: Sequence[str] = (), controls: Mapping[str, tuple[str, str]] | None = None,
@@ -498,8 +520,6 @@ def atlas_margins(df=None, mean_teacher: bool = False):
     ``mean_teacher``: the mean teacher's atlas (``benchmarks/mean_teacher_atlas.py``), its rows against their own
     controls (:data:`udalib.zoo.MEAN_TEACHER_CONTROLS`) in :data:`udalib.zoo.MEAN_TEACHER_SCORE`."""
     import pandas as pd
-
-    from .zoo import MEAN_TEACHER_CONTROLS, MEAN_TEACHER_SCORE
 
     table_path = ATLAS_MEAN_TEACHER_TABLE if mean_teacher else ATLAS_TABLE
     if df is None:

@@ -88,8 +88,9 @@ def source_run(seed: int = 0, **kwargs) -> Run:
     return get_or_train(source_experiment(seed), **kwargs)
 
 
-# Every standard MiniCity run: name -> function(seed) -> Experiment, the rows of benchmarks/minicity_table.py and of
-# notebook 11's leaderboard. A method comes with its lambda = 0 control.
+# Every standard MiniCity run: name -> function(seed) -> Experiment, the first rows of benchmarks/minicity_table.py
+# (the mean teacher's, MEAN_TEACHER_ROWS, follow them) and notebook 11's leaderboard. A method comes with its
+# lambda = 0 control.
 MINICITY_ROWS = {
     "source_only": lambda seed: source_experiment(seed),
     "adabn": lambda seed: adabn_experiment(source_experiment(seed)),
@@ -141,11 +142,10 @@ CONTROLS = {
     **{m: ("adabn", "adabn") for m in TEST_TIME_ROWS},  # no target weight: AdaBN is the control
 }
 
-# The mean teacher (DACS, udalib.methods.dacs): its own rows, kept out of MINICITY_ROWS so that notebook 10 and
-# benchmarks/minicity_table.py do not train them, and because their comparison must stand on controls trained on the
-# same machine (benchmarks/mean_teacher_table.py trains every row it reports, controls included, into
-# benchmarks/results/minicity_mean_teacher.csv). They keep the MiniCity policy, target-only BatchNorm statistics
-# (BN_STATS), like every control.
+# The mean teacher (DACS, udalib.methods.dacs): its own rows, kept out of MINICITY_ROWS so that notebooks 10-12
+# do not train them; benchmarks/minicity_table.py trains them after the standard rows (ALL_ROWS), and
+# benchmarks/mean_teacher_table.py adds their 300-step runs and the teacher's scores. They keep the MiniCity policy,
+# target-only BatchNorm statistics (BN_STATS), like every control.
 # How they are scored: the design study on seeds 100-102 (benchmarks/results/mean_teacher_design.csv, 60 steps).
 # Running statistics never enter training (every training forward normalises with its own batch), so the policy
 # leaves the weights as they are: "target" and the original's "both" train identical weights, and only the

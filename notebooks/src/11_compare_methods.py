@@ -60,13 +60,13 @@ from udalib.viz import widgets
 # %% [markdown]
 # ## The standard runs: found, or trained now
 #
-# The rows of the MiniCity results table, `udalib.zoo.MINICITY_ROWS` (also what `benchmarks/minicity_table.py`
-# runs), each a function `seed -> Experiment` built from the definitions notebooks 01–08 use. `find_run` looks a run up by its config's key
+# The standard rows of the MiniCity results table, `udalib.zoo.MINICITY_ROWS` (what `benchmarks/minicity_table.py`
+# runs first, before the mean teacher's rows of notebook 09), each a function `seed -> Experiment` built from the definitions notebooks 01–08 use. `find_run` looks a run up by its config's key
 # (never training); `get_or_train` is checkpoint-or-train. The order matters: adaptation runs start from the source
 # models above them.
 
 # %%
-ROWS = zoo.MINICITY_ROWS  # the rows of benchmarks/minicity_table.py, in training order
+ROWS = zoo.MINICITY_ROWS  # the standard rows of benchmarks/minicity_table.py, in training order
 start, trained = time.perf_counter(), []
 for seed in SEEDS if TRAIN_MISSING else []:
     for make in ROWS.values():

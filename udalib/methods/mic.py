@@ -152,7 +152,3 @@ class DACSMIC(MIC, DACS):
     @property
     def mic_teacher(self) -> MeanTeacher:
         return self.teacher
-
-    @property
-    def mic_threshold(self) -> float:
-        return self.cfg.threshold
