@@ -170,9 +170,12 @@ def merged(before: pd.DataFrame | None, records: pd.DataFrame) -> pd.DataFrame:
 
 
 def target_bn_column(name: str, run) -> float | None:
-    """The ``target_miou_target_bn`` cell: the run's stored score with BatchNorm statistics re-estimated on target
-    train images (runs that train with source batches in their statistics), else, for a mean-teacher row, computed
-    now (``zoo.MEAN_TEACHER_SCORE``, the column those rows are compared in), else empty."""
+    """The ``target_miou_target_bn`` cell: AdaBN's own score (its statistics are the target's); the run's stored score
+    with BatchNorm statistics re-estimated on target train images (runs that train with source batches in their
+    statistics); else, for a mean-teacher row, computed now (``zoo.MEAN_TEACHER_SCORE``, the column those rows are
+    compared in); else empty."""
+    if run.config.adabn:  # its statistics are the target's already: the same number (Run.miou)
+        return round(run.miou(TARGET_EVAL, target_bn=True), 2)
     bn = run.scores_on(TARGET_EVAL, target_bn=True)
     if bn is not None:
         return round(bn.miou, 2)

@@ -126,8 +126,15 @@ def test_benchmark_summary_margins_are_over_the_better_control_per_row(tmp_path)
     more = [f"{m},{s},{a},{b}" for m, vs in dacs.items() for s, (a, b) in enumerate(vs)]
     (tmp_path / "t.csv").write_text("\n".join(lines + more) + "\n")
     out = benchmark_summary(["dacs", "minent"], tmp_path / "t.csv")
-    # target BN: AdaBN 38.5 and 40.5, control 45.0 and 46.5 -> margins 3.0 and 0.5
+    # target BN: AdaBN 38.0 and 40.0 (its own score, whatever the column says), control 45.0 and 46.5 -> margins 3.0
+    # and 0.5
     assert out.loc["dacs", "vs max(AdaBN, control)"] == pytest.approx(1.75)
     assert out.loc["dacs", "seeds ahead"] == 2 and out.loc["minent", "vs max(AdaBN, control)"] == 41.5 - 40.0
+    # AdaBN's target BN cell empty (the standard table leaves it so): its score stands in; here AdaBN beats the
+    # control on seed 1, so the margin moves
+    lines = [ln.replace("adabn,1,40.0,40.5", "adabn,1,47.5,") for ln in lines]
+    (tmp_path / "t.csv").write_text("\n".join(lines + more) + "\n")
+    assert benchmark_summary(["dacs"], tmp_path / "t.csv").loc["dacs", "vs max(AdaBN, control)"] == pytest.approx(
+        (3.0 + 47.0 - 47.5) / 2)
     with pytest.raises(FileNotFoundError, match="run `python benchmarks/minicity_table.py`"):
         benchmark_summary(path=tmp_path / "missing.csv")

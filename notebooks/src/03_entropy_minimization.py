@@ -311,7 +311,7 @@ display(Markdown(
 # which `losses.entropy_loss` does not offer. Then run the check, which compares your function with values computed
 # by hand.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "03-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "03-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import math
 
 import torch
@@ -328,7 +328,7 @@ def my_entropy_loss(logits: torch.Tensor, normalization: str = "original",
     return mean / (c if normalization == "original" else math.log(c))
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "03-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "03-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import math
 
 import torch

@@ -294,7 +294,7 @@ results.claims_report(['MaxSquare > MinEnt', '+IW > MaxSquare', '+Multi > +IW'])
 # Then run the check: it compares your table with values computed by hand, then spreads it over the pixels and
 # builds the IW max-square loss from it.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "04-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "04-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import torch
 import torch.nn.functional as F
 
@@ -308,7 +308,7 @@ def my_iw_class_weights(logits: torch.Tensor, ratio: float = 0.2) -> torch.Tenso
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "04-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "04-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import torch
 
 from udalib import losses

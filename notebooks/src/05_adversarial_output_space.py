@@ -400,7 +400,7 @@ results.claims_report(['AdaptSegNet multi-level > single-level'])
 # `my_discriminator_loss(d_source, d_target, kind)` $= \tfrac12\,\ell(D(P_s), 0) + \tfrac12\,\ell(D(P_t), 1)$ and
 # `my_adversarial_loss(d_target, kind)` $= \ell(D(P_t), 0)$. The check compares them with values computed by hand.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "05-ex3-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "05-ex3-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import torch
 import torch.nn.functional as F
 
@@ -425,7 +425,7 @@ def my_adversarial_loss(d_target: torch.Tensor, kind: str = "vanilla") -> torch.
     return my_patch_loss(d_target, 0.0, kind).mean()
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "05-ex3-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "05-ex3-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import math
 
 import torch

@@ -329,7 +329,7 @@ results.claims_report(['SNR trained on source > source-only', 'SNR-MS > MaxSquar
 # $\tilde F^+$ and $\tilde F^-$: the entropy of each pixel's softmax over classes (natural log), averaged over the
 # batch and the pixels. Logits have shape `(N, C, H, W)`; $\mathrm{Softplus}(d) = \log(1 + e^d)$.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "06-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "06-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import torch
 import torch.nn.functional as F
 
@@ -345,7 +345,7 @@ def my_causality_terms(logits_normalized: torch.Tensor, logits_enhanced: torch.T
     return F.softplus(h_plus - h_in), F.softplus(h_in - h_minus)
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "06-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "06-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import math
 
 import torch

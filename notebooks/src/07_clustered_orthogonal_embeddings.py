@@ -282,7 +282,7 @@ results.claims_report(['clustering + orthogonality + sparsity > its IW-MaxSquare
 # shape `(N,)`: the entropy (natural log) of the softmax over its products with the centroids,
 # $\langle f_n, \mu_c\rangle / T$ (the reference code's loss is their mean divided by $|S|$).
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "07-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "07-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import torch
 import torch.nn.functional as F
 
@@ -300,7 +300,7 @@ def my_orthogonality_per_feature(rows: torch.Tensor, centroids: torch.Tensor, te
     return -(F.softmax(z, dim=1) * F.log_softmax(z, dim=1)).sum(dim=1)
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "07-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "07-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import math
 
 import torch

@@ -404,7 +404,7 @@ results.claims_report(['MLSL > CBST'])
 # $k_c = 0$ (never predicted, or too few pixels) gets threshold 1, so that it selects nothing. Return a float array
 # of shape `(num_classes,)`.
 
-# %% tags=["solution"] nbgrader={"grade": false, "grade_id": "08-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+# %% nbgrader={"grade": false, "grade_id": "08-ex1-solution", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 import math
 
 import numpy as np
@@ -421,7 +421,7 @@ def my_cb_thresholds(confidence: np.ndarray, prediction: np.ndarray, num_classes
     return thresholds
     ### END SOLUTION
 
-# %% tags=["check"] nbgrader={"grade": true, "grade_id": "08-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "08-ex1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import numpy as np
 
 # seven pixels, four classes: class 0 predicted four times, class 1 twice, class 2 once, class 3 never
