@@ -30,7 +30,7 @@
 # method's **margin** is its score minus the better of the two.
 #
 # **Runtime:** about 20 s on a 2-core CPU after notebook 01 (one DACS run of 60 steps; the source model comes from
-# notebook 01), under two minutes opened alone on a fresh clone (MiniCity generated and the source model trained
+# notebook 01), about a minute opened alone on a fresh clone (MiniCity generated and the source model trained
 # first); the last cell prints this run's time.
 
 # %% tags=["parameters"]
