@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from mean_teacher_table import cpu_name, target_bn_score
-from minicity_atlas import CLASS_COLUMNS, FACTORS, class_ious, domain_of, done_rows
+from minicity_atlas import CLASS_COLUMNS, FACTORS, class_ious, domain_of, done_rows, shard
 
 from udalib import zoo
 from udalib.experiment import get_or_train
@@ -116,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(text)
         print(text)
         return 0
-    try:
-        k, n = (int(x) for x in args.shard.split("/"))
-        assert 0 <= k < n
-    except (ValueError, AssertionError):
-        p.error(f"--shard {args.shard!r}: give K/N with 0 <= K < N, e.g. 0/2")
+    k, n = shard(p, args.shard)
     cpu = cpu_name()
     # the five rows on every (factor, seed) first, then the ablations: the main table fills before the extras
     groups = [g for g in ([m for m in args.rows if m in MAIN], [m for m in args.rows if m in ABLATIONS]) if g]

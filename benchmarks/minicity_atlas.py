@@ -120,6 +120,16 @@ def summarize(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shard(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """``--shard K/N`` -> ``(K, N)``; anything else stops with a one-line message."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        parser.error(f"--shard {text!r}: give K/N with 0 <= K < N, e.g. 0/2")
+    return k, n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--factors", nargs="+", choices=FACTORS, default=list(FACTORS))
@@ -148,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(text)
         print(text)
         return 0
-    try:
-        k, n = (int(x) for x in args.shard.split("/"))
-        assert 0 <= k < n
-    except (ValueError, AssertionError):
-        p.error(f"--shard {args.shard!r}: give K/N with 0 <= K < N, e.g. 0/2")
+    k, n = shard(p, args.shard)
     wanted = rows()
     if args.methods:
         chosen = set(args.methods)
