@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from mean_teacher_table import cpu_name, target_bn_score
-from minicity_atlas import CLASS_COLUMNS, FACTORS, class_ious, domain_of, done_rows, shard
+from minicity_atlas import CLASS_COLUMNS, FACTORS, class_ious, domain_of, done_rows, shard, write_summary
 
 from udalib import zoo
 from udalib.experiment import get_or_train
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.summarize:
-        if not out.is_file():
-            p.error(f"no atlas at {out}; run python benchmarks/mean_teacher_atlas.py first")
-        text = summarize(out)
-        out.with_suffix(".md").write_text(text)
-        print(text)
-        return 0
+        return write_summary(p, out, summarize)
     k, n = shard(p, args.shard)
     cpu = cpu_name()
     # the five rows on every (factor, seed) first, then the ablations: the main table fills before the extras

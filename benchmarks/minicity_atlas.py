@@ -120,6 +120,17 @@ def summarize(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_summary(parser: argparse.ArgumentParser, out: Path, summarize) -> int:
+    """``--summarize``: ``summarize(out)`` printed and written beside the CSV (``.md``); a missing CSV stops with a
+    one-line message naming the script that writes it."""
+    if not out.is_file():
+        parser.error(f"no atlas at {out}; run python benchmarks/{parser.prog} first")
+    text = summarize(out)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
 def shard(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
     """``--shard K/N`` -> ``(K, N)``; anything else stops with a one-line message."""
     try:
@@ -152,12 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"filled the per-class columns of {backfill_classes(out, paths.runs_dir())} rows of {out}")
         return 0
     if args.summarize:
-        if not out.is_file():
-            p.error(f"no atlas at {out}; run python benchmarks/minicity_atlas.py first")
-        text = summarize(out)
-        out.with_suffix(".md").write_text(text)
-        print(text)
-        return 0
+        return write_summary(p, out, summarize)
     k, n = shard(p, args.shard)
     wanted = rows()
     if args.methods:
