@@ -62,6 +62,19 @@ def confidence_weight(confidence: Tensor, threshold: float = 0.968) -> Tensor:
     return (confidence.detach() >= threshold).float().mean()
 
 
+def teacher_pseudo_labels(teacher_logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tensor]:
+    r"""The teacher's pseudo-labels :math:`\hat y = \arg\max_c P_T` of the target images, and their weight, the
+    batch's share of pixels with :math:`\max_c P_T \ge \tau` (:func:`confidence_weight`): DACS's :math:`w_t`
+    (``trainUDA.py``:466-468) and MIC's :math:`q_T` (``EMATeacher.get_pseudo_label_and_weight``,
+    ``teacher_module.py``:75-86).
+
+    Shape:
+        ``(N, C, H, W)`` -> ``(N, H, W)`` int64, scalar.
+    """
+    confidence, pseudo = teacher_logits.detach().softmax(dim=1).max(dim=1)
+    return pseudo, confidence_weight(confidence, threshold)
+
+
 def pixel_weighted_ce(logits: Tensor, label: Tensor, weight: Tensor) -> Tensor:
     r"""Cross-entropy with a weight per pixel, averaged over *all* pixels (``CrossEntropyLoss2dPixelWiseWeighted``,
     ``utils/loss.py``:35-44): an ignored pixel adds 0 to the sum and still counts in the denominator.

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dacs import confidence_weight, pixel_weighted_ce
+from .dacs import pixel_weighted_ce, teacher_pseudo_labels
+
+__all__ = ["block_mask", "mask_image", "masked_consistency_loss", "teacher_pseudo_labels"]
 
 
 def block_mask(shape: tuple[int, ...], ratio: float, block: int,
@@ -37,19 +39,6 @@ def mask_image(images: Tensor, keep: Tensor) -> Tensor:
     r""":math:`x^M = \mathcal{M} \odot x`: masked pixels are 0 in the normalised image, i.e. the dataset's mean
     colour (``mask_image``, ``masking_transforms.py``:36-39)."""
     return images * keep.to(images.device, images.dtype)
-
-
-def teacher_pseudo_labels(teacher_logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tensor]:
-    r"""The teacher's pseudo-labels :math:`\hat y = \arg\max_c P_T` of the full target image, and their weight
-    :math:`q_T`, the batch's share of pixels with :math:`\max_c P_T \ge \tau`
-    (:func:`~udalib.losses.dacs.confidence_weight`; ``EMATeacher.get_pseudo_label_and_weight``,
-    ``teacher_module.py``:75-86).
-
-    Shape:
-        ``(N, C, H, W)`` -> ``(N, H, W)`` int64, scalar.
-    """
-    confidence, pseudo = teacher_logits.detach().softmax(dim=1).max(dim=1)
-    return pseudo, confidence_weight(confidence, threshold)
 
 
 def masked_consistency_loss(masked_logits: Tensor, pseudo: Tensor, weight: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from ..data.augment import strong_augment
 from ..data.batch import SourceBatch, TargetBatch
-from ..losses.dacs import class_mix_classes, class_mix_mask, confidence_weight, mix, pixel_weighted_ce
+from ..losses.dacs import class_mix_classes, class_mix_mask, mix, pixel_weighted_ce, teacher_pseudo_labels
 from .base import MINICITY_ADAPT, Method, MethodConfig, keyed_off_default
 from .mean_teacher import MeanTeacher
 
@@ -98,5 +98,4 @@ class DACS(Method):
     def pseudo_labels(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""The teacher's argmax :math:`\hat y_t` on the target images ``(N, H, W)`` and :math:`w_t`, the batch's share
         of pixels whose top probability reaches the threshold (a scalar)."""
-        confidence, pseudo = self.teacher(image)["out"].softmax(dim=1).max(dim=1)
-        return pseudo, confidence_weight(confidence, self.cfg.threshold)
+        return teacher_pseudo_labels(self.teacher(image)["out"], self.cfg.threshold)
